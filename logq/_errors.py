@@ -1,0 +1,73 @@
+"""The exceptions logq raises: one root, one class per condition.
+
+Every error a caller can provoke is a `LogqError`. Argument errors are also
+`ValueError` and `TypeError`, so code written against the standard library's
+conventions catches them too. Errors about a place on disk carry `path` and
+`offset` where they apply.
+"""
+
+from __future__ import annotations
+
+
+class LogqError(Exception):
+    """Root of every error raised by logq."""
+
+
+class InvalidArgument(LogqError, ValueError, TypeError):
+    """An argument has the wrong type or value; nothing was written."""
+
+
+class ClosedError(LogqError):
+    """The queue or log was closed; open it again to continue."""
+
+
+class LockedError(LogqError):
+    """Another open queue (in this or another process) holds the directory lock."""
+
+    def __init__(self, message: str, *, path: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.pid = pid
+
+
+class NotALogqDirectory(LogqError):
+    """The path exists but is not a logq directory; nothing was changed."""
+
+
+class WriterFailedError(LogqError):
+    """A write or fsync failed earlier; the log refuses work until it is reopened."""
+
+
+class CorruptionError(LogqError):
+    """Stored bytes failed verification at `path` and `offset`."""
+
+    def __init__(self, message: str, *, path: str | None = None, offset: int | None = None) -> None:
+        where = ""
+        if path is not None:
+            where = f" ({path}" + (f" at byte {offset}" if offset is not None else "") + ")"
+        super().__init__(message + where)
+        self.path = path
+        self.offset = offset
+
+
+class ChecksumError(CorruptionError):
+    """A header or payload check did not match the stored bytes."""
+
+
+class UnsupportedVersionError(CorruptionError):
+    """The files were written by a newer format version than this logq reads."""
+
+
+class InvalidTransition(LogqError):
+    """The operation is not allowed in the job's current state; nothing was written."""
+
+
+class JobNotFound(InvalidTransition, KeyError):
+    """No job with this id exists (or it was compacted away)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class LeaseLostError(InvalidTransition):
+    """The caller's lease ended (expired and re-leased, or the job was finished elsewhere)."""

@@ -1,0 +1,625 @@
+"""The log: segment files on disk, group commit, replay and torn-tail repair.
+
+Theory of operation
+-------------------
+A log is a directory holding `logq.meta` (format marker), `logq.lock` (the
+writer's pid under an exclusive flock) and segment files. Opening it replays
+every segment in order through `scan`, hands each record of a complete batch
+to the caller's `replay` callback, repairs a torn tail, and then accepts
+appends. Every file operation goes through the `FileSystem` seam.
+
+Append protocol (the numbers name the steps that the fault tests target):
+  1. Under the lock, assign sequence numbers and encode the batch into the
+     pending buffer; if it would overflow the active segment, roll over first.
+  2. Modes `batch` and `none`: write the pending buffer to the file before
+     returning, so the records survive a crash of the process.
+  3. Mode `always`: the caller waits until a fdatasync covers its last record.
+     One caller at a time is the leader: it writes everything pending in one
+     write, notes the last written sequence number, fdatasyncs outside the
+     lock and wakes every caller that the sync covered (group commit).
+  4. Mode `batch`: a background thread does step 3 at most every
+     `sync_interval` seconds while there are unsynced records.
+A failed write or fsync poisons the log: the error is kept, every waiting and
+later call raises `WriterFailedError`, and fsync is never retried, because
+the kernel may already have dropped the dirty pages. Reopening replays from
+what is really on disk.
+
+Rollover protocol:
+  R1. wait until no sync is in flight; write the pending buffer;
+  R2. append a SEAL record and fsync the segment (it is now sealed);
+  R3. create the next segment, named by the SEAL's sequence number + 1, write
+      its header and fsync it;
+  R4. fsync the directory so the new name is durable.
+A crash between R2 and R4 leaves a sealed last segment, or a next segment
+with a missing or torn header; recovery creates or recreates it.
+
+Recovery rules:
+  * every segment but the last must verify completely and end with SEAL;
+    damage there, or a gap between one segment's SEAL and the next base, is a
+    `CorruptionError` naming file and offset (`salvage=True` skips the damage
+    and reports the lost ranges instead);
+  * the last segment is cut after its last complete batch; the cut bytes are
+    first saved to `<segment>.<offset>.torn` (fsynced, directory fsynced), then
+    the file is truncated and fsynced, before any new append.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from ._errors import (
+    ClosedError, CorruptionError, InvalidArgument, LockedError, NotALogqDirectory,
+    UnsupportedVersionError, WriterFailedError,
+)
+from ._fs import File, FileSystem, Lock, OsFileSystem, read_lock_holder
+from ._record import (
+    FIRST_USER_TYPE, FLAG_CONTINUED, FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
+    TYPE_SEAL, Encoder, Record, decode_segment_header, encode_segment_header, padded, read_record,
+)
+from ._segment import LostRange, parse_segment_name, scan, segment_name
+
+META_NAME = "logq.meta"
+LOCK_NAME = "logq.lock"
+TORN_SUFFIX = ".torn"
+SYNC_MODES = ("none", "batch", "always")
+_STRENGTH = {m: i for i, m in enumerate(SYNC_MODES)}
+DEFAULT_SEGMENT_SIZE = 64 << 20
+
+ReplayCallback = Callable[[Record, int], None]
+
+
+@dataclass(frozen=True)
+class TornTail:
+    """Bytes cut from the end of the last segment at open, and where they were kept."""
+
+    path: str
+    offset: int
+    length: int
+    saved_to: str
+
+
+@dataclass
+class RecoveryReport:
+    """What opening the log found and did."""
+
+    segments: int = 0
+    records: int = 0
+    last_seq: int = 0
+    torn: list[TornTail] = field(default_factory=list)
+    lost: list[LostRange] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Appended:
+    """Where an appended batch landed: sequence numbers, segment base and offsets."""
+
+    first_seq: int
+    last_seq: int
+    segment: int
+    offsets: tuple[int, ...]
+    sync: str
+
+
+@dataclass
+class _Segment:
+    base: int
+    size: int
+    sealed: bool
+    last_seq: int
+
+
+def stronger(a: str, b: str | None) -> str:
+    """The stronger of two durability modes (None means "no preference")."""
+    if b is None:
+        return a
+    if b not in _STRENGTH:
+        raise InvalidArgument(f"sync must be one of {SYNC_MODES}, not {b!r}")
+    return a if _STRENGTH[a] >= _STRENGTH[b] else b
+
+
+class Log:
+    """An open, locked log directory. Thread-safe.
+
+    Records are appended in batches; a batch is atomic (after a crash either
+    all its records are replayed or none) and its records get consecutive,
+    increasing sequence numbers that are never reused.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, replay: ReplayCallback | None = None,
+                 sync: str = "batch", sync_interval: float = 0.005,
+                 segment_size: int = DEFAULT_SEGMENT_SIZE, compression: str | None = None,
+                 compress_threshold: int = 512, salvage: bool = False,
+                 fs: FileSystem | None = None) -> None:
+        _check_options(sync, sync_interval, segment_size, compression, compress_threshold)
+        self.path = os.fspath(path)
+        self.sync_mode = sync
+        self.sync_interval = sync_interval
+        self.segment_size = segment_size
+        self.fs: FileSystem = fs or OsFileSystem()
+        self._template = Encoder(0, compression=compression, threshold=compress_threshold)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._syncing = False
+        self._failed: BaseException | None = None
+        self._closed = False
+        self._readers: dict[int, File] = {}
+        self._salts: dict[int, int] = {}
+        self._lockfile: Lock | None = None
+        self._syncer: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._lockfile = self._prepare_directory()
+        try:
+            self.report = self._recover(replay, salvage)
+        except BaseException:
+            self._release_files()
+            raise
+        if sync == "batch":
+            self._syncer = threading.Thread(target=self._sync_loop, name="logq-sync", daemon=True)
+            self._syncer.start()
+
+    # ----------------------------------------------------------------- opening
+
+    def _prepare_directory(self) -> Lock:
+        fs, path = self.fs, self.path
+        if fs.exists(path) and not fs.isdir(path):
+            raise NotALogqDirectory(f"{path} is a file, not a logq directory: pass a directory path")
+        fresh = not fs.exists(path) or not set(fs.listdir(path)) - {LOCK_NAME, META_NAME + ".tmp"}
+        if not fresh:
+            self._check_meta()
+        fs.makedirs(path)
+        lock = fs.lock(os.path.join(path, LOCK_NAME))
+        if lock is None:
+            pid = read_lock_holder(os.path.join(path, LOCK_NAME))
+            raise LockedError(f"{path} is already open by process {pid}: close that queue first, "
+                              "or open another directory", path=path, pid=pid)
+        if fresh or not fs.exists(os.path.join(path, META_NAME)):
+            try:
+                self._write_meta()
+            except BaseException:
+                lock.release()
+                raise
+        return lock
+
+    def _check_meta(self) -> None:
+        meta = os.path.join(self.path, META_NAME)
+        if not self.fs.exists(meta):
+            names = self.fs.listdir(self.path)
+            if not any(parse_segment_name(n) is not None for n in names):
+                raise NotALogqDirectory(
+                    f"{self.path} is not empty and holds no logq queue: pass an empty or new directory")
+            return
+        f = self.fs.open(meta, readonly=True)
+        try:
+            text = f.pread(64, 0)
+        finally:
+            f.close()
+        parts = text.split()
+        if len(parts) != 2 or parts[0] != b"logq" or not parts[1].isdigit():
+            raise NotALogqDirectory(f"{meta} is not a logq marker file: is this the right directory?")
+        if int(parts[1]) > FORMAT_VERSION:
+            raise UnsupportedVersionError(
+                f"queue was written by format version {int(parts[1])}; this logq reads up to "
+                f"{FORMAT_VERSION}: upgrade logq", path=meta)
+
+    def _write_meta(self) -> None:
+        final = os.path.join(self.path, META_NAME)
+        tmp = final + ".tmp"
+        f = self.fs.open(tmp, create=True)
+        try:
+            f.truncate(0)
+            f.write(f"logq {FORMAT_VERSION}\n".encode())
+            f.fsync()
+        finally:
+            f.close()
+        self.fs.rename(tmp, final)
+        self.fs.fsync_dir(self.path)
+
+    def _recover(self, replay: ReplayCallback | None, salvage: bool) -> RecoveryReport:
+        report = RecoveryReport()
+        bases = sorted(b for b in map(parse_segment_name, self.fs.listdir(self.path)) if b is not None)
+        self._segments: list[_Segment] = []
+        last_seq = 0
+        for i, base in enumerate(bases):
+            is_last = i == len(bases) - 1
+            deliver = _no_replay if replay is None else _bind(replay, base)
+            last_seq = self._recover_segment(base, is_last, last_seq, deliver, salvage, report)
+        if not self._segments or self._segments[-1].sealed:
+            self._create_segment(last_seq + 1)
+        active = self._segments[-1]
+        self._active = self.fs.open(self._seg_path(active.base))
+        self._encoder = self._template.with_salt(self._read_salt(active.base))
+        self._next_seq = max(last_seq + 1, active.base)
+        self._written_seq = self._synced_seq = self._next_seq - 1
+        self._end = active.size
+        report.segments, report.last_seq = len(self._segments), self._next_seq - 1
+        return report
+
+    def _recover_segment(self, base: int, is_last: bool, last_seq: int, deliver: Callable[[Record], None],
+                         salvage: bool, report: RecoveryReport) -> int:
+        path = self._seg_path(base)
+        data = self._read_whole(path)
+        if is_last and _unborn(data):
+            self._keep_aside(path, 0, data, report)
+            self.fs.unlink(path)
+            self.fs.fsync_dir(self.path)
+            return last_seq
+        if last_seq and base != last_seq + 1:
+            msg = f"segment sequence broken: expected base {last_seq + 1}, found {base} (missing segment?)"
+            if not salvage:
+                raise CorruptionError(msg, path=path, offset=0)
+            report.lost.append(LostRange(path, 0, 0, msg))
+        counter = _Counter(deliver)
+        result = scan(data, path, counter, after_seq=last_seq, salvage=salvage)
+        report.records += counter.n
+        if salvage:
+            report.lost.extend(result.lost if not is_last else [])
+        if not is_last:
+            if result.damage is not None and not salvage:
+                raise result.damage
+            if not result.sealed:
+                if not salvage:
+                    raise CorruptionError("sealed segment does not end with a SEAL record",
+                                          path=path, offset=result.end)
+                report.lost.append(LostRange(path, result.end, len(data), "segment not sealed"))
+        elif result.end < len(data):
+            self._cut_tail(path, result.end, data, report)
+        seg_last = result.last_seq if result.last_seq is not None else max(last_seq, base - 1)
+        self._segments.append(_Segment(base, result.end, result.sealed or not is_last, seg_last))
+        return seg_last
+
+    def _read_whole(self, path: str) -> bytes:
+        f = self.fs.open(path, readonly=True)
+        try:
+            return f.pread(f.size(), 0)
+        finally:
+            f.close()
+
+    def _read_salt(self, base: int) -> int:
+        salt = self._salts.get(base)
+        if salt is None:
+            head = self._reader(base).pread(SEGMENT_HEADER_SIZE, 0)
+            salt = self._salts[base] = decode_segment_header(head, self._seg_path(base)).salt
+        return salt
+
+    def _keep_aside(self, path: str, offset: int, data: bytes, report: RecoveryReport) -> None:
+        """Save the bytes cut from a segment in a side file before cutting them."""
+        side = f"{path}.{offset}{TORN_SUFFIX}"
+        tmp = side + ".tmp"
+        f = self.fs.open(tmp, create=True)
+        try:
+            f.truncate(0)
+            f.write(data[offset:])
+            f.fsync()
+        finally:
+            f.close()
+        self.fs.rename(tmp, side)
+        self.fs.fsync_dir(self.path)
+        report.torn.append(TornTail(path, offset, len(data) - offset, side))
+
+    def _cut_tail(self, path: str, end: int, data: bytes, report: RecoveryReport) -> None:
+        self._keep_aside(path, end, data, report)
+        f = self.fs.open(path)
+        try:
+            f.truncate(end)
+            f.fsync()
+        finally:
+            f.close()
+
+    def _create_segment(self, base: int) -> None:
+        """Rollover steps R3 and R4: a new segment with its header, durable with its name."""
+        salt = int.from_bytes(os.urandom(8), "little")
+        path = self._seg_path(base)
+        f = self.fs.open(path, create=True, exclusive=True)
+        try:
+            f.write(encode_segment_header(salt, base))
+            f.fsync()
+        finally:
+            f.close()
+        self.fs.fsync_dir(self.path)
+        self._segments.append(_Segment(base, SEGMENT_HEADER_SIZE, False, base - 1))
+
+    def _seg_path(self, base: int) -> str:
+        return os.path.join(self.path, segment_name(base))
+
+    # ---------------------------------------------------------------- appending
+
+    def append(self, items: Sequence[tuple[int, bytes]], *, sync: str | None = None) -> Appended:
+        """Append `items` (record type, payload) as one atomic batch and wait per `sync`."""
+        appended = self.write(items, sync=sync)
+        self.commit(appended)
+        return appended
+
+    def write(self, items: Sequence[tuple[int, bytes]], *, sync: str | None = None) -> Appended:
+        """Steps 1-2: sequence, encode and (unless `always`) write; do not wait for fsync.
+
+        Call `commit` with the result to wait for the durability it asked for.
+        """
+        mode = stronger(self.sync_mode, sync)
+        if not items:
+            raise InvalidArgument("append needs at least one record")
+        with self._lock:
+            self._check_usable()
+            chunks, offsets, first = self._encode_batch(items)
+            self._pending.extend(chunks)
+            self._pending_size += sum(map(len, chunks))
+            self._end += sum(map(len, chunks))
+            if mode != "always":
+                self._flush_locked()
+            return Appended(first, self._next_seq - 1, self._segments[-1].base, offsets, mode)
+
+    def commit(self, appended: Appended) -> None:
+        """Step 3: return once `appended` is as durable as its mode promised."""
+        if appended.sync == "always":
+            self.sync_through(appended.last_seq)
+        elif self._failed is not None:
+            raise self._failure()
+
+    def _encode_batch(self, items: Sequence[tuple[int, bytes]]) -> tuple[list[bytes], tuple[int, ...], int]:
+        for rtype, payload in items:
+            if not FIRST_USER_TYPE <= rtype <= 255 or not isinstance(payload, (bytes, bytearray, memoryview)):
+                raise InvalidArgument("records are (type 16..255, bytes) pairs")
+        estimate = sum(RECORD_HEADER_SIZE + len(p) + 8 for _, p in items)
+        if self._end > SEGMENT_HEADER_SIZE and self._end + estimate + 64 > self.segment_size:
+            self._rollover_locked()
+        encode, seq, end, last = self._encoder.encode, self._next_seq, self._end, len(items) - 1
+        chunks, offsets = [], []
+        for i, (rtype, payload) in enumerate(items):
+            chunk = encode(seq + i, rtype, bytes(payload), 0 if i == last else FLAG_CONTINUED)
+            chunks.append(chunk)
+            offsets.append(end)
+            end += len(chunk)
+        self._next_seq = seq + len(items)
+        return chunks, tuple(offsets), seq
+
+    def _flush_locked(self) -> None:
+        """Write everything pending to the active segment (one write)."""
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        try:
+            self._active.write(data)
+        except OSError as exc:
+            self._poison(exc)
+            raise self._failure() from exc
+        self._pending.clear()
+        self._pending_size = 0
+        self._written_seq = self._next_seq - 1
+
+    def sync_through(self, seq: int) -> None:
+        """Return once every record up to `seq` is fsynced (group commit)."""
+        with self._cond:
+            while True:
+                self._check_usable()
+                if self._synced_seq >= seq:
+                    return
+                if not self._syncing:
+                    break
+                self._cond.wait()
+            target, f = self._start_sync_locked()
+        self._finish_sync(target, f)
+
+    def _start_sync_locked(self) -> tuple[int, File]:
+        self._syncing = True
+        try:
+            self._flush_locked()
+        except BaseException:
+            self._syncing = False
+            self._cond.notify_all()
+            raise
+        return self._written_seq, self._active
+
+    def _finish_sync(self, target: int, f: File) -> None:
+        try:
+            f.fdatasync()
+        except OSError as exc:
+            with self._cond:
+                self._syncing = False
+                self._poison(exc)
+            raise self._failure() from exc
+        with self._cond:
+            self._syncing = False
+            self._synced_seq = max(self._synced_seq, target)
+            self._cond.notify_all()
+
+    def sync(self) -> None:
+        """Make every record appended so far durable."""
+        with self._lock:
+            last = self._next_seq - 1
+        self.sync_through(last)
+
+    def _sync_loop(self) -> None:
+        """Step 4: the background fsync of `batch` mode."""
+        while not self._stop.wait(self.sync_interval):
+            with self._lock:
+                dirty = self._written_seq > self._synced_seq and self._failed is None
+                last = self._written_seq
+            if dirty:
+                try:
+                    self.sync_through(last)
+                except (WriterFailedError, ClosedError):
+                    return
+
+    def _rollover_locked(self) -> None:
+        while self._syncing:  # R1: never close a file another thread is syncing
+            self._cond.wait()
+        self._check_usable()
+        self._flush_locked()
+        seal_seq = self._next_seq
+        try:
+            self._active.write(self._encoder.encode(seal_seq, TYPE_SEAL, b""))  # R2
+            self._active.fsync()
+        except OSError as exc:
+            self._poison(exc)
+            raise self._failure() from exc
+        self._next_seq = self._written_seq = self._synced_seq = seal_seq
+        self._next_seq += 1
+        old = self._segments[-1]
+        old.sealed, old.last_seq = True, seal_seq
+        old.size = self._end + RECORD_HEADER_SIZE
+        self._active.close()
+        try:
+            self._create_segment(seal_seq + 1)  # R3, R4
+            new = self._segments[-1]
+            self._active = self.fs.open(self._seg_path(new.base))
+            self._encoder = self._template.with_salt(self._read_salt(new.base))
+        except OSError as exc:
+            self._poison(exc)
+            raise self._failure() from exc
+        self._end = SEGMENT_HEADER_SIZE
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, segment: int, offset: int) -> Record:
+        """Read back and verify the record that `Appended` placed at (`segment`, `offset`)."""
+        with self._lock:
+            self._check_usable()
+            written_end = self._end - self._pending_size
+            if segment == self._segments[-1].base and offset >= written_end:
+                rec = read_record(b"".join(self._pending), offset - written_end, self._encoder.salt64)
+            else:
+                f, salt = self._reader(segment), self._read_salt(segment)
+                rec = None
+        path = self._seg_path(segment)
+        if rec is None:
+            head = f.pread(RECORD_HEADER_SIZE, offset)
+            size = int.from_bytes(head[4:8], "little") if len(head) == RECORD_HEADER_SIZE else 0
+            data = head + f.pread(padded(size), offset + RECORD_HEADER_SIZE)
+            rec = read_record(data, 0, salt, path)
+        if rec is None:
+            raise CorruptionError("record is truncated", path=path, offset=offset)
+        return rec._replace(offset=offset)
+
+    def _reader(self, base: int) -> File:
+        f = self._readers.get(base)
+        if f is None:
+            f = self._readers[base] = self.fs.open(self._seg_path(base), readonly=True)
+        return f
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def durable_seq(self) -> int:
+        """The highest sequence number known to be fsynced."""
+        return self._synced_seq
+
+    @property
+    def last_seq(self) -> int:
+        """The highest sequence number handed out."""
+        return self._next_seq - 1
+
+    def segments(self) -> list[tuple[int, int, bool]]:
+        """(base sequence number, size in bytes, sealed) of every segment, oldest first."""
+        with self._lock:
+            out = [(s.base, s.size, s.sealed) for s in self._segments[:-1]]
+            return out + [(self._segments[-1].base, self._end, False)]
+
+    @property
+    def failed(self) -> bool:
+        return self._failed is not None
+
+    def close(self) -> None:
+        """Write and fsync what is pending, stop the syncer, release the lock. Safe to repeat."""
+        with self._cond:
+            if self._closed:
+                return
+            while self._syncing:
+                self._cond.wait()
+            error: BaseException | None = None
+            if self._failed is None:
+                try:
+                    self._flush_locked()
+                    self._active.fdatasync()
+                    self._synced_seq = self._written_seq
+                except (OSError, WriterFailedError) as exc:
+                    error = exc
+            self._closed = True
+            self._cond.notify_all()
+        self._stop.set()
+        if self._syncer is not None and self._syncer is not threading.current_thread():
+            self._syncer.join()
+        self._release_files()
+        if isinstance(error, OSError):
+            raise WriterFailedError(f"final fsync of {self.path} failed: {error}") from error
+        if error is not None:
+            raise error
+
+    def _release_files(self) -> None:
+        for f in list(self._readers.values()) + [getattr(self, "_active", None)]:
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        self._readers.clear()
+        if self._lockfile is not None:
+            self._lockfile.release()
+            self._lockfile = None
+
+    def __enter__(self) -> "Log":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ failure
+
+    def _poison(self, exc: BaseException) -> None:
+        if self._failed is None:
+            self._failed = exc
+        self._cond.notify_all()
+
+    def _failure(self) -> WriterFailedError:
+        return WriterFailedError(
+            f"an earlier write or fsync to {self.path} failed ({self._failed}); nothing since is "
+            "durable: close and reopen the queue to recover from what is on disk")
+
+    def _check_usable(self) -> None:
+        if self._failed is not None:
+            raise self._failure()
+        if self._closed:
+            raise ClosedError(f"the log at {self.path} is closed: open it again")
+
+
+class _Counter:
+    __slots__ = ("deliver", "n")
+
+    def __init__(self, deliver: Callable[[Record], None]) -> None:
+        self.deliver, self.n = deliver, 0
+
+    def __call__(self, rec: Record) -> None:
+        self.n += 1
+        self.deliver(rec)
+
+
+def _no_replay(rec: Record) -> None:
+    pass
+
+
+def _bind(replay: ReplayCallback, base: int) -> Callable[[Record], None]:
+    def deliver(rec: Record) -> None:
+        replay(rec, base)
+    return deliver
+
+
+def _unborn(data: bytes) -> bool:
+    """A last segment whose creation did not finish: shorter than a header, or zeros."""
+    return len(data) < SEGMENT_HEADER_SIZE or not any(data[:SEGMENT_HEADER_SIZE])
+
+
+def _check_options(sync: str, sync_interval: float, segment_size: int,
+                   compression: str | None, compress_threshold: int) -> None:
+    if sync not in SYNC_MODES:
+        raise InvalidArgument(f"sync must be one of {SYNC_MODES}, not {sync!r}")
+    if not isinstance(sync_interval, (int, float)) or not 0 < sync_interval <= 60:
+        raise InvalidArgument(f"sync_interval must be seconds in (0, 60], not {sync_interval!r}")
+    if not isinstance(segment_size, int) or segment_size < 4096:
+        raise InvalidArgument(f"segment_size must be an int of at least 4096 bytes, not {segment_size!r}")
+    if compression not in (None, "zstd"):
+        raise InvalidArgument(f"compression must be None or 'zstd', not {compression!r}")
+    if not isinstance(compress_threshold, int) or compress_threshold < 0:
+        raise InvalidArgument(f"compress_threshold must be a non-negative int, not {compress_threshold!r}")

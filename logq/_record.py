@@ -1,0 +1,172 @@
+"""Record codec: bytes in, bytes out, no I/O.
+
+Theory of operation
+-------------------
+A segment file is a segment header followed by records. Every record is a
+32-byte header and a stored payload padded with zeros to a multiple of 8, so
+every record starts 8-byte aligned. The header opens with a 32-bit check over
+the rest of the header, so the stored length is verified before it is trusted;
+a 64-bit check over the stored payload is verified before the payload is
+decompressed. Both checks are seeded by the segment's random salt, so bytes
+left from another file (or a preallocated one) never validate.
+
+Decoding fails one way: `read_record` returns a record, returns None when the
+buffer ends inside the record ("need more"), or raises `CorruptionError`.
+spec/format.md is the authority for every width and rule used here.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+import xxhash
+import zstandard
+
+from ._errors import ChecksumError, CorruptionError, UnsupportedVersionError
+
+FORMAT_VERSION = 1
+SEGMENT_MAGIC = b"\x89LOGQSG\n"
+SEGMENT_HEADER = struct.Struct("<8sHHIQQQ")  # magic, version, header size, reserved, salt, base seq, check
+SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size  # 40
+RECORD_HEADER_SIZE = 32
+_CHECK = struct.Struct("<I")
+_BODY = struct.Struct("<IQBBHIQ")  # stored len, seq, type, flags, reserved, raw len, payload check
+_HEADER = struct.Struct("<IIQBBHIQ")
+
+MAX_STORED = 1 << 28  # 256 MiB: a larger stored length is rejected even with a good check
+ALIGN = 8
+
+# Record types. 0 is reserved so that zeroed bytes never decode as a record.
+TYPE_SEAL = 1
+FIRST_USER_TYPE = 16  # types 1..15 belong to the log, 16..255 to the layer above
+
+# Flags.
+FLAG_ZSTD = 0x01  # stored payload is a zstd frame of raw_len bytes
+FLAG_CONTINUED = 0x02  # more records of the same atomic batch follow
+KNOWN_FLAGS = FLAG_ZSTD | FLAG_CONTINUED
+
+_xxh32 = xxhash.xxh32_intdigest
+_xxh64 = xxhash.xxh64_intdigest
+_ZEROS = bytes(ALIGN)
+
+
+class Record(NamedTuple):
+    """One decoded record. `payload` is the raw (decompressed) payload."""
+
+    seq: int
+    type: int
+    flags: int
+    payload: bytes
+    offset: int  # where the record header starts in its segment
+    size: int  # bytes the record occupies, padding included
+
+
+class SegmentHeader(NamedTuple):
+    version: int
+    salt: int
+    base_seq: int
+
+
+def padded(n: int) -> int:
+    """Round `n` up to the record alignment."""
+    return (n + ALIGN - 1) & ~(ALIGN - 1)
+
+
+def encode_segment_header(salt: int, base_seq: int) -> bytes:
+    """The 40-byte header that opens a segment file."""
+    body = SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, SEGMENT_HEADER_SIZE, 0, salt, base_seq, 0)[:32]
+    return body + struct.pack("<Q", _xxh64(body, 0))
+
+
+def decode_segment_header(buf: bytes, path: str | None = None) -> SegmentHeader:
+    """Parse and verify a segment header; raise `CorruptionError` if it is not one."""
+    if len(buf) < SEGMENT_HEADER_SIZE:
+        raise CorruptionError("segment header is truncated", path=path, offset=0)
+    magic, version, hsize, reserved, salt, base, check = SEGMENT_HEADER.unpack_from(buf, 0)
+    if magic != SEGMENT_MAGIC:
+        raise CorruptionError("not a logq segment (bad magic)", path=path, offset=0)
+    if check != _xxh64(bytes(buf[:32]), 0):
+        raise ChecksumError("segment header check mismatch", path=path, offset=0)
+    if version > FORMAT_VERSION:
+        raise UnsupportedVersionError(
+            f"segment has format version {version}; this logq reads up to {FORMAT_VERSION}: upgrade logq",
+            path=path, offset=0)
+    if version < 1 or hsize != SEGMENT_HEADER_SIZE or reserved:
+        raise CorruptionError("segment header has invalid fields", path=path, offset=0)
+    return SegmentHeader(version, salt, base)
+
+
+class Encoder:
+    """Encodes records for one segment (its salt) with an optional zstd policy.
+
+    Not thread-safe: the log calls it under its append lock.
+    """
+
+    __slots__ = ("salt64", "salt32", "_zstd", "_threshold")
+
+    def __init__(self, salt: int, *, compression: str | None = None, threshold: int = 512) -> None:
+        self.salt64 = salt
+        self.salt32 = salt & 0xFFFFFFFF
+        self._zstd = zstandard.ZstdCompressor(level=3) if compression == "zstd" else None
+        self._threshold = threshold
+
+    def with_salt(self, salt: int) -> "Encoder":
+        """A copy of this encoder for another segment."""
+        other = Encoder.__new__(Encoder)
+        other.salt64, other.salt32 = salt, salt & 0xFFFFFFFF
+        other._zstd, other._threshold = self._zstd, self._threshold
+        return other
+
+    def encode(self, seq: int, rtype: int, payload: bytes, flags: int = 0) -> bytes:
+        """The bytes of one record, padding included."""
+        raw_len = len(payload)
+        stored = payload
+        if self._zstd is not None and raw_len >= self._threshold:
+            packed = self._zstd.compress(payload)
+            if len(packed) < raw_len:
+                stored, flags = packed, flags | FLAG_ZSTD
+        n = len(stored)
+        if n > MAX_STORED:
+            raise ValueError(f"record of {n} bytes exceeds the {MAX_STORED}-byte limit")
+        body = _BODY.pack(n, seq, rtype, flags, 0, raw_len, _xxh64(stored, self.salt64))
+        pad = -n & (ALIGN - 1)
+        return b"".join((_CHECK.pack(_xxh32(body, self.salt32)), body, stored, _ZEROS[:pad]))
+
+
+def read_record(buf: bytes | memoryview, pos: int, salt: int, path: str | None = None) -> Record | None:
+    """Decode the record at `pos`; None if `buf` ends inside it.
+
+    Raises `ChecksumError` when a check fails and `CorruptionError` for any
+    other invalid content. Never raises anything else for any input.
+    """
+    end = len(buf)
+    if pos + RECORD_HEADER_SIZE > end:
+        return None
+    check, n, seq, rtype, flags, reserved, raw_len, pcheck = _HEADER.unpack_from(buf, pos)
+    if check != _xxh32(buf[pos + 4:pos + 32], salt & 0xFFFFFFFF):
+        raise ChecksumError("record header check mismatch", path=path, offset=pos)
+    if n > MAX_STORED or rtype == 0 or reserved or flags & ~KNOWN_FLAGS:
+        raise CorruptionError("record header has invalid fields", path=path, offset=pos)
+    start = pos + RECORD_HEADER_SIZE
+    if start + padded(n) > end:
+        return None
+    stored = buf[start:start + n]
+    if pcheck != _xxh64(stored, salt):
+        raise ChecksumError("record payload check mismatch", path=path, offset=pos)
+    payload = _unpack(bytes(stored), flags, raw_len, path, pos)
+    return Record(seq, rtype, flags, payload, pos, RECORD_HEADER_SIZE + padded(n))
+
+
+def _unpack(stored: bytes, flags: int, raw_len: int, path: str | None, pos: int) -> bytes:
+    if not flags & FLAG_ZSTD:
+        if raw_len != len(stored):
+            raise CorruptionError("record raw length differs from stored length", path=path, offset=pos)
+        return stored
+    try:
+        payload = zstandard.ZstdDecompressor().decompress(stored, max_output_size=raw_len)
+    except zstandard.ZstdError as exc:
+        raise CorruptionError(f"record payload does not decompress: {exc}", path=path, offset=pos) from None
+    if len(payload) != raw_len:
+        raise CorruptionError("decompressed payload has the wrong length", path=path, offset=pos)
+    return payload

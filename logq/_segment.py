@@ -1,0 +1,189 @@
+"""Segment files: naming and scanning, no I/O.
+
+Theory of operation
+-------------------
+A segment is named by its base sequence number (`00000000000000000001.seg`)
+and holds a segment header and records with strictly increasing sequence
+numbers. A sealed segment ends with a SEAL record; the next segment's base is
+the SEAL's sequence number plus one. Only the last segment of a log may be
+unsealed, and only it may end in a torn record.
+
+`scan` walks the bytes of one segment and returns what it found: the records
+of complete batches (a batch is a run of records whose last one lacks
+FLAG_CONTINUED), where the valid bytes end, and - for damage - where and why.
+It decides nothing about repair; the log does that with the rules in
+spec/format.md.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ._errors import CorruptionError
+from ._record import (
+    ALIGN, FLAG_CONTINUED, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, TYPE_SEAL, Record,
+    SegmentHeader, decode_segment_header, read_record,
+)
+
+SEGMENT_SUFFIX = ".seg"
+_NAME = re.compile(r"^(\d{20})\.seg$")
+
+
+def segment_name(base_seq: int) -> str:
+    """The file name of the segment whose first sequence number is `base_seq`."""
+    return f"{base_seq:020d}{SEGMENT_SUFFIX}"
+
+
+def parse_segment_name(name: str) -> int | None:
+    """The base sequence number encoded in a segment file name, or None."""
+    m = _NAME.match(name)
+    return int(m.group(1)) if m else None
+
+
+@dataclass
+class LostRange:
+    """Bytes of a segment that did not verify and were skipped or cut."""
+
+    path: str
+    start: int
+    end: int
+    reason: str
+
+
+@dataclass
+class ScanResult:
+    """What `scan` found in one segment."""
+
+    header: SegmentHeader
+    end: int  # offset just past the last complete batch
+    first_seq: int | None = None
+    last_seq: int | None = None
+    records: int = 0
+    sealed: bool = False
+    damage: CorruptionError | None = None  # first damage, when not salvaging
+    torn: bool = False  # the bytes after `end` are an incomplete record or batch
+    lost: list[LostRange] = field(default_factory=list)
+
+
+def scan(buf: bytes, path: str, deliver: Callable[[Record], None], *,
+         after_seq: int = 0, salvage: bool = False) -> ScanResult:
+    """Verify every record of a segment's bytes and deliver complete batches in order.
+
+    Stops at the first damage (reported in `damage`/`torn`) unless `salvage`,
+    in which case it skips to the next record that verifies and lists the
+    skipped ranges in `lost`. Records must have sequence numbers above
+    `after_seq` and increasing. Header damage raises `CorruptionError`.
+    """
+    header = decode_segment_header(buf, path)
+    result = ScanResult(header=header, end=SEGMENT_HEADER_SIZE)
+    state = _Scan(buf, path, header.salt, max(after_seq, header.base_seq - 1), deliver, result)
+    state.run(salvage)
+    return result
+
+
+class _Scan:
+    def __init__(self, buf: bytes, path: str, salt: int, last_seq: int,
+                 deliver: Callable[[Record], None], result: ScanResult) -> None:
+        self.buf, self.path, self.salt, self.last_seq = memoryview(buf), path, salt, last_seq
+        self.deliver, self.result = deliver, result
+        self.batch: list[Record] = []
+        self.batch_start = SEGMENT_HEADER_SIZE
+        self.dropping = False  # salvage: skipping the rest of a damaged batch
+
+    def run(self, salvage: bool) -> None:
+        pos, size = SEGMENT_HEADER_SIZE, len(self.buf)
+        while pos < size:
+            try:
+                rec = self._read(pos)
+            except CorruptionError as exc:
+                if not salvage:
+                    self._stop(exc)
+                    return
+                pos = self._skip(pos, exc)
+                continue
+            if rec is None:
+                self.result.torn = True
+                self._discard_batch("incomplete record at end of segment", size)
+                return
+            pos += rec.size
+            self._accept(rec, pos)
+            if self.result.sealed:
+                if pos < size:
+                    self._trailing(pos, size, salvage)
+                return
+        if self.batch:
+            self.result.torn = True
+            self._discard_batch("incomplete batch at end of segment", size)
+
+    def _read(self, pos: int) -> Record | None:
+        rec = read_record(self.buf, pos, self.salt, self.path)
+        if rec is not None and rec.seq <= self.last_seq:
+            raise CorruptionError(f"sequence number {rec.seq} does not follow {self.last_seq}",
+                                  path=self.path, offset=pos)
+        return rec
+
+    def _accept(self, rec: Record, end: int) -> None:
+        self.last_seq = rec.seq
+        if rec.type == TYPE_SEAL:
+            if self.batch:
+                raise CorruptionError("SEAL inside an unfinished batch", path=self.path, offset=rec.offset)
+            self.result.sealed = True
+            self._commit_batch([rec], end)
+            return
+        if self.dropping:
+            self.dropping = bool(rec.flags & FLAG_CONTINUED)
+            self.result.lost[-1].end = end
+            return
+        if not self.batch:
+            self.batch_start = rec.offset
+        self.batch.append(rec)
+        if not rec.flags & FLAG_CONTINUED:
+            batch, self.batch = self.batch, []
+            self._commit_batch(batch, end)
+
+    def _commit_batch(self, batch: list[Record], end: int) -> None:
+        r = self.result
+        if r.first_seq is None:
+            r.first_seq = batch[0].seq
+        r.last_seq = batch[-1].seq
+        r.records += len(batch)
+        r.end = end
+        for rec in batch:
+            if rec.type != TYPE_SEAL:
+                self.deliver(rec)
+
+    def _stop(self, exc: CorruptionError) -> None:
+        self.result.damage = exc
+        self.result.torn = True
+        self.result.lost.append(LostRange(self.path, self.result.end, len(self.buf), str(exc)))
+
+    def _discard_batch(self, reason: str, size: int) -> None:
+        self.batch = []
+        if self.result.end < size:
+            self.result.lost.append(LostRange(self.path, self.result.end, size, reason))
+
+    def _trailing(self, pos: int, size: int, salvage: bool) -> None:
+        exc = CorruptionError("bytes after the SEAL record", path=self.path, offset=pos)
+        if salvage:
+            self.result.lost.append(LostRange(self.path, pos, size, str(exc)))
+        else:
+            self.result.damage = exc
+
+    def _skip(self, pos: int, exc: CorruptionError) -> int:
+        """Salvage: find the next aligned offset where a record verifies."""
+        start, probe, size = pos, pos + ALIGN, len(self.buf)
+        if self.batch:  # a damaged batch is lost whole, up to its last record
+            start, self.batch, self.dropping = self.batch_start, [], True
+        while probe + RECORD_HEADER_SIZE <= size:
+            try:
+                if self._read(probe) is not None:
+                    break
+            except CorruptionError:
+                pass
+            probe += ALIGN
+        else:
+            probe = size
+        self.result.lost.append(LostRange(self.path, start, probe, str(exc)))
+        return probe
