@@ -154,6 +154,8 @@ def read_record(buf: bytes | memoryview, pos: int, salt: int, path: str | None =
     stored = buf[start:start + n]
     if pcheck != _xxh64(stored, salt):
         raise ChecksumError("record payload check mismatch", path=path, offset=pos)
+    if n & (ALIGN - 1) and any(buf[start + n:start + padded(n)]):
+        raise CorruptionError("record padding is not zero", path=path, offset=pos)
     payload = _unpack(bytes(stored), flags, raw_len, path, pos)
     return Record(seq, rtype, flags, payload, pos, RECORD_HEADER_SIZE + padded(n))
 

@@ -1,0 +1,380 @@
+"""The log: appends, rollover, recovery of torn tails, corruption, locking, poisoning."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from logq import (
+    ClosedError, CorruptionError, InvalidArgument, LockedError, Log, NotALogqDirectory,
+    UnsupportedVersionError, WriterFailedError,
+)
+from logq._record import SEGMENT_HEADER_SIZE
+
+from .helpers import FaultyFS, flip_bit, segment_paths, truncate
+
+
+def replayed(path, **kw):
+    got = []
+    log = Log(path, replay=lambda rec, base: got.append((rec.seq, rec.type, rec.payload)), **kw)
+    return log, got
+
+
+def fill(path, n, *, segment_size=64 << 20, sync="none", payload=b"p%d"):
+    with Log(path, sync=sync, segment_size=segment_size) as log:
+        return [log.append([(16, payload % i)]).last_seq for i in range(n)]
+
+
+def test_appended_records_are_replayed_in_order(tmp_path):
+    seqs = fill(tmp_path, 50)
+    log, got = replayed(tmp_path)
+    log.close()
+    assert [s for s, _, _ in got] == seqs == sorted(seqs)
+    assert [p for _, _, p in got] == [b"p%d" % i for i in range(50)]
+
+
+def test_batch_gets_consecutive_sequence_numbers_and_is_read_back(tmp_path):
+    with Log(tmp_path) as log:
+        a = log.append([(16, b"a"), (17, b"b"), (18, b"c")])
+        assert (a.first_seq, a.last_seq) == (1, 3)
+        assert [log.read(a.segment, off).payload for off in a.offsets] == [b"a", b"b", b"c"]
+
+
+def test_read_sees_records_still_pending_in_always_mode(tmp_path):
+    with Log(tmp_path, sync="always") as log:
+        a = log.write([(16, b"not yet written")])
+        assert log.read(a.segment, a.offsets[0]).payload == b"not yet written"
+        log.commit(a)
+        assert log.durable_seq >= a.last_seq
+
+
+def test_rollover_seals_segments_and_sequence_numbers_are_never_reused(tmp_path):
+    seqs = fill(tmp_path, 300, segment_size=4096)
+    paths = segment_paths(tmp_path)
+    assert len(paths) > 2
+    with Log(tmp_path, segment_size=4096) as log:
+        more = [log.append([(16, b"x")]).last_seq for _ in range(300)]
+        segs = log.segments()
+    assert all(sealed for _, _, sealed in segs[:-1]) and not segs[-1][2]
+    assert min(more) > max(seqs)
+    log, got = replayed(tmp_path)
+    log.close()
+    numbers = [s for s, _, _ in got]
+    assert numbers == sorted(set(numbers)) and len(numbers) == 600
+
+
+def test_segment_names_follow_their_seal(tmp_path):
+    fill(tmp_path, 200, segment_size=4096)
+    bases = [int(os.path.basename(p)[:20]) for p in segment_paths(tmp_path)]
+    with Log(tmp_path) as log:
+        segs = log.segments()
+    assert [b for b, _, _ in segs] == bases and bases[0] == 1
+
+
+def test_truncated_trailing_record_is_dropped_at_every_offset(tmp_path):
+    src = tmp_path / "src"
+    fill(src, 5)
+    seg = segment_paths(src)[0]
+    whole = open(seg, "rb").read()
+    last_start = len(whole) - 40  # each record b"p%d" is 32 + 8 bytes
+    for cut in range(last_start, len(whole)):
+        d = tmp_path / f"cut{cut}"
+        shutil.copytree(src, d)
+        truncate(segment_paths(d)[0], cut)
+        log, got = replayed(d)
+        assert [p for _, _, p in got] == [b"p%d" % i for i in range(4)]
+        if cut > last_start:
+            torn = log.report.torn[0]
+            assert (torn.offset, torn.length) == (last_start, cut - last_start)
+            assert open(torn.saved_to, "rb").read() == whole[last_start:cut]
+        assert os.path.getsize(segment_paths(d)[0]) == last_start  # cut made durable at open
+        assert log.append([(16, b"after")]).last_seq == 5  # sequence continues after the cut
+        log.close()
+        log, got = replayed(d)
+        log.close()
+        assert got[-1][2] == b"after"
+
+
+def test_torn_batch_is_dropped_whole(tmp_path):
+    with Log(tmp_path) as log:
+        log.append([(16, b"alone")])
+        log.append([(16, b"b1"), (16, b"b2"), (16, b"b3")])
+    seg = segment_paths(tmp_path)[0]
+    truncate(seg, os.path.getsize(seg) - 8)  # last record of the batch torn
+    log, got = replayed(tmp_path)
+    log.close()
+    assert [p for _, _, p in got] == [b"alone"]
+
+
+def test_checksum_mismatch_in_last_segment_cuts_there(tmp_path):
+    fill(tmp_path, 10)
+    seg = segment_paths(tmp_path)[0]
+    flip_bit(seg, SEGMENT_HEADER_SIZE + 40 * 6 + 35)  # payload of the 7th record
+    log, got = replayed(tmp_path)
+    log.close()
+    assert len(got) == 6 and log.report.torn[0].offset == SEGMENT_HEADER_SIZE + 40 * 6
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_checksum_mismatch_in_sealed_segment_is_reported(tmp_path_factory, data):
+    d = tmp_path_factory.mktemp("flip")
+    fill(d, 150, segment_size=4096)
+    sealed = segment_paths(d)[0]
+    size = os.path.getsize(sealed)
+    offset = data.draw(st.integers(0, size - 1))
+    flip_bit(sealed, offset, data.draw(st.integers(0, 7)))
+    with pytest.raises(CorruptionError) as info:
+        Log(d)
+    assert info.value.path == sealed and info.value.offset is not None
+
+
+def test_salvage_skips_damage_and_reports_the_lost_range(tmp_path):
+    fill(tmp_path, 150, segment_size=4096)
+    sealed = segment_paths(tmp_path)[0]
+    flip_bit(sealed, SEGMENT_HEADER_SIZE + 40 * 3 + 36)
+    log, got = replayed(tmp_path, salvage=True)
+    log.close()
+    payloads = [p for _, _, p in got]
+    assert b"p3" not in payloads and len(payloads) == 149
+    lost = log.report.lost
+    assert len(lost) == 1 and lost[0].path == sealed
+    assert (lost[0].start, lost[0].end) == (SEGMENT_HEADER_SIZE + 120, SEGMENT_HEADER_SIZE + 160)
+
+
+def test_missing_segment_is_corruption_naming_the_file(tmp_path):
+    fill(tmp_path, 300, segment_size=4096)
+    paths = segment_paths(tmp_path)
+    os.unlink(paths[1])
+    with pytest.raises(CorruptionError, match="missing segment") as info:
+        Log(tmp_path)
+    assert info.value.path == paths[2]
+    log, got = replayed(tmp_path, salvage=True)
+    log.close()
+    assert got and any("missing segment" in r.reason for r in log.report.lost)
+
+
+def test_unsealed_middle_segment_is_corruption(tmp_path):
+    fill(tmp_path, 300, segment_size=4096)
+    first = segment_paths(tmp_path)[0]
+    truncate(first, os.path.getsize(first) - 32)  # drop the SEAL record
+    with pytest.raises(CorruptionError, match="SEAL"):
+        Log(tmp_path)
+
+
+def test_crash_after_seal_before_next_segment_continues(tmp_path):
+    fill(tmp_path, 300, segment_size=4096)
+    paths = segment_paths(tmp_path)
+    os.unlink(paths[-1])  # the newest segment was never created (R3 not done)
+    with Log(tmp_path, segment_size=4096) as log:
+        n = log.append([(16, b"next")]).last_seq
+    base = int(os.path.basename(paths[-1])[:20])
+    assert n == base and os.path.basename(segment_paths(tmp_path)[-1]) == os.path.basename(paths[-1])
+
+
+@pytest.mark.parametrize("size", [0, 10, SEGMENT_HEADER_SIZE])
+def test_unborn_last_segment_is_recreated(tmp_path, size):
+    fill(tmp_path, 300, segment_size=4096)
+    last = segment_paths(tmp_path)[-1]
+    with open(last, "wb") as f:
+        f.write(bytes(size))
+    seqs = []
+    log, got = replayed(tmp_path)
+    seqs.append(log.append([(16, b"x")]).last_seq)
+    log.close()
+    assert seqs[0] > max(s for s, _, _ in got)
+
+
+def test_concurrent_appenders_in_always_mode_all_survive_reopen(tmp_path):
+    log = Log(tmp_path, sync="always", segment_size=64 << 10)
+    acked: list[int] = []
+    start = threading.Barrier(8)
+
+    def producer(t: int) -> None:
+        start.wait()
+        for i in range(150):
+            acked.append(log.append([(16, b"%d-%d" % (t, i))]).last_seq)
+
+    threads = [threading.Thread(target=producer, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert log.durable_seq >= max(acked)
+    log.close()
+    log, got = replayed(tmp_path)
+    log.close()
+    assert sorted(acked) == [s for s, _, _ in got] and len(got) == 1200
+    assert len({p for _, _, p in got}) == 1200
+
+
+def test_group_commit_shares_one_write_and_one_fsync(tmp_path):
+    fs = FaultyFS()
+    log = Log(tmp_path, sync="always", fs=fs)
+    release, entered = threading.Event(), threading.Event()
+    real_hit = fs.hit
+
+    def hit(op: str, path: str = "") -> None:
+        real_hit(op, path)
+        if op == "fsync" and not release.is_set():
+            entered.set()
+            release.wait()
+
+    fs.hit = hit  # type: ignore[method-assign]
+    leader = threading.Thread(target=log.append, args=([(16, b"first")],))
+    leader.start()
+    assert entered.wait(10)  # the leader is inside its fsync
+    queued = [log.write([(16, b"%d" % i)]) for i in range(7)]  # followers' records pile up
+    writes, fsyncs = fs.calls["write"], fs.calls["fsync"]
+    release.set()
+    leader.join()
+    for a in queued:
+        log.commit(a)
+    assert (fs.calls["write"] - writes, fs.calls["fsync"] - fsyncs) == (1, 1)
+    assert log.durable_seq == 8
+    log.close()
+
+
+def test_batch_mode_syncs_in_the_background(tmp_path):
+    fs = FaultyFS()
+    with Log(tmp_path, sync="batch", sync_interval=0.001, fs=fs) as log:
+        fs.synced.clear()
+        a = log.append([(16, b"x")])
+        assert fs.synced.wait(10)
+        log.sync_through(a.last_seq)
+        assert log.durable_seq >= a.last_seq
+
+
+@pytest.mark.parametrize("op", ["write", "fsync"])
+def test_failed_io_poisons_the_log_until_reopen(tmp_path, op):
+    fs = FaultyFS()
+    log = Log(tmp_path, sync="always", fs=fs)
+    log.append([(16, b"durable")])
+    fs.fail_on(op)
+    with pytest.raises(WriterFailedError, match="reopen"):
+        log.append([(16, b"lost")])
+    for _ in range(2):  # and it stays failed; fsync is never retried
+        with pytest.raises(WriterFailedError):
+            log.append([(16, b"later")])
+    with pytest.raises(WriterFailedError):
+        log.sync()
+    log.close()
+    log, got = replayed(tmp_path)
+    log.append([(16, b"after reopen")])
+    log.close()
+    assert got[0][2] == b"durable" and b"later" not in [p for _, _, p in got]
+
+
+def test_failed_fsync_wakes_every_waiting_appender(tmp_path):
+    fs = FaultyFS()
+    log = Log(tmp_path, sync="always", fs=fs)
+    fs.fail_on("fsync")
+    errors: list[BaseException] = []
+
+    def producer() -> None:
+        try:
+            for _ in range(20):
+                log.append([(16, b"x")])
+        except WriterFailedError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=producer) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(errors) == 4
+    log.close()
+
+
+def test_failed_rollover_poisons_the_log(tmp_path):
+    fs = FaultyFS()
+    log = Log(tmp_path, sync="none", segment_size=4096, fs=fs)
+    fs.fail_on("fsync_dir")
+    with pytest.raises(WriterFailedError):
+        for _ in range(200):
+            log.append([(16, b"x" * 40)])
+    with pytest.raises(WriterFailedError):
+        log.append([(16, b"x")])
+    log.close()
+    Log(tmp_path).close()
+
+
+def test_second_open_in_this_process_is_locked(tmp_path):
+    with Log(tmp_path):
+        with pytest.raises(LockedError, match=str(os.getpid())) as info:
+            Log(tmp_path)
+        assert info.value.pid == os.getpid()
+    Log(tmp_path).close()  # released by close
+
+
+def test_open_from_another_process_is_locked(tmp_path):
+    code = ("import logq,sys\n"
+            "try:\n logq.Log(sys.argv[1])\nexcept logq.LockedError as e:\n print('locked', e.pid)\n")
+    with Log(tmp_path):
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert out.stdout.split() == ["locked", str(os.getpid())], out.stderr
+
+
+def test_directory_that_is_not_a_queue_is_refused_and_untouched(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(NotALogqDirectory, match="not empty"):
+        Log(tmp_path)
+    assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def test_a_file_path_is_refused(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotALogqDirectory):
+        Log(tmp_path / "f")
+
+
+def test_newer_format_version_is_refused_and_untouched(tmp_path):
+    fill(tmp_path, 3)
+    (tmp_path / "logq.meta").write_text("logq 2\n")
+    before = {n: os.path.getsize(tmp_path / n) for n in os.listdir(tmp_path)}
+    with pytest.raises(UnsupportedVersionError, match="upgrade logq"):
+        Log(tmp_path)
+    assert {n: os.path.getsize(tmp_path / n) for n in os.listdir(tmp_path)} == before
+
+
+def test_compressed_log_round_trips_and_is_smaller(tmp_path):
+    big = b"compress me " * 200
+    with Log(tmp_path / "z", compression="zstd", compress_threshold=64) as log:
+        for _ in range(20):
+            log.append([(16, big)])
+    fill(tmp_path / "raw", 0)
+    log, got = replayed(tmp_path / "z")
+    log.close()
+    assert [p for _, _, p in got] == [big] * 20
+    assert os.path.getsize(segment_paths(tmp_path / "z")[0]) < 20 * len(big) // 10
+
+
+def test_closed_log_refuses_appends_and_close_is_repeatable(tmp_path):
+    log = Log(tmp_path)
+    log.close()
+    log.close()
+    with pytest.raises(ClosedError, match="open it again"):
+        log.append([(16, b"x")])
+
+
+@pytest.mark.parametrize("kw", [dict(sync="sometimes"), dict(sync_interval=0), dict(segment_size=10),
+                                dict(compression="lz4"), dict(compress_threshold=-1)])
+def test_bad_options_are_refused_before_touching_disk(tmp_path, kw):
+    with pytest.raises(InvalidArgument):
+        Log(tmp_path / "q", **kw)
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize("items", [[], [(1, b"x")], [(16, "text")], [(300, b"x")]])
+def test_bad_records_are_refused_and_nothing_is_written(tmp_path, items):
+    with Log(tmp_path) as log:
+        with pytest.raises(InvalidArgument):
+            log.append(items)
+        assert log.last_seq == 0
