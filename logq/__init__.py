@@ -1,19 +1,30 @@
-"""logq: an embedded, persistent job queue built on a checksummed append-only log."""
+"""logq: an embedded, persistent job queue built on a checksummed append-only log.
 
+    import logq
+    with logq.Queue("data/jobs") as q:
+        q.enqueue("send_email", b"payload")
+        job = q.lease()
+        q.ack(job)
+"""
+
+from ._clock import Clock, SystemClock
 from ._errors import (
     ChecksumError, ClosedError, CorruptionError, InvalidArgument, InvalidTransition, JobNotFound,
     LeaseLostError, LockedError, LogqError, NotALogqDirectory, UnsupportedVersionError,
     WriterFailedError,
 )
+from ._jobs import Backoff, Job, JobInfo, Stats
 from ._log import Appended, Log, RecoveryReport, TornTail
+from ._queue import Queue
 from ._record import Record
 from ._segment import LostRange
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Appended", "ChecksumError", "ClosedError", "CorruptionError", "InvalidArgument",
-    "InvalidTransition", "JobNotFound", "LeaseLostError", "LockedError", "Log", "LogqError",
-    "LostRange", "NotALogqDirectory", "Record", "RecoveryReport", "TornTail",
-    "UnsupportedVersionError", "WriterFailedError",
+    "Appended", "Backoff", "ChecksumError", "Clock", "ClosedError", "CorruptionError",
+    "InvalidArgument", "InvalidTransition", "Job", "JobInfo", "JobNotFound", "LeaseLostError",
+    "LockedError", "Log", "LogqError", "LostRange", "NotALogqDirectory", "Queue", "Record",
+    "RecoveryReport", "Stats", "SystemClock", "TornTail", "UnsupportedVersionError",
+    "WriterFailedError",
 ]

@@ -100,6 +100,7 @@ class Appended:
     last_seq: int
     segment: int
     offsets: tuple[int, ...]
+    sizes: tuple[int, ...]
     sync: str
 
 
@@ -345,12 +346,13 @@ class Log:
         with self._lock:
             self._check_usable()
             chunks, offsets, first = self._encode_batch(items)
+            sizes = tuple(map(len, chunks))
             self._pending.extend(chunks)
-            self._pending_size += sum(map(len, chunks))
-            self._end += sum(map(len, chunks))
+            self._pending_size += sum(sizes)
+            self._end += sum(sizes)
             if mode != "always":
                 self._flush_locked()
-            return Appended(first, self._next_seq - 1, self._segments[-1].base, offsets, mode)
+            return Appended(first, self._next_seq - 1, self._segments[-1].base, offsets, sizes, mode)
 
     def commit(self, appended: Appended) -> None:
         """Step 3: return once `appended` is as durable as its mode promised."""

@@ -1,0 +1,147 @@
+"""Job records: the payload layouts of the queue's record types. Pure, no I/O.
+
+Theory of operation
+-------------------
+Every change of a job is one record in the log. A record carries the outcome
+that the live call decided (the retry time it drew, whether the job is now
+dead), so applying it needs no clock and no randomness: replay reproduces the
+live state exactly. The job's id is the sequence number of its ENQUEUE record.
+
+All integers are little-endian; times are float64 seconds since the epoch;
+text is UTF-8. spec/semantics.md lists the layouts.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from ._errors import CorruptionError
+
+ENQUEUE, LEASE, ACK, FAIL, RELEASE, EXTEND, CANCEL, RETRY, EXPIRE = range(16, 25)
+TYPE_NAMES = {ENQUEUE: "enqueue", LEASE: "lease", ACK: "ack", FAIL: "fail", RELEASE: "release",
+              EXTEND: "extend", CANCEL: "cancel", RETRY: "retry", EXPIRE: "expire"}
+
+_ENQ = struct.Struct("<ddiIBHH")  # enqueued_at, run_at, priority, max_attempts, opts, name len, key len
+_BACKOFF = struct.Struct("<dddd")  # base, factor, max, jitter
+_OPT_KEY, _OPT_BACKOFF = 1, 2
+_OPTS_AT = 24  # offset of the opts byte in _ENQ
+_JOB_AT = struct.Struct("<Qd")  # job id, time (ack/cancel: when; extend: expires; release/retry: run_at)
+_LEASE = struct.Struct("<QIdd")  # job id, attempt, leased_at, expires_at
+_OUTCOME = struct.Struct("<QdBd")  # job id, at, dead?, run_at (fail, expire)
+
+
+class Enqueue(NamedTuple):
+    enqueued_at: float
+    run_at: float
+    priority: int
+    max_attempts: int
+    name: str
+    key: str | None
+    backoff: tuple[float, float, float, float] | None
+    payload: bytes
+
+
+class Lease(NamedTuple):
+    job_id: int
+    attempt: int
+    leased_at: float
+    expires_at: float
+
+
+class JobAt(NamedTuple):
+    """ACK (at, result), CANCEL (at), EXTEND (expires), RELEASE and RETRY (run_at)."""
+
+    job_id: int
+    at: float
+    data: bytes
+
+
+class Outcome(NamedTuple):
+    """FAIL and EXPIRE: the job is dead, or pending again at `run_at`."""
+
+    job_id: int
+    at: float
+    dead: bool
+    run_at: float
+    error: str
+
+
+def encode_enqueue(e: Enqueue) -> bytes:
+    name, key = e.name.encode(), (e.key.encode() if e.key is not None else b"")
+    opts = (_OPT_KEY if e.key is not None else 0) | (_OPT_BACKOFF if e.backoff else 0)
+    head = _ENQ.pack(e.enqueued_at, e.run_at, e.priority, e.max_attempts, opts, len(name), len(key))
+    back = _BACKOFF.pack(*e.backoff) if e.backoff else b""
+    return b"".join((head, name, key, back, e.payload))
+
+
+def enqueue_meta(buf: bytes | memoryview) -> tuple[float, float, int, int, str, str | None, int]:
+    """The fixed fields of an ENQUEUE payload and the offset where the job payload starts."""
+    try:
+        enq_at, run_at, prio, max_att, opts, nlen, klen = _ENQ.unpack_from(buf, 0)
+        pos = _ENQ.size
+        name = bytes(buf[pos:pos + nlen]).decode()
+        key = bytes(buf[pos + nlen:pos + nlen + klen]).decode() if opts & _OPT_KEY else None
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise CorruptionError(f"malformed enqueue record: {exc}") from None
+    pos += nlen + klen + (_BACKOFF.size if opts & _OPT_BACKOFF else 0)
+    if pos > len(buf):
+        raise CorruptionError("malformed enqueue record: fields overrun the payload")
+    return enq_at, run_at, prio, max_att, name, key, pos
+
+
+def decode_enqueue(buf: bytes | memoryview) -> Enqueue:
+    enq_at, run_at, prio, max_att, name, key, pos = enqueue_meta(buf)
+    return Enqueue(enq_at, run_at, prio, max_att, name, key, enqueue_backoff(buf, pos), bytes(buf[pos:]))
+
+
+def enqueue_backoff(buf: bytes | memoryview, payload_at: int | None = None) -> tuple[float, float, float, float] | None:
+    """The per-job backoff of an ENQUEUE payload, if it has one."""
+    if not buf[_OPTS_AT] & _OPT_BACKOFF:
+        return None
+    if payload_at is None:
+        payload_at = enqueue_meta(buf)[-1]
+    return _BACKOFF.unpack_from(buf, payload_at - _BACKOFF.size)  # type: ignore[return-value]
+
+
+def encode_lease(job_id: int, attempt: int, leased_at: float, expires_at: float) -> bytes:
+    return _LEASE.pack(job_id, attempt, leased_at, expires_at)
+
+
+def decode_lease(buf: bytes) -> Lease:
+    return Lease(*_unpack(_LEASE, buf))
+
+
+def encode_job_at(job_id: int, at: float, data: bytes = b"") -> bytes:
+    return _JOB_AT.pack(job_id, at) + data
+
+
+def decode_job_at(buf: bytes) -> JobAt:
+    job_id, at = _unpack(_JOB_AT, buf, exact=False)
+    return JobAt(job_id, at, bytes(buf[_JOB_AT.size:]))
+
+
+def encode_outcome(job_id: int, at: float, dead: bool, run_at: float, error: str) -> bytes:
+    return _OUTCOME.pack(job_id, at, dead, run_at) + error.encode()
+
+
+def decode_outcome(buf: bytes) -> Outcome:
+    job_id, at, dead, run_at = _unpack(_OUTCOME, buf, exact=False)
+    try:
+        error = bytes(buf[_OUTCOME.size:]).decode()
+    except UnicodeDecodeError:
+        raise CorruptionError("malformed outcome record: error text is not UTF-8") from None
+    return Outcome(job_id, at, bool(dead), run_at, error)
+
+
+def _unpack(layout: struct.Struct, buf: bytes, exact: bool = True) -> tuple:  # type: ignore[type-arg]
+    if len(buf) < layout.size or (exact and len(buf) != layout.size):
+        raise CorruptionError(f"malformed job record: {len(buf)} bytes where {layout.size} expected")
+    return layout.unpack_from(buf, 0)
+
+
+def job_id_of(rtype: int, buf: bytes) -> int | None:
+    """The job a record is about (its own seq for ENQUEUE is not known here: None)."""
+    if rtype == ENQUEUE or len(buf) < 8:
+        return None
+    return int.from_bytes(buf[:8], "little")

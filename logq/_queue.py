@@ -1,0 +1,443 @@
+"""The public Queue: the job lifecycle on top of the log.
+
+Theory of operation
+-------------------
+Every call that changes a job follows the same steps, under the queue lock:
+validate (arguments, then `Index.check` for the transition), append the
+record to the log (written, not yet fsynced), `Index.apply` it. Then, outside
+the lock, wait for the durability its sync mode asks for. So the index never
+holds a change the log has not been handed, and concurrent callers in
+`always` mode share fsyncs (group commit).
+
+A change is visible to other threads as soon as it is applied, possibly before
+it is durable; a caller's own call returns only once its record is durable
+(per mode), and since the log is written in order, anything a durable record
+depends on (the enqueue before its ack) is durable too.
+
+Opening replays the log through `Index.apply`. Jobs still active at the end
+of the replay lost their lease with the process that held it: the queue
+appends an EXPIRE record for each (pending again, or dead with "lease lost"
+once max_attempts is used up), so a job that kills its process cannot loop
+forever.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from typing import Callable, Iterable, Sequence
+
+from ._clock import Clock, SystemClock
+from ._errors import ClosedError, InvalidArgument, LeaseLostError
+from ._jobrec import (
+    ACK, CANCEL, ENQUEUE, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES, Enqueue,
+    decode_enqueue,
+    encode_enqueue, encode_job_at, encode_lease, encode_outcome,
+)
+from ._jobs import ACTIVE, PENDING, STATES, Backoff, Job, JobInfo, Stats
+from ._log import DEFAULT_SEGMENT_SIZE, Appended, Log, RecoveryReport
+from ._fs import FileSystem
+from ._record import Record
+from ._state import Entry, Index
+
+MAX_NAME = 1000
+_I32 = (-(2**31), 2**31 - 1)
+
+
+class Queue:
+    """A persistent job queue in directory `path` (created if missing).
+
+    Options are keyword-only and checked at construction:
+    `sync` ("always", "batch", "none") is the default durability of every call,
+    which a call can raise with its own `sync=`; `max_attempts`, `lease_time`
+    and `backoff` are defaults for jobs; `max_payload` caps payload bytes.
+    Thread-safe. Only one open Queue per directory (others get `LockedError`).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, sync: str = "batch",
+                 sync_interval: float = 0.005, segment_size: int = DEFAULT_SEGMENT_SIZE,
+                 compression: str | None = None, compress_threshold: int = 512,
+                 max_payload: int = 16 << 20, max_attempts: int = 3, lease_time: float = 30.0,
+                 backoff: Backoff | None = None, clock: Clock | None = None,
+                 salvage: bool = False, fs: FileSystem | None = None) -> None:
+        _check_int("max_payload", max_payload, 0, 1 << 28)
+        _check_int("max_attempts", max_attempts, 1, 2**32 - 1)
+        _check_seconds("lease_time", lease_time, positive=True)
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise InvalidArgument(f"backoff must be a logq.Backoff, not {type(backoff).__name__}")
+        self.max_payload, self.max_attempts, self.lease_time = max_payload, max_attempts, lease_time
+        self.backoff = backoff or Backoff()
+        self.clock: Clock = clock or SystemClock()
+        self._index = Index()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._closed = False
+        self._log = Log(path, replay=self._replay, sync=sync, sync_interval=sync_interval,
+                        segment_size=segment_size, compression=compression,
+                        compress_threshold=compress_threshold, salvage=salvage, fs=fs)
+        self.path = self._log.path
+        try:
+            self._recover_leases()
+        except BaseException:
+            self._log.close()
+            raise
+
+    @property
+    def recovery(self) -> RecoveryReport:
+        """What opening found: torn tails cut, ranges lost in salvage mode."""
+        return self._log.report
+
+    def _replay(self, rec: Record, segment: int) -> None:
+        self._index.apply(rec.type, rec.seq, rec.payload, segment, rec.offset, rec.size)
+
+    def _recover_leases(self) -> None:
+        lost = self._index.active_jobs()
+        if not lost:
+            return
+        now = self.clock.time()
+        items = [(EXPIRE, self._expiry(e, now, "lease lost")) for e in lost]
+        with self._lock:
+            appended = self._append_locked(items, "always")
+        self._log.commit(appended)
+
+    # ----------------------------------------------------------------- enqueue
+
+    def enqueue(self, name: str, payload: bytes = b"", *, delay: float = 0.0, priority: int = 0,
+                max_attempts: int | None = None, key: str | None = None,
+                backoff: Backoff | None = None, sync: str | None = None) -> int:
+        """Add a job and return its id; ids increase with every enqueue.
+
+        With `key`, if a pending or active job already holds that key, its id
+        is returned and nothing is written. The job becomes due `delay`
+        seconds from now.
+        """
+        record = self._enqueue_record(name, payload, delay, priority, max_attempts, key, backoff)
+        with self._lock:
+            self._check_open()
+            if key is not None and key in self._index.keys:
+                return self._index.keys[key]
+            appended = self._append_locked([(ENQUEUE, record)], sync)
+        self._log.commit(appended)
+        return appended.first_seq
+
+    def enqueue_many(self, items: Iterable[tuple[str, bytes]], *, delay: float = 0.0,
+                     priority: int = 0, max_attempts: int | None = None,
+                     sync: str | None = None) -> list[int]:
+        """Add (name, payload) jobs as one atomic batch with one fsync; return their ids.
+
+        After a crash either every job of the batch exists or none does.
+        """
+        records = []
+        for item in items:
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise InvalidArgument(f"enqueue_many takes (name, payload) pairs, not {item!r:.60}")
+            records.append((ENQUEUE, self._enqueue_record(item[0], item[1], delay, priority,
+                                                          max_attempts, None, None)))
+        if not records:
+            return []
+        with self._lock:
+            self._check_open()
+            appended = self._append_locked(records, sync)
+        self._log.commit(appended)
+        return list(range(appended.first_seq, appended.last_seq + 1))
+
+    def _enqueue_record(self, name: str, payload: bytes, delay: float, priority: int,
+                        max_attempts: int | None, key: str | None, backoff: Backoff | None) -> bytes:
+        _check_name("name", name)
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise InvalidArgument(f"payload must be bytes, not {type(payload).__name__}: encode it first")
+        if len(payload) > self.max_payload:
+            raise InvalidArgument(f"payload of {len(payload)} bytes exceeds max_payload={self.max_payload}: "
+                                  "store large data elsewhere and enqueue a reference")
+        _check_seconds("delay", delay)
+        _check_int("priority", priority, *_I32)
+        if max_attempts is not None:
+            _check_int("max_attempts", max_attempts, 1, 2**32 - 1)
+        if key is not None:
+            _check_name("key", key)
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise InvalidArgument(f"backoff must be a logq.Backoff, not {type(backoff).__name__}")
+        now = self.clock.time()
+        return encode_enqueue(Enqueue(now, now + delay, priority, max_attempts or self.max_attempts,
+                                      name, key, backoff.as_tuple() if backoff else None, bytes(payload)))
+
+    # ------------------------------------------------------------------- lease
+
+    def lease(self, names: str | Iterable[str] | None = None, *, lease_time: float | None = None,
+              wait: float = 0.0, sync: str | None = None) -> Job | None:
+        """Take the next due job, or None if none is due within `wait` seconds.
+
+        Order: higher priority first, then earlier run_at, then lower id. The
+        attempt is counted now; the job returns to pending if the lease
+        (`lease_time`, default the queue's) expires before ack/fail/release.
+        """
+        wanted = _names(names)
+        lease_time = self.lease_time if lease_time is None else _check_seconds("lease_time", lease_time, True)
+        _check_seconds("wait", wait)
+        deadline = time.monotonic() + wait
+        with self._lock:
+            while True:
+                self._check_open()
+                now = self.clock.time()
+                self._expire_locked(now)
+                self._index.promote(now)
+                e = self._index.best_ready(wanted)
+                if e is not None:
+                    break
+                if not self._wait_locked(deadline, now):
+                    return None
+            attempt, expires = e.attempts + 1, now + lease_time
+            appended = self._append_locked([(LEASE, encode_lease(e.id, attempt, now, expires))], sync)
+            segment, offset = e.segment, e.offset
+        enq = decode_enqueue(self._log.read(segment, offset).payload)
+        self._log.commit(appended)
+        return Job(e.id, enq.name, enq.payload, attempt, enq.priority, enq.enqueued_at, expires,
+                   enq.max_attempts)
+
+    def _wait_locked(self, deadline: float, now: float) -> bool:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        wake = self._index.next_wakeup()
+        self._changed.wait(remaining if wake is None else min(remaining, max(0.001, wake - now)))
+        return True
+
+    # -------------------------------------------------------- finishing a lease
+
+    def ack(self, job: Job | int, result: bytes = b"", *, sync: str | None = None) -> None:
+        """Finish a leased job. Final: a durably acked job is never delivered again."""
+        if not isinstance(result, (bytes, bytearray, memoryview)):
+            raise InvalidArgument(f"result must be bytes, not {type(result).__name__}")
+        self._on_lease(job, ACK, lambda e, now: encode_job_at(e.id, now, bytes(result)), sync)
+
+    def fail(self, job: Job | int, error: str | BaseException = "", *, retry: bool = True,
+             sync: str | None = None) -> None:
+        """Record a failed attempt: pending again after the backoff delay, or dead.
+
+        The job is dead when its attempts reach max_attempts, or at once with
+        `retry=False`.
+        """
+        text = _error_text(error)
+        self._on_lease(job, FAIL, lambda e, now: self._failure(e, now, text, retry), sync)
+
+    def release(self, job: Job | int, *, delay: float = 0.0, sync: str | None = None) -> None:
+        """Give a leased job back without counting the attempt; due after `delay`."""
+        _check_seconds("delay", delay)
+        self._on_lease(job, RELEASE, lambda e, now: encode_job_at(e.id, now + delay), sync)
+
+    def extend(self, job: Job | int, *, lease_time: float | None = None, sync: str | None = None) -> float:
+        """Renew a lease for `lease_time` seconds from now; return the new expiry."""
+        seconds = self.lease_time if lease_time is None else _check_seconds("lease_time", lease_time, True)
+        expires = [0.0]
+
+        def build(e: Entry, now: float) -> bytes:
+            expires[0] = now + seconds
+            return encode_job_at(e.id, expires[0])
+        self._on_lease(job, EXTEND, build, sync)
+        return expires[0]
+
+    def _on_lease(self, job: Job | int, rtype: int, build: Callable[[Entry, float], bytes],
+                  sync: str | None) -> None:
+        job_id, attempt = _job_id(job), (job.attempts if isinstance(job, Job) else None)
+        with self._lock:
+            self._check_open()
+            e = self._index.jobs.get(job_id)
+            if attempt is not None and e is not None and (e.state != ACTIVE or e.attempts != attempt):
+                raise LeaseLostError(f"the lease of job {job_id} (attempt {attempt}) was lost: it "
+                                     f"is now {e.state}, attempt {e.attempts}; do not {_verb(rtype)} it")
+            e = self._index.check(rtype, job_id)
+            appended = self._append_locked([(rtype, build(e, self.clock.time()))], sync)
+        self._log.commit(appended)
+
+    def _failure(self, e: Entry, now: float, error: str, retry: bool) -> bytes:
+        if not retry or e.attempts >= e.max_attempts:
+            return encode_outcome(e.id, now, True, now, error)
+        backoff = e.extra.backoff if e.extra is not None and e.extra.backoff else None
+        delay = (Backoff(*backoff) if backoff else self.backoff).delay(e.attempts)
+        return encode_outcome(e.id, now, False, now + delay, error)
+
+    def _expiry(self, e: Entry, now: float, reason: str) -> bytes:
+        dead = e.attempts >= e.max_attempts
+        return encode_outcome(e.id, now, dead, now, reason)
+
+    def expire_leases(self) -> int:
+        """Return expired leases to pending (or dead); `lease` does this by itself. Returns the count."""
+        with self._lock:
+            self._check_open()
+            appended = self._expire_locked(self.clock.time())
+        if appended is None:
+            return 0
+        self._log.commit(appended)
+        return appended.last_seq - appended.first_seq + 1
+
+    def _expire_locked(self, now: float) -> Appended | None:
+        expired = list(self._index.expired(now))
+        if not expired:
+            return None
+        return self._append_locked([(EXPIRE, self._expiry(e, now, "lease expired")) for e in expired], None)
+
+    # ------------------------------------------------------ cancel, retry, read
+
+    def cancel(self, job_id: int, *, sync: str | None = None) -> None:
+        """Cancel a pending job; it will never be delivered. Active or final jobs raise."""
+        self._on_lease(_plain_id(job_id), CANCEL, lambda e, now: encode_job_at(e.id, now), sync)
+
+    def retry(self, job_id: int, *, sync: str | None = None) -> None:
+        """Make a dead job pending again, due now, with a fresh count of attempts."""
+        self._on_lease(_plain_id(job_id), RETRY, lambda e, now: encode_job_at(e.id, now), sync)
+
+    def get(self, job_id: int) -> JobInfo | None:
+        """Everything known about a job, or None if there is no such job."""
+        _plain_id(job_id)
+        with self._lock:
+            self._check_open()
+            e = self._index.jobs.get(job_id)
+            snapshot = None if e is None else _snapshot(e)
+        return None if snapshot is None else self._info(snapshot)
+
+    def jobs(self, state: str | None = None, name: str | None = None, limit: int | None = 100) -> list[JobInfo]:
+        """Jobs in id order, filtered by `state` and task `name`, at most `limit`."""
+        if state is not None and state not in STATES:
+            raise InvalidArgument(f"state must be one of {STATES}, not {state!r}")
+        if limit is not None:
+            _check_int("limit", limit, 0, 2**63)
+        with self._lock:
+            self._check_open()
+            picked = []
+            for e in self._index.select(state, name):
+                if limit is not None and len(picked) >= limit:
+                    break
+                picked.append(_snapshot(e))
+        return [self._info(s) for s in picked]
+
+    def _info(self, s: tuple) -> JobInfo:  # type: ignore[type-arg]
+        (job_id, state, attempts, run_at, expires, segment, offset, error, result) = s
+        enq = decode_enqueue(self._log.read(segment, offset).payload)
+        return JobInfo(job_id, enq.name, enq.payload, attempts, enq.priority, enq.enqueued_at, expires,
+                       enq.max_attempts, state, run_at, error, result, enq.key)
+
+    def stats(self) -> Stats:
+        """Counts per state, due jobs, oldest pending age, disk use, durable sequence number."""
+        with self._lock:
+            self._check_open()
+            now = self.clock.time()
+            self._index.promote(now)
+            oldest = self._index.oldest(PENDING)
+            where = None if oldest is None else (oldest.segment, oldest.offset)
+            counts, due, live = dict(self._index.counts), self._index.n_ready, self._index.live_bytes
+            segments = self._log.segments()
+        age = None if where is None else now - decode_enqueue(self._log.read(*where).payload).enqueued_at
+        return Stats(counts, due, age, len(segments), sum(size for _, size, _ in segments), live,
+                     self._log.durable_seq, self._log.last_seq)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def sync(self) -> None:
+        """Make everything done so far durable (fsync), whatever the mode."""
+        self._check_open()
+        self._log.sync()
+
+    def close(self) -> None:
+        """Make everything durable and release the directory. Safe to repeat."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._changed.notify_all()
+        self._log.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "Queue":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<logq.Queue {self.path!r}{' closed' if self._closed else ''}>"
+
+    # ------------------------------------------------------------------ helpers
+
+    def _append_locked(self, items: Sequence[tuple[int, bytes]], sync: str | None) -> Appended:
+        appended = self._log.write(items, sync=sync)
+        apply = self._index.apply
+        for i, (rtype, payload) in enumerate(items):
+            apply(rtype, appended.first_seq + i, payload, appended.segment, appended.offsets[i],
+                  appended.sizes[i])
+        self._changed.notify_all()
+        return appended
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"the queue at {self.path} is closed: open a new logq.Queue")
+
+
+def _snapshot(e: Entry) -> tuple:  # type: ignore[type-arg]
+    extra = e.extra
+    return (e.id, e.state, e.attempts, e.run_at, e.expires, e.segment, e.offset,
+            extra.last_error if extra else None, extra.result if extra else None)
+
+
+def _job_id(job: Job | int) -> int:
+    if isinstance(job, Job):
+        return job.id
+    return _plain_id(job)
+
+
+def _plain_id(job_id: int) -> int:
+    if not isinstance(job_id, int) or isinstance(job_id, bool) or job_id < 1:
+        raise InvalidArgument(f"a job id is a positive int, not {job_id!r}")
+    return job_id
+
+
+def _verb(rtype: int) -> str:
+    return TYPE_NAMES[rtype]
+
+
+def _names(names: str | Iterable[str] | None) -> frozenset[str] | None:
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = (names,)
+    out = frozenset(names)
+    for n in out:
+        _check_name("names", n)
+    return out
+
+
+def _error_text(error: str | BaseException) -> str:
+    if isinstance(error, BaseException):
+        return f"{type(error).__name__}: {error}"
+    if not isinstance(error, str):
+        raise InvalidArgument(f"error must be a str or an exception, not {type(error).__name__}")
+    return error
+
+
+def _check_name(what: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"{what} must be a non-empty str, not {value!r:.60}")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_NAME:
+        raise InvalidArgument(f"{what} is longer than {MAX_NAME} bytes")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{what} must be valid Unicode text (no lone surrogates)") from None
+
+
+def _check_int(what: str, value: object, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise InvalidArgument(f"{what} must be an int in [{lo}, {hi}], not {value!r:.60}")
+    return value
+
+
+def _check_seconds(what: str, value: object, positive: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):  # type: ignore[operator]
+        kind = "positive" if positive else "non-negative"
+        raise InvalidArgument(f"{what} must be a {kind} finite number of seconds, not {value!r:.60}")
+    return float(value)  # type: ignore[arg-type]

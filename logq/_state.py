@@ -1,0 +1,307 @@
+"""The job index: a pure state machine over job records. No I/O, no clock.
+
+Theory of operation
+-------------------
+`Index.apply(type, seq, payload, segment, offset, size)` is the only way the
+index changes. Replay at open calls it for every record in the log; a live
+call validates with `Index.check`, appends its record, then calls `apply`
+with the same record. There is no second code path.
+
+The legal transitions are one table, `ALLOWED`; spec/semantics.md follows it:
+
+    record   from            to
+    ENQUEUE  (new)           pending
+    LEASE    pending         active      (attempt counted)
+    ACK      active          done
+    FAIL     active          pending at a later run_at, or dead
+    EXPIRE   active          pending, or dead (lease expired or lost)
+    RELEASE  active          pending     (attempt given back)
+    EXTEND   active          active      (new lease expiry)
+    CANCEL   pending         cancelled
+    RETRY    dead            pending     (attempts start again from 0)
+
+Records carry the outcome the live call decided (retry time, dead or not), so
+applying them needs no clock or randomness. Time enters only as arguments
+(`promote(now)`, `expired(now)`).
+
+Each pending or active job sits in exactly one heap, through the tuple in
+`Entry.slot`; heaps are cleaned lazily (a tuple that is no longer its job's
+slot is stale). Ready jobs are ordered by (-priority, run_at, id) in one heap
+per task name; delayed jobs by (run_at, id); active jobs by (expires, id).
+Payloads are not held: `Entry.segment` and `Entry.loc` say where the ENQUEUE
+record lies (loc = offset << 32 | size).
+"""
+
+from __future__ import annotations
+
+from heapq import heappop, heappush
+from typing import Callable, Iterator
+
+from ._errors import CorruptionError, InvalidTransition, JobNotFound
+from ._jobrec import (
+    ACK, CANCEL, ENQUEUE, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES, JobAt, Lease,
+    Outcome, decode_job_at, decode_lease, decode_outcome, enqueue_backoff, enqueue_meta,
+)
+from ._jobs import ACTIVE, CANCELLED, DEAD, DONE, PENDING, STATES
+
+ALLOWED: dict[int, frozenset[str]] = {
+    LEASE: frozenset((PENDING,)),
+    ACK: frozenset((ACTIVE,)),
+    FAIL: frozenset((ACTIVE,)),
+    EXPIRE: frozenset((ACTIVE,)),
+    RELEASE: frozenset((ACTIVE,)),
+    EXTEND: frozenset((ACTIVE,)),
+    CANCEL: frozenset((PENDING,)),
+    RETRY: frozenset((DEAD,)),
+}
+
+
+class Entry:
+    """One job in the index. `extra` holds rarely set fields (error, result, backoff)."""
+
+    __slots__ = ("id", "name", "state", "priority", "run_at", "attempts", "max_attempts",
+                 "key", "expires", "segment", "loc", "slot", "extra")
+
+    def __init__(self, id: int, name: str, priority: int, run_at: float, max_attempts: int,
+                 key: str | None, segment: int, loc: int) -> None:
+        self.id, self.name, self.state, self.priority = id, name, PENDING, priority
+        self.run_at, self.attempts, self.max_attempts, self.key = run_at, 0, max_attempts, key
+        self.expires: float | None = None
+        self.segment, self.loc = segment, loc
+        self.slot: tuple | None = None  # type: ignore[type-arg]
+        self.extra: Extra | None = None
+
+    @property
+    def size(self) -> int:
+        return self.loc & 0xFFFFFFFF
+
+    @property
+    def offset(self) -> int:
+        return self.loc >> 32
+
+
+class Extra:
+    __slots__ = ("last_error", "result", "backoff", "finished_at")
+
+    def __init__(self) -> None:
+        self.last_error: str | None = None
+        self.result: bytes | None = None
+        self.backoff: tuple[float, float, float, float] | None = None
+        self.finished_at: float | None = None
+
+
+class Index:
+    """All jobs, their states, and the heaps that order them."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[int, Entry] = {}
+        self.keys: dict[str, int] = {}
+        self.counts: dict[str, int] = dict.fromkeys(STATES, 0)
+        self.live_bytes = 0
+        self.n_ready = 0
+        self._ready: dict[str, list[tuple[int, float, int]]] = {}
+        self._delayed: list[tuple[float, int]] = []
+        self._leases: list[tuple[float, int]] = []
+        self._names: dict[str, str] = {}  # interned task names
+
+    # ------------------------------------------------------------- transitions
+
+    def check(self, rtype: int, job_id: int) -> Entry:
+        """The job a `rtype` record would change; raise if the transition is illegal."""
+        e = self.jobs.get(job_id)
+        if e is None:
+            raise JobNotFound(f"no job with id {job_id}: check the id (or it was compacted away)")
+        if e.state not in ALLOWED[rtype]:
+            allowed = " or ".join(sorted(ALLOWED[rtype]))
+            raise InvalidTransition(
+                f"cannot {TYPE_NAMES[rtype]} job {job_id}: it is {e.state}, and only {allowed} jobs can be")
+        return e
+
+    def apply(self, rtype: int, seq: int, payload: bytes | memoryview, segment: int, offset: int,
+              size: int) -> Entry:
+        """Apply one record to the index and return the job it changed."""
+        if rtype == ENQUEUE:
+            return self._enqueue(seq, payload, segment, offset << 32 | size)
+        if rtype not in _HANDLERS:
+            raise CorruptionError(f"unknown job record type {rtype} at sequence {seq}: "
+                                  "written by a newer logq? upgrade logq")
+        decode, handler = _HANDLERS[rtype]
+        rec = decode(bytes(payload))
+        e = self.check(rtype, rec.job_id)
+        handler(self, e, rec)
+        return e
+
+    def _enqueue(self, seq: int, payload: bytes | memoryview, segment: int, loc: int) -> Entry:
+        enq_at, run_at, prio, max_att, name, key, _ = enqueue_meta(payload)
+        name = self._names.setdefault(name, name)
+        e = Entry(seq, name, prio, run_at, max_att, key, segment, loc)
+        backoff = enqueue_backoff(payload)
+        if backoff is not None:
+            self._extra(e).backoff = backoff
+        self.jobs[seq] = e
+        self.counts[PENDING] += 1
+        self.live_bytes += loc & 0xFFFFFFFF
+        if key is not None:
+            self.keys[key] = seq
+        self._schedule(e, run_at, enq_at)
+        return e
+
+    def _lease(self, e: Entry, rec: Lease) -> None:
+        self._unslot(e)
+        self._move(e, ACTIVE)
+        e.attempts, e.expires = rec.attempt, rec.expires_at
+        self._push_lease(e)
+
+    def _extend(self, e: Entry, rec: JobAt) -> None:
+        e.expires = rec.at
+        self._push_lease(e)
+
+    def _ack(self, e: Entry, rec: JobAt) -> None:
+        self._finish(e, DONE, rec.at).result = rec.data
+
+    def _cancel(self, e: Entry, rec: JobAt) -> None:
+        self._finish(e, CANCELLED, rec.at)
+
+    def _fail(self, e: Entry, rec: Outcome) -> None:
+        if rec.dead:
+            self._finish(e, DEAD, rec.at).last_error = rec.error
+            return
+        self._extra(e).last_error = rec.error
+        self._unslot(e)
+        self._move(e, PENDING)
+        e.expires = None
+        self._schedule(e, rec.run_at, rec.at)
+
+    def _release(self, e: Entry, rec: JobAt) -> None:
+        self._unslot(e)
+        self._move(e, PENDING)
+        e.attempts, e.expires = max(0, e.attempts - 1), None
+        self._schedule(e, rec.at, -1.0)
+
+    def _retry(self, e: Entry, rec: JobAt) -> None:
+        self._move(e, PENDING)
+        self.live_bytes += e.size
+        e.attempts = 0
+        if e.key is not None and e.key not in self.keys:
+            self.keys[e.key] = e.id
+        self._schedule(e, rec.at, rec.at)
+
+    # ----------------------------------------------------------------- helpers
+
+    def _finish(self, e: Entry, state: str, at: float) -> Extra:
+        self._unslot(e)
+        self._move(e, state)
+        e.expires = None
+        self.live_bytes -= e.size
+        if e.key is not None and self.keys.get(e.key) == e.id:
+            del self.keys[e.key]
+        extra = self._extra(e)
+        extra.finished_at = at
+        return extra
+
+    def _move(self, e: Entry, state: str) -> None:
+        counts = self.counts
+        counts[e.state] -= 1
+        counts[state] += 1
+        e.state = state
+
+    def _extra(self, e: Entry) -> Extra:
+        if e.extra is None:
+            e.extra = Extra()
+        return e.extra
+
+    def _schedule(self, e: Entry, run_at: float, now: float) -> None:
+        """Put a pending job in the ready heap if due at `now`, else in the delayed heap."""
+        e.run_at = run_at
+        if run_at <= now:
+            self._push_ready(e)
+        else:
+            e.slot = item = (run_at, e.id)
+            heappush(self._delayed, item)
+
+    def _push_ready(self, e: Entry) -> None:
+        e.slot = item = (-e.priority, e.run_at, e.id)
+        heap = self._ready.get(e.name)
+        if heap is None:
+            heap = self._ready[e.name] = []
+        heappush(heap, item)
+        self.n_ready += 1
+
+    def _push_lease(self, e: Entry) -> None:
+        assert e.expires is not None
+        e.slot = item = (e.expires, e.id)
+        heappush(self._leases, item)
+
+    def _unslot(self, e: Entry) -> None:
+        if e.slot is not None and len(e.slot) == 3:
+            self.n_ready -= 1
+        e.slot = None
+
+    # ------------------------------------------------------------------ queries
+
+    def promote(self, now: float) -> None:
+        """Move delayed jobs whose run_at has come into the ready heaps."""
+        delayed, jobs = self._delayed, self.jobs
+        while delayed and delayed[0][0] <= now:
+            item = heappop(delayed)
+            e = jobs.get(item[1])
+            if e is not None and e.slot is item:
+                self._push_ready(e)
+
+    def best_ready(self, names: frozenset[str] | None) -> Entry | None:
+        """The next job to lease among `names` (all if None): priority, run_at, id."""
+        best: tuple[int, float, int] | None = None
+        jobs = self.jobs
+        for name in (list(self._ready) if names is None else names):
+            heap = self._ready.get(name)
+            while heap:
+                top = heap[0]
+                if jobs[top[2]].slot is top:
+                    if best is None or top < best:
+                        best = top
+                    break
+                heappop(heap)
+            if heap is not None and not heap:
+                del self._ready[name]
+        return None if best is None else jobs[best[2]]
+
+    def expired(self, now: float) -> Iterator[Entry]:
+        """Active jobs whose lease ended at or before `now` (they stay active until applied)."""
+        leases, jobs = self._leases, self.jobs
+        found = []
+        while leases and leases[0][0] <= now:
+            item = heappop(leases)
+            e = jobs.get(item[1])
+            if e is not None and e.slot is item:
+                found.append(e)
+        return iter(found)
+
+    def next_wakeup(self) -> float | None:
+        """The earliest time at which a delayed job becomes due or a lease expires."""
+        times = [h[0][0] for h in (self._delayed, self._leases) if h]
+        return min(times) if times else None
+
+    def active_jobs(self) -> list[Entry]:
+        return [e for e in self.jobs.values() if e.state == ACTIVE]
+
+    def oldest(self, state: str) -> Entry | None:
+        """The job with the lowest id in `state`."""
+        return next((e for e in self.jobs.values() if e.state == state), None)
+
+    def select(self, state: str | None, name: str | None) -> Iterator[Entry]:
+        for e in self.jobs.values():
+            if (state is None or e.state == state) and (name is None or e.name == name):
+                yield e
+
+
+Handler = Callable[[Index, Entry, object], None]
+_HANDLERS: dict[int, tuple[Callable[[bytes], object], Handler]] = {
+    LEASE: (decode_lease, Index._lease),  # type: ignore[dict-item]
+    ACK: (decode_job_at, Index._ack),  # type: ignore[dict-item]
+    FAIL: (decode_outcome, Index._fail),  # type: ignore[dict-item]
+    EXPIRE: (decode_outcome, Index._fail),  # type: ignore[dict-item]
+    RELEASE: (decode_job_at, Index._release),  # type: ignore[dict-item]
+    EXTEND: (decode_job_at, Index._extend),  # type: ignore[dict-item]
+    CANCEL: (decode_job_at, Index._cancel),  # type: ignore[dict-item]
+    RETRY: (decode_job_at, Index._retry),  # type: ignore[dict-item]
+}
