@@ -1,0 +1,353 @@
+"""The Queue: one test per guarantee in spec/semantics.md, and bad input."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+import logq
+from logq import Backoff, ClosedError, InvalidArgument, InvalidTransition, JobNotFound, LeaseLostError, Queue
+from logq.testing import FakeClock
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def q(qdir, clock):
+    queue = Queue(qdir, clock=clock, backoff=Backoff(base=1, factor=2, max=60, jitter=0))
+    yield queue
+    queue.close()
+
+
+def reopen(q: Queue, clock: FakeClock, **kw) -> Queue:
+    q.close()
+    return Queue(q.path, clock=clock, backoff=Backoff(base=1, factor=2, max=60, jitter=0), **kw)
+
+
+# -------------------------------------------------------------------- enqueue
+
+def test_ids_increase_and_survive_reopen(q, clock):
+    ids = [q.enqueue("t", b"%d" % i) for i in range(5)]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    q2 = reopen(q, clock)
+    assert q2.enqueue("t", b"x") > max(ids)
+    assert [j.payload for j in q2.jobs(state="pending")] == [b"0", b"1", b"2", b"3", b"4", b"x"]
+    q2.close()
+
+
+def test_enqueue_many_returns_consecutive_ids_and_is_one_batch(q):
+    ids = q.enqueue_many([("a", b"1"), ("b", b"2"), ("a", b"3")])
+    assert ids == list(range(ids[0], ids[0] + 3))
+    assert [q.get(i).name for i in ids] == ["a", "b", "a"]
+    assert q.enqueue_many([]) == []
+
+
+def test_unique_key_returns_live_job_and_writes_nothing(q):
+    first = q.enqueue("mail", b"a", key="order-42")
+    before = q.stats().last_seq
+    assert q.enqueue("mail", b"b", key="order-42") == first
+    assert q.stats().last_seq == before
+    q.ack(q.lease())
+    assert q.enqueue("mail", b"c", key="order-42") != first  # key freed once the job is final
+
+
+def test_unique_key_is_held_across_reopen(q, clock):
+    first = q.enqueue("mail", b"a", key="k")
+    q2 = reopen(q, clock)
+    assert q2.enqueue("mail", b"b", key="k") == first
+    q2.close()
+
+
+# ---------------------------------------------------------------------- order
+
+def test_order_is_priority_then_run_at_then_id(q, clock):
+    low = q.enqueue("t", b"low", priority=0)
+    high_late = q.enqueue("t", b"high-late", priority=5, delay=1)
+    high = q.enqueue("t", b"high", priority=5)
+    low2 = q.enqueue("t", b"low2", priority=0)
+    clock.advance(2)
+    got = [q.lease().id for _ in range(4)]
+    assert got == [high, high_late, low, low2]
+    assert q.lease() is None
+
+
+def test_delayed_job_is_not_due_before_its_time(q, clock):
+    jid = q.enqueue("t", b"later", delay=300)
+    assert q.lease() is None
+    assert q.stats().due == 0 and q.stats().pending == 1
+    clock.advance(299.9)
+    assert q.lease() is None
+    clock.advance(0.2)
+    assert q.lease().id == jid
+
+
+def test_lease_filters_by_task_name(q):
+    a = q.enqueue("a", b"1")
+    b = q.enqueue("b", b"2")
+    assert q.lease("b").id == b
+    assert q.lease(["x", "y"]) is None
+    assert q.lease(names={"a"}).id == a
+
+
+def test_lease_wait_returns_when_a_job_arrives(q):
+    got = []
+    started = threading.Event()
+
+    def consumer():
+        started.set()
+        got.append(q.lease(wait=30))
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    started.wait()
+    jid = q.enqueue("t", b"hello")
+    t.join(30)
+    assert not t.is_alive() and got[0].id == jid
+
+
+def test_lease_wait_gives_up_with_none(qdir):
+    with Queue(qdir) as q:
+        assert q.lease(wait=0.01) is None
+
+
+def test_lease_returns_the_whole_job(q, clock):
+    jid = q.enqueue("send", b"payload", priority=3, max_attempts=7)
+    job = q.lease(lease_time=10)
+    assert (job.id, job.name, job.payload, job.attempts, job.priority, job.max_attempts) == \
+        (jid, "send", b"payload", 1, 3, 7)
+    assert job.enqueued_at == clock.time() and job.lease_expires_at == clock.time() + 10
+
+
+# ------------------------------------------------------------------ lifecycle
+
+def test_ack_is_final_and_survives_reopen(q, clock):
+    jid = q.enqueue("t", b"x")
+    q.ack(q.lease(), result=b"ok")
+    assert q.lease() is None
+    q2 = reopen(q, clock)
+    info = q2.get(jid)
+    assert (info.state, info.result) == ("done", b"ok")
+    assert q2.lease() is None
+    with pytest.raises(InvalidTransition, match="done"):
+        q2.ack(jid)
+    q2.close()
+
+
+def test_fail_retries_with_backoff_then_dies(q, clock):
+    jid = q.enqueue("t", b"x", max_attempts=3)
+    for attempt, wait in [(1, 1.0), (2, 2.0)]:
+        job = q.lease()
+        assert job.attempts == attempt
+        q.fail(job, "boom %d" % attempt)
+        info = q.get(jid)
+        assert (info.state, info.last_error, info.run_at) == ("pending", "boom %d" % attempt, clock.time() + wait)
+        assert q.lease() is None
+        clock.advance(wait)
+    q.fail(q.lease(), ValueError("last"))
+    info = q.get(jid)
+    assert (info.state, info.attempts, info.last_error) == ("dead", 3, "ValueError: last")
+
+
+def test_fail_without_retry_is_dead_at_once(q):
+    jid = q.enqueue("t", b"x", max_attempts=10)
+    q.fail(q.lease(), "fatal", retry=False)
+    assert q.get(jid).state == "dead"
+
+
+def test_per_job_backoff_overrides_the_queue(q, clock):
+    jid = q.enqueue("t", b"x", backoff=Backoff(base=100, factor=1, jitter=0))
+    q.fail(q.lease(), "e")
+    assert q.get(jid).run_at == clock.time() + 100
+
+
+def test_backoff_jitter_stays_in_its_band():
+    b = Backoff(base=10, factor=2, max=1000, jitter=0.25)
+    delays = [b.delay(3) for _ in range(200)]
+    assert all(30 <= d <= 50 for d in delays) and len(set(delays)) > 1
+
+
+def test_release_gives_back_without_counting_the_attempt(q, clock):
+    jid = q.enqueue("t", b"x")
+    q.release(q.lease(), delay=5)
+    info = q.get(jid)
+    assert (info.state, info.attempts, info.run_at) == ("pending", 0, clock.time() + 5)
+    assert q.lease() is None
+    clock.advance(5)
+    assert q.lease().attempts == 1
+
+
+def test_expired_lease_is_pending_again_with_the_attempt_counted(q, clock):
+    jid = q.enqueue("t", b"x", max_attempts=2)
+    q.lease(lease_time=10)
+    clock.advance(10)
+    job = q.lease(lease_time=10)
+    assert (job.id, job.attempts) == (jid, 2)
+    assert q.get(jid).last_error == "lease expired"
+    clock.advance(11)
+    assert q.expire_leases() == 1
+    assert q.get(jid).state == "dead"
+
+
+def test_extend_keeps_the_lease(q, clock):
+    jid = q.enqueue("t", b"x")
+    job = q.lease(lease_time=10)
+    clock.advance(8)
+    assert q.extend(job, lease_time=10) == clock.time() + 10
+    clock.advance(8)
+    assert q.expire_leases() == 0 and q.get(jid).state == "active"
+    q.ack(job)
+
+
+def test_ack_with_a_lost_lease_raises_and_changes_nothing(q, clock):
+    q.enqueue("t", b"x")
+    mine = q.lease(lease_time=5)
+    clock.advance(6)
+    theirs = q.lease(lease_time=5)
+    before = q.stats().last_seq
+    with pytest.raises(LeaseLostError, match="lost"):
+        q.ack(mine)
+    with pytest.raises(LeaseLostError):
+        q.fail(mine, "x")
+    assert q.stats().last_seq == before
+    q.ack(theirs)
+
+
+def test_lease_lost_in_a_crash_counts_the_attempt(q, clock):
+    jid = q.enqueue("t", b"x", max_attempts=2)
+    q.lease()
+    q2 = reopen(q, clock)  # the holder of the lease is gone
+    info = q2.get(jid)
+    assert (info.state, info.attempts, info.last_error) == ("pending", 1, "lease lost")
+    q2.lease()
+    q3 = reopen(q2, clock)
+    assert (q3.get(jid).state, q3.get(jid).last_error) == ("dead", "lease lost")  # a poison job stops
+    assert q3.lease() is None
+    q3.close()
+
+
+def test_cancel_pending_job(q):
+    jid = q.enqueue("t", b"x")
+    q.cancel(jid)
+    assert q.get(jid).state == "cancelled" and q.lease() is None
+    with pytest.raises(InvalidTransition):
+        q.cancel(jid)
+
+
+def test_cancel_active_job_is_refused(q):
+    jid = q.enqueue("t", b"x")
+    q.lease()
+    with pytest.raises(InvalidTransition, match="active"):
+        q.cancel(jid)
+
+
+def test_retry_requeues_a_dead_job(q):
+    jid = q.enqueue("t", b"x", max_attempts=1)
+    q.fail(q.lease(), "e")
+    assert q.get(jid).state == "dead"
+    q.retry(jid)
+    job = q.lease()
+    assert (job.id, job.attempts) == (jid, 1)
+    with pytest.raises(InvalidTransition):
+        q.retry(jid)
+
+
+def test_jobs_filters_and_limits(q):
+    ids = [q.enqueue("a" if i % 2 else "b", b"%d" % i) for i in range(10)]
+    q.cancel(ids[0])
+    assert [j.id for j in q.jobs(state="cancelled")] == [ids[0]]
+    assert [j.id for j in q.jobs(name="a", limit=2)] == [ids[1], ids[3]]
+    assert len(q.jobs(limit=None)) == 10
+
+
+def test_stats_reports_counts_due_age_and_disk(q, clock):
+    q.enqueue("t", b"x")
+    clock.advance(7)
+    q.enqueue("t", b"y", delay=60)
+    s = q.stats()
+    assert (s.pending, s.due, s.oldest_pending_age) == (2, 1, 7.0)
+    assert s.segments == 1 and s.bytes_on_disk > s.live_bytes > 0
+    q.sync()
+    assert q.stats().durable_seq == q.stats().last_seq
+
+
+def test_get_unknown_job_is_none_and_ack_unknown_raises(q):
+    assert q.get(999) is None
+    with pytest.raises(JobNotFound, match="999"):
+        q.ack(999)
+
+
+# ----------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("args, kw", [
+    (("", b"x"), {}), ((None, b"x"), {}), (("t", "text"), {}), (("t", 5), {}),
+    (("t", b"x"), {"delay": -1}), (("t", b"x"), {"delay": float("nan")}),
+    (("t", b"x"), {"priority": 1.5}), (("t", b"x"), {"priority": 2**40}),
+    (("t", b"x"), {"max_attempts": 0}), (("t", b"x"), {"key": ""}),
+    (("t", b"x"), {"sync": "sometimes"}), (("x" * 1001, b"x"), {}),
+    (("t", b"x" * 1025), {}),
+])
+def test_bad_enqueue_raises_and_writes_nothing(qdir, args, kw):
+    with Queue(qdir, max_payload=1024) as q:
+        with pytest.raises(InvalidArgument) as info:
+            q.enqueue(*args, **kw)
+        assert isinstance(info.value, (ValueError, TypeError))
+        assert q.stats().last_seq == 0
+
+
+@pytest.mark.parametrize("kw", [dict(max_attempts=0), dict(lease_time=0), dict(max_payload=-1),
+                                dict(backoff=5), dict(sync="x")])
+def test_bad_queue_options_are_refused(tmp_path, kw):
+    with pytest.raises(InvalidArgument):
+        Queue(tmp_path / "q", **kw)
+
+
+def test_bad_ids_and_arguments_are_refused(q):
+    for bad in ("1", 0, -3, True, None):
+        with pytest.raises(InvalidArgument):
+            q.cancel(bad)
+    jid = q.enqueue("t", b"x")
+    job = q.lease()
+    with pytest.raises(InvalidArgument):
+        q.ack(job, result="text")
+    with pytest.raises(InvalidArgument):
+        q.fail(job, 42)
+    with pytest.raises(InvalidArgument):
+        q.jobs(state="running")
+    with pytest.raises(InvalidArgument):
+        q.lease(lease_time=-1)
+    assert q.get(jid).state == "active"
+
+
+def test_every_call_on_a_closed_queue_raises(q):
+    jid = q.enqueue("t", b"x")
+    q.close()
+    q.close()  # repeatable
+    for call in (lambda: q.enqueue("t", b"x"), lambda: q.lease(), lambda: q.ack(jid),
+                 lambda: q.get(jid), lambda: q.jobs(), lambda: q.stats(), lambda: q.sync(),
+                 lambda: q.cancel(jid)):
+        with pytest.raises(ClosedError, match="closed"):
+            call()
+
+
+def test_second_queue_on_a_directory_is_locked(q):
+    with pytest.raises(logq.LockedError, match=str(os.getpid())):
+        Queue(q.path)
+
+
+def test_all_errors_share_one_root():
+    for name in ("InvalidArgument", "ClosedError", "LockedError", "WriterFailedError", "CorruptionError",
+                 "ChecksumError", "UnsupportedVersionError", "InvalidTransition", "JobNotFound",
+                 "LeaseLostError", "NotALogqDirectory"):
+        assert issubclass(getattr(logq, name), logq.LogqError)
+
+
+def test_import_has_no_optional_dependencies():
+    import subprocess
+    import sys
+    code = "import sys, logq; bad = [m for m in ('prometheus_client',) if m in sys.modules]; print(bad)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
