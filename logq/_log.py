@@ -56,7 +56,7 @@ from ._errors import (
 )
 from ._fs import File, FileSystem, Lock, OsFileSystem, read_lock_holder
 from ._record import (
-    FIRST_USER_TYPE, FLAG_CONTINUED, FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
+    FIRST_USER_TYPE, FLAG_CONTINUED, FLAG_FIRST, FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
     TYPE_SEAL, Encoder, Record, decode_segment_header, encode_segment_header, padded, read_record,
 )
 from ._segment import LostRange, parse_segment_name, scan, segment_name
@@ -150,6 +150,7 @@ class Log:
         self._closed = False
         self._readers: dict[int, File] = {}
         self._salts: dict[int, int] = {}
+        self._seal_at_open = False  # salvage found damage inside the last segment
         self._lockfile: Lock | None = None
         self._syncer: threading.Thread | None = None
         self._stop = threading.Event()
@@ -237,6 +238,9 @@ class Log:
         self._next_seq = max(last_seq + 1, active.base)
         self._written_seq = self._synced_seq = self._next_seq - 1
         self._end = active.size
+        if self._seal_at_open:  # salvaged damage must not be cut by a later normal open
+            with self._lock:
+                self._rollover_locked()
         report.segments, report.last_seq = len(self._segments), self._next_seq - 1
         return report
 
@@ -244,7 +248,7 @@ class Log:
                          salvage: bool, report: RecoveryReport) -> int:
         path = self._seg_path(base)
         data = self._read_whole(path)
-        if is_last and _unborn(data):
+        if is_last and _unborn(data, path):
             self._keep_aside(path, 0, data, report)
             self.fs.unlink(path)
             self.fs.fsync_dir(self.path)
@@ -255,10 +259,11 @@ class Log:
                 raise CorruptionError(msg, path=path, offset=0)
             report.lost.append(LostRange(path, 0, 0, msg))
         counter = _Counter(deliver)
-        result = scan(data, path, counter, after_seq=last_seq, salvage=salvage)
+        result = scan(data, path, counter, after_seq=last_seq, salvage=salvage, base=base)
         report.records += counter.n
         if salvage:
-            report.lost.extend(result.lost if not is_last else [])
+            report.lost.extend(result.lost)
+            self._seal_at_open = self._seal_at_open or (is_last and any(r.start < result.end for r in result.lost))
         if not is_last:
             if result.damage is not None and not salvage:
                 raise result.damage
@@ -371,7 +376,8 @@ class Log:
         encode, seq, end, last = self._encoder.encode, self._next_seq, self._end, len(items) - 1
         chunks, offsets = [], []
         for i, (rtype, payload) in enumerate(items):
-            chunk = encode(seq + i, rtype, bytes(payload), 0 if i == last else FLAG_CONTINUED)
+            flags = (FLAG_FIRST if i == 0 else 0) | (0 if i == last else FLAG_CONTINUED)
+            chunk = encode(seq + i, rtype, bytes(payload), flags)
             chunks.append(chunk)
             offsets.append(end)
             end += len(chunk)
@@ -453,7 +459,7 @@ class Log:
         self._flush_locked()
         seal_seq = self._next_seq
         try:
-            self._active.write(self._encoder.encode(seal_seq, TYPE_SEAL, b""))  # R2
+            self._active.write(self._encoder.encode(seal_seq, TYPE_SEAL, b"", FLAG_FIRST))  # R2
             self._active.fsync()
         except OSError as exc:
             self._poison(exc)
@@ -489,9 +495,10 @@ class Log:
         path = self._seg_path(segment)
         if rec is None:
             head = f.pread(RECORD_HEADER_SIZE, offset)
-            size = int.from_bytes(head[4:8], "little") if len(head) == RECORD_HEADER_SIZE else 0
-            data = head + f.pread(padded(size), offset + RECORD_HEADER_SIZE)
-            rec = read_record(data, 0, salt, path)
+            rec = read_record(head, 0, salt, path)  # verifies the header, so its length
+            if rec is None and len(head) == RECORD_HEADER_SIZE:
+                size = int.from_bytes(head[4:8], "little")
+                rec = read_record(head + f.pread(padded(size), offset + RECORD_HEADER_SIZE), 0, salt, path)
         if rec is None:
             raise CorruptionError("record is truncated", path=path, offset=offset)
         return rec._replace(offset=offset)
@@ -608,9 +615,19 @@ def _bind(replay: ReplayCallback, base: int) -> Callable[[Record], None]:
     return deliver
 
 
-def _unborn(data: bytes) -> bool:
-    """A last segment whose creation did not finish: shorter than a header, or zeros."""
-    return len(data) < SEGMENT_HEADER_SIZE or not any(data[:SEGMENT_HEADER_SIZE])
+def _unborn(data: bytes, path: str) -> bool:
+    """A last segment whose creation did not finish: no longer than a header, and no valid one.
+
+    The header is fsynced before any record is appended (R3), so a longer file
+    with a bad header is damage, not an unfinished rollover.
+    """
+    if len(data) > SEGMENT_HEADER_SIZE:
+        return False
+    try:
+        decode_segment_header(data, path)
+    except CorruptionError:
+        return True
+    return False
 
 
 def _check_options(sync: str, sync_interval: float, segment_size: int,

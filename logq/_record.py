@@ -23,7 +23,7 @@ from typing import NamedTuple
 import xxhash
 import zstandard
 
-from ._errors import ChecksumError, CorruptionError, UnsupportedVersionError
+from ._errors import ChecksumError, CorruptionError, InvalidArgument, UnsupportedVersionError
 
 FORMAT_VERSION = 1
 SEGMENT_MAGIC = b"\x89LOGQSG\n"
@@ -44,7 +44,8 @@ FIRST_USER_TYPE = 16  # types 1..15 belong to the log, 16..255 to the layer abov
 # Flags.
 FLAG_ZSTD = 0x01  # stored payload is a zstd frame of raw_len bytes
 FLAG_CONTINUED = 0x02  # more records of the same atomic batch follow
-KNOWN_FLAGS = FLAG_ZSTD | FLAG_CONTINUED
+FLAG_FIRST = 0x04  # the first record of an atomic batch (every batch has exactly one)
+KNOWN_FLAGS = FLAG_ZSTD | FLAG_CONTINUED | FLAG_FIRST
 
 _xxh32 = xxhash.xxh32_intdigest
 _xxh64 = xxhash.xxh64_intdigest
@@ -121,14 +122,14 @@ class Encoder:
     def encode(self, seq: int, rtype: int, payload: bytes, flags: int = 0) -> bytes:
         """The bytes of one record, padding included."""
         raw_len = len(payload)
+        if raw_len > MAX_STORED:
+            raise InvalidArgument(f"a record payload of {raw_len} bytes exceeds the {MAX_STORED}-byte limit")
         stored = payload
         if self._zstd is not None and raw_len >= self._threshold:
             packed = self._zstd.compress(payload)
             if len(packed) < raw_len:
                 stored, flags = packed, flags | FLAG_ZSTD
         n = len(stored)
-        if n > MAX_STORED:
-            raise ValueError(f"record of {n} bytes exceeds the {MAX_STORED}-byte limit")
         body = _BODY.pack(n, seq, rtype, flags, 0, raw_len, _xxh64(stored, self.salt64))
         pad = -n & (ALIGN - 1)
         return b"".join((_CHECK.pack(_xxh32(body, self.salt32)), body, stored, _ZEROS[:pad]))

@@ -23,12 +23,13 @@ from typing import Callable
 
 from ._errors import CorruptionError
 from ._record import (
-    ALIGN, FLAG_CONTINUED, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, TYPE_SEAL, Record,
+    ALIGN, FIRST_USER_TYPE, FLAG_CONTINUED, FLAG_FIRST, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
+    TYPE_SEAL, Record,
     SegmentHeader, decode_segment_header, read_record,
 )
 
 SEGMENT_SUFFIX = ".seg"
-_NAME = re.compile(r"^(\d{20})\.seg$")
+_NAME = re.compile(r"^([0-9]{20})\.seg$")
 
 
 def segment_name(base_seq: int) -> str:
@@ -68,7 +69,7 @@ class ScanResult:
 
 
 def scan(buf: bytes, path: str, deliver: Callable[[Record], None], *,
-         after_seq: int = 0, salvage: bool = False) -> ScanResult:
+         after_seq: int = 0, salvage: bool = False, base: int | None = None) -> ScanResult:
     """Verify every record of a segment's bytes and deliver complete batches in order.
 
     Stops at the first damage (reported in `damage`/`torn`) unless `salvage`,
@@ -77,6 +78,9 @@ def scan(buf: bytes, path: str, deliver: Callable[[Record], None], *,
     `after_seq` and increasing. Header damage raises `CorruptionError`.
     """
     header = decode_segment_header(buf, path)
+    if base is not None and header.base_seq != base:
+        raise CorruptionError(f"segment header says base {header.base_seq}, the file name {base}",
+                              path=path, offset=24)
     result = ScanResult(header=header, end=SEGMENT_HEADER_SIZE)
     state = _Scan(buf, path, header.salt, max(after_seq, header.base_seq - 1), deliver, result)
     state.run(salvage)
@@ -97,18 +101,18 @@ class _Scan:
         while pos < size:
             try:
                 rec = self._read(pos)
+                if rec is None:
+                    self.result.torn = True
+                    self._discard_batch("incomplete record at end of segment", size)
+                    return
+                self._accept(rec, pos + rec.size)
             except CorruptionError as exc:
                 if not salvage:
                     self._stop(exc)
                     return
                 pos = self._skip(pos, exc)
                 continue
-            if rec is None:
-                self.result.torn = True
-                self._discard_batch("incomplete record at end of segment", size)
-                return
             pos += rec.size
-            self._accept(rec, pos)
             if self.result.sealed:
                 if pos < size:
                     self._trailing(pos, size, salvage)
@@ -122,19 +126,28 @@ class _Scan:
         if rec is not None and rec.seq <= self.last_seq:
             raise CorruptionError(f"sequence number {rec.seq} does not follow {self.last_seq}",
                                   path=self.path, offset=pos)
+        if rec is not None and 1 < rec.type < FIRST_USER_TYPE:
+            raise CorruptionError(f"reserved record type {rec.type}", path=self.path, offset=pos)
         return rec
 
     def _accept(self, rec: Record, end: int) -> None:
+        """Take a verified record; raise if it breaks the batch structure."""
+        first = bool(rec.flags & FLAG_FIRST)
+        if self.dropping and not first:  # salvage: the rest of a damaged batch
+            self.last_seq = rec.seq
+            self.result.lost[-1].end = end
+            return
+        self.dropping = False
+        if first and self.batch:
+            raise CorruptionError("a batch begins before the previous one ended", path=self.path, offset=rec.offset)
+        if not first and not self.batch:
+            raise CorruptionError("a record continues a batch that never began", path=self.path, offset=rec.offset)
+        if rec.type == TYPE_SEAL and rec.flags & FLAG_CONTINUED:
+            raise CorruptionError("a SEAL record inside a batch", path=self.path, offset=rec.offset)
         self.last_seq = rec.seq
         if rec.type == TYPE_SEAL:
-            if self.batch:
-                raise CorruptionError("SEAL inside an unfinished batch", path=self.path, offset=rec.offset)
             self.result.sealed = True
             self._commit_batch([rec], end)
-            return
-        if self.dropping:
-            self.dropping = bool(rec.flags & FLAG_CONTINUED)
-            self.result.lost[-1].end = end
             return
         if not self.batch:
             self.batch_start = rec.offset
@@ -175,7 +188,8 @@ class _Scan:
         """Salvage: find the next aligned offset where a record verifies."""
         start, probe, size = pos, pos + ALIGN, len(self.buf)
         if self.batch:  # a damaged batch is lost whole, up to its last record
-            start, self.batch, self.dropping = self.batch_start, [], True
+            start, self.batch = self.batch_start, []
+        self.dropping = True  # resume at the next record that begins a batch
         while probe + RECORD_HEADER_SIZE <= size:
             try:
                 if self._read(probe) is not None:

@@ -41,10 +41,16 @@ class MJob:
 @dataclass
 class Model:
     jobs: dict[int, MJob] = field(default_factory=dict)
+    holders: dict[str, int] = field(default_factory=dict)  # unique key -> live job holding it
 
     def live_key(self, key: str) -> int | None:
-        return next((j.id for j in self.jobs.values()
-                     if j.key == key and j.state in ("pending", "active")), None)
+        return self.holders.get(key)
+
+    def settle_keys(self) -> None:
+        """Final jobs give their key up; a retried job takes it back only if it is free."""
+        for key, jid in list(self.holders.items()):
+            if self.jobs[jid].state not in ("pending", "active"):
+                del self.holders[key]
 
     def expire(self, now: float, reason: str, everything: bool = False) -> None:
         for j in self.jobs.values():
@@ -96,6 +102,8 @@ class QueueMachine(RuleBasedStateMachine):
             return
         assert jid not in self.model.jobs and all(jid > i for i in self.model.jobs)
         self.model.jobs[jid] = MJob(jid, name, payload, priority, self.clock.time() + delay, max_attempts, key)
+        if key is not None:
+            self.model.holders[key] = jid
 
     @rule(items=st.lists(st.tuples(NAMES, st.binary(max_size=50)), min_size=1, max_size=4))
     def enqueue_many(self, items) -> None:
@@ -168,6 +176,8 @@ class QueueMachine(RuleBasedStateMachine):
         j = data.draw(st.sampled_from([j for j in self.model.jobs.values() if j.state == "dead"]))
         self.q.retry(j.id)
         j.state, j.attempts, j.run_at = "pending", 0, self.clock.time()
+        if j.key is not None and j.key not in self.model.holders:
+            self.model.holders[j.key] = j.id
 
     @rule(seconds=st.sampled_from([0.5, 1, 3, 11]))
     def advance(self, seconds) -> None:
@@ -196,6 +206,7 @@ class QueueMachine(RuleBasedStateMachine):
 
     @invariant()
     def agrees_with_model(self) -> None:
+        self.model.settle_keys()
         infos = {i.id: i for i in self.q.jobs(limit=None)}
         assert set(infos) == set(self.model.jobs)
         for jid, m in self.model.jobs.items():

@@ -1,0 +1,429 @@
+"""The worker runtime: lease jobs, run their tasks, record the outcome.
+
+Theory of operation
+-------------------
+`Worker.run` starts `concurrency` slots of one kind and blocks until stopped:
+
+* thread (default): each slot is a thread that leases and runs tasks inline.
+  A task with a timeout runs in a helper thread; if it overruns, the attempt
+  fails with a timeout, the slot moves on, and the helper thread - which
+  Python cannot kill - runs to its end with its result discarded.
+* process: each slot thread feeds one child process (forked, so the task
+  registry is inherited) through a pipe; the queue stays in the parent. On a
+  timeout the child is killed and replaced.
+* async: one event loop runs `concurrency` coroutines; `async def` tasks are
+  awaited (plain functions run in a thread pool); a timeout cancels the
+  coroutine. Queue calls run in a thread pool, off the loop.
+
+A heartbeat thread extends the lease of every running job each third of the
+lease time, so long tasks keep their lease. Stopping (first SIGINT/SIGTERM,
+or `Worker.stop()`): slots stop leasing; running tasks get `grace` seconds to
+finish; what is still running then is released (attempt not counted). A
+second signal releases at once. Outcomes go through the queue, so every rule
+of spec/semantics.md (retries, dead jobs, lost leases) applies unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from ._errors import InvalidArgument, LeaseLostError, LogqError
+from ._jobs import Job
+from ._tasks import Task
+
+if TYPE_CHECKING:
+    from ._queue import Queue
+
+log = logging.getLogger("logq")
+KINDS = ("thread", "process", "async")
+Hook = Callable[[Job, Any], None]
+
+
+class TaskTimeout(LogqError):
+    """A task ran longer than its timeout; the attempt counts as failed."""
+
+
+class _Stopped(Exception):
+    """Internal: the worker stopped hard while this job ran; release it."""
+
+
+@dataclass
+class TaskMetrics:
+    """Counts and latency of one task's runs in this process."""
+
+    succeeded: int = 0
+    failed: int = 0
+    dead: int = 0
+    timeouts: int = 0
+    released: int = 0
+    seconds_total: float = 0.0
+    seconds_max: float = 0.0
+
+
+@dataclass
+class Metrics:
+    """Per-task metrics shared by every worker of a queue. Thread-safe."""
+
+    tasks: dict[str, TaskMetrics] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, name: str, outcome: str, seconds: float) -> None:
+        with self._lock:
+            m = self.tasks.get(name) or self.tasks.setdefault(name, TaskMetrics())
+            setattr(m, outcome, getattr(m, outcome) + 1)
+            m.seconds_total += seconds
+            m.seconds_max = max(m.seconds_max, seconds)
+
+    def snapshot(self) -> dict[str, TaskMetrics]:
+        with self._lock:
+            return {n: TaskMetrics(**vars(m)) for n, m in self.tasks.items()}
+
+
+class Worker:
+    """Runs the tasks registered on `queue`. Create with `Queue.worker` or `Queue.run_worker`."""
+
+    def __init__(self, queue: "Queue", *, concurrency: int = 4, kind: str = "thread",
+                 names: list[str] | None = None, grace: float = 30.0, poll: float = 0.5,
+                 on_success: Hook | None = None, on_failure: Hook | None = None,
+                 on_dead: Hook | None = None) -> None:
+        if kind not in KINDS:
+            raise InvalidArgument(f"kind must be one of {KINDS}, not {kind!r}")
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise InvalidArgument(f"concurrency must be a positive int, not {concurrency!r}")
+        if not isinstance(grace, (int, float)) or grace < 0:
+            raise InvalidArgument(f"grace must be a non-negative number of seconds, not {grace!r}")
+        self.queue, self.kind, self.concurrency, self.grace, self.poll = queue, kind, concurrency, grace, poll
+        self.names = frozenset(names) if names is not None else None
+        self.hooks = {"succeeded": on_success, "failed": on_failure, "dead": on_dead}
+        self.stopping = threading.Event()  # no new leases
+        self.stopped = threading.Event()  # release what runs, now
+        self._running: dict[int, Job] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self, *, now: bool = False) -> None:
+        """Ask the worker to stop: gracefully, or `now` (release running jobs at once)."""
+        self.stopping.set()
+        if now:
+            self.stopped.set()
+
+    def run(self) -> None:
+        """Work until stopped. In the main thread, SIGINT and SIGTERM stop it (twice: at once)."""
+        self.queue._schedule_periodic()
+        restore = self._install_signals()
+        heartbeat = threading.Thread(target=self._heartbeat, name="logq-heartbeat", daemon=True)
+        heartbeat.start()
+        try:
+            if self.kind == "async":
+                asyncio.run(self._run_async())
+            else:
+                self._run_threads()
+        finally:
+            self.stopping.set()
+            self.stopped.set()
+            restore()
+            heartbeat.join()
+
+    def _install_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum: int, frame: object) -> None:
+            if self.stopping.is_set():
+                log.warning("second signal: releasing running jobs now")
+                self.stopped.set()
+            else:
+                log.info("signal %d: finishing running jobs (grace %.0fs); again to stop now", signum, self.grace)
+                self.stopping.set()
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        return lambda: [signal.signal(s, h) for s, h in old.items()] and None
+
+    def _run_threads(self) -> None:
+        slot = self._process_slot if self.kind == "process" else self._thread_slot
+        threads = [threading.Thread(target=slot, name=f"logq-worker-{i}", daemon=True)
+                   for i in range(self.concurrency)]
+        for t in threads:
+            t.start()
+        while not self.stopping.wait(1.0):
+            pass
+        deadline = time.monotonic() + self.grace
+        for t in threads:
+            while t.is_alive() and not self.stopped.is_set() and time.monotonic() < deadline:
+                t.join(min(0.1, max(0.0, deadline - time.monotonic())))
+        self.stopped.set()
+        self._release_running("worker stopped")
+        for t in threads:
+            t.join(1.0)
+
+    # -------------------------------------------------------------------- slots
+
+    def _lease(self) -> Job | None:
+        names = self.names if self.names is not None else self.queue._task_names()
+        if not names:
+            self.stopping.wait(self.poll)
+            return None
+        return self.queue.lease(names, wait=self.poll)
+
+    def _thread_slot(self) -> None:
+        while not self.stopping.is_set():
+            job = self._lease_or_stop()
+            if job is not None:
+                self._process(job, self._call_in_thread)
+
+    def _process_slot(self) -> None:
+        child = _Child()
+        try:
+            while not self.stopping.is_set():
+                job = self._lease_or_stop()
+                if job is not None:
+                    self._process(job, child.call)
+        finally:
+            child.close()
+
+    def _lease_or_stop(self) -> Job | None:
+        try:
+            return self._lease()
+        except LogqError as exc:
+            log.error("worker stops: %s", exc)
+            self.stopping.set()
+            return None
+
+    def _process(self, job: Job, call: Callable[[Task[Any], Job, "Worker"], Any]) -> None:
+        task = self.queue._tasks[job.name]
+        with self._lock:
+            self._running[job.id] = job
+        started = time.monotonic()
+        try:
+            value = call(task, job, self)
+        except _Stopped:
+            return  # released by _release_running
+        except BaseException as exc:  # the task's own error is data, not ours
+            self._finish_failed(task, job, exc, time.monotonic() - started)
+        else:
+            self._finish_ok(task, job, value, time.monotonic() - started)
+        finally:
+            with self._lock:
+                self._running.pop(job.id, None)
+
+    @staticmethod
+    def _call_in_thread(task: Task[Any], job: Job, worker: "Worker") -> Any:
+        args, kwargs = task.decode(job.payload)
+        timeout = task.options.timeout
+        if timeout is None:
+            return task.fn(*args, **kwargs)
+        box: list[Any] = []
+        done = threading.Event()
+
+        def target() -> None:
+            try:
+                box.append((True, task.fn(*args, **kwargs)))
+            except BaseException as exc:
+                box.append((False, exc))
+            done.set()
+
+        threading.Thread(target=target, name=f"logq-task-{job.id}", daemon=True).start()
+        if not done.wait(timeout):
+            raise TaskTimeout(f"task {task.name} ran longer than its timeout of {timeout}s "
+                              "(its thread was left to finish; the result is discarded)")
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    # ----------------------------------------------------------------- outcomes
+
+    def _finish_ok(self, task: Task[Any], job: Job, value: Any, seconds: float) -> None:
+        try:
+            self.queue._complete(job, result=task.encode_result(value))
+        except LeaseLostError as exc:
+            log.warning("job %d finished but its lease was lost; result discarded: %s", job.id, exc)
+            return
+        except LogqError as exc:
+            log.error("job %d finished but could not be acked: %s", job.id, exc)
+            return
+        self.queue.metrics.record(task.name, "succeeded", seconds)
+        self._hook("succeeded", job, value)
+
+    def _finish_failed(self, task: Task[Any], job: Job, exc: BaseException, seconds: float) -> None:
+        dead = job.attempts >= job.max_attempts
+        try:
+            self.queue._complete(job, error=exc)
+        except LogqError as err:
+            log.warning("job %d failed but the failure could not be recorded: %s", job.id, err)
+            return
+        outcome = "dead" if dead else "failed"
+        if isinstance(exc, TaskTimeout):
+            self.queue.metrics.record(task.name, "timeouts", 0.0)
+        self.queue.metrics.record(task.name, outcome, seconds)
+        log.log(logging.ERROR if dead else logging.WARNING, "job %d (%s) attempt %d failed%s: %r",
+                job.id, task.name, job.attempts, ", now dead" if dead else "", exc)
+        self._hook(outcome, job, exc)
+
+    def _hook(self, outcome: str, job: Job, value: Any) -> None:
+        hook = self.hooks.get(outcome)
+        if hook is not None:
+            try:
+                hook(job, value)
+            except Exception:
+                log.exception("the on_%s hook raised", "success" if outcome == "succeeded" else outcome[:-2] if outcome == "failed" else outcome)
+
+    def _release_running(self, reason: str) -> None:
+        with self._lock:
+            running = list(self._running.values())
+            self._running.clear()
+        for job in running:
+            try:
+                self.queue.release(job)
+                self.queue.metrics.record(job.name, "released", 0.0)
+                log.info("released job %d (%s): %s", job.id, job.name, reason)
+            except LogqError as exc:
+                log.warning("could not release job %d: %s", job.id, exc)
+
+    def _heartbeat(self) -> None:
+        interval = max(0.05, self.queue.lease_time / 3)
+        while not self.stopped.wait(interval):
+            with self._lock:
+                running = list(self._running.values())
+            for job in running:
+                try:
+                    self.queue.extend(job)
+                except LogqError:
+                    pass  # finished meanwhile, or lost: the slot finds out when it acks
+
+    # -------------------------------------------------------------------- async
+
+    async def _run_async(self) -> None:
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(max_workers=self.concurrency + 2, thread_name_prefix="logq-async")
+        slots = [asyncio.ensure_future(self._async_slot(loop, pool)) for _ in range(self.concurrency)]
+        try:
+            await loop.run_in_executor(pool, self.stopping.wait)
+            done, pending = await asyncio.wait(slots, timeout=self.grace)
+            for s in pending:
+                s.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await loop.run_in_executor(pool, self._release_running, "worker stopped")
+        finally:
+            self.stopping.set()
+            pool.shutdown(wait=True)
+
+    async def _async_slot(self, loop: asyncio.AbstractEventLoop, pool: ThreadPoolExecutor) -> None:
+        while not self.stopping.is_set():
+            job = await loop.run_in_executor(pool, self._lease_or_stop)
+            if job is None:
+                continue
+            task = self.queue._tasks[job.name]
+            with self._lock:
+                self._running[job.id] = job
+            started = time.monotonic()
+            try:
+                value = await self._await_task(loop, pool, task, job)
+            except asyncio.CancelledError:
+                raise  # hard stop: _release_running gives the job back
+            except BaseException as exc:
+                outcome = functools.partial(self._finish_failed, task, job, exc, time.monotonic() - started)
+            else:
+                outcome = functools.partial(self._finish_ok, task, job, value, time.monotonic() - started)
+            with self._lock:
+                self._running.pop(job.id, None)
+            await loop.run_in_executor(pool, outcome)
+
+    @staticmethod
+    async def _await_task(loop: asyncio.AbstractEventLoop, pool: ThreadPoolExecutor,
+                          task: Task[Any], job: Job) -> Any:
+        args, kwargs = task.decode(job.payload)
+        if inspect.iscoroutinefunction(task.fn):
+            call = task.fn(*args, **kwargs)
+        else:
+            call = loop.run_in_executor(pool, functools.partial(task.fn, *args, **kwargs))
+        timeout = task.options.timeout
+        try:
+            return await asyncio.wait_for(call, timeout)
+        except asyncio.TimeoutError:
+            raise TaskTimeout(f"task {task.name} ran longer than its timeout of {timeout}s "
+                              "(the coroutine was cancelled)") from None
+
+
+class _Child:
+    """One forked child process that runs task functions sent through a pipe."""
+
+    def __init__(self) -> None:
+        self._ctx = multiprocessing.get_context("fork")
+        self._proc: Any = None
+        self._conn: Any = None
+
+    def _start(self) -> None:
+        parent, child = self._ctx.Pipe()
+        self._proc = self._ctx.Process(target=_child_main, args=(child,), daemon=True)
+        self._proc.start()
+        child.close()
+        self._conn = parent
+
+    def call(self, task: Task[Any], job: Job, worker: Worker) -> Any:
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+        self._conn.send((task, job.payload))
+        deadline = None if task.options.timeout is None else time.monotonic() + task.options.timeout
+        while not self._conn.poll(0.1):
+            if worker.stopped.is_set():
+                self.kill()
+                raise _Stopped()
+            if deadline is not None and time.monotonic() > deadline:
+                self.kill()
+                raise TaskTimeout(f"task {task.name} ran longer than its timeout of "
+                                  f"{task.options.timeout}s (its process was killed)")
+            if not self._proc.is_alive():
+                self.kill()
+                raise LogqError(f"the process running task {task.name} died (exit code {self._proc.exitcode})")
+        ok, value = self._conn.recv()
+        if not ok:
+            raise value
+        return value
+
+    def kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join()
+            self._conn.close()
+            self._proc = self._conn = None
+
+    def close(self) -> None:
+        if self._proc is not None:
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
+            self._proc.join(5)
+            self.kill()
+
+
+def _child_main(conn: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        if msg is None:
+            return
+        task, payload = msg
+        try:
+            args, kwargs = task.decode(payload)
+            conn.send((True, task.fn(*args, **kwargs)))
+        except BaseException as exc:
+            try:
+                conn.send((False, exc))
+            except Exception:
+                conn.send((False, LogqError(f"{type(exc).__name__}: {exc}")))
