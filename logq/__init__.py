@@ -18,13 +18,16 @@ from ._log import Appended, Log, RecoveryReport, TornTail
 from ._queue import Queue
 from ._record import Record
 from ._segment import LostRange
+from ._tasks import Handle, JSONSerializer, Serializer, Task, TaskCancelled, TaskFailed, WaitTimeout
+from ._worker import Metrics, TaskMetrics, TaskTimeout, Worker
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Appended", "Backoff", "ChecksumError", "Clock", "ClosedError", "CorruptionError",
-    "InvalidArgument", "InvalidTransition", "Job", "JobInfo", "JobNotFound", "LeaseLostError",
-    "LockedError", "Log", "LogqError", "LostRange", "NotALogqDirectory", "Queue", "Record",
-    "RecoveryReport", "Stats", "SystemClock", "TornTail", "UnsupportedVersionError",
-    "WriterFailedError",
+    "Appended", "Backoff", "ChecksumError", "Clock", "ClosedError", "CorruptionError", "Handle",
+    "InvalidArgument", "InvalidTransition", "JSONSerializer", "Job", "JobInfo", "JobNotFound",
+    "LeaseLostError", "LockedError", "Log", "LogqError", "LostRange", "Metrics", "NotALogqDirectory",
+    "Queue", "Record", "RecoveryReport", "Serializer", "Stats", "SystemClock", "Task", "TaskCancelled",
+    "TaskFailed", "TaskMetrics", "TaskTimeout", "TornTail", "UnsupportedVersionError", "WaitTimeout",
+    "Worker", "WriterFailedError",
 ]

@@ -24,10 +24,11 @@ import codecs
 import errno
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from ._errors import CorruptionError, InvalidArgument, LogqError, NotALogqDirectory, UnsupportedVersionError
 from ._fs import read_lock_holder
@@ -285,12 +286,12 @@ def describe(rec: Record, base: int, job_id: int | None, error: str | None, inde
     """One record as a dict: where it is, what it says, and its job's state after it."""
     e = index.jobs.get(job_id) if job_id is not None else None
     fields, data = _fields(rec.type, rec.payload)
+    name = fields.pop("name", None)
     d: Info = {"seq": rec.seq, "type": _type_name(rec.type), "type_code": rec.type, "job": job_id,
-               "name": e.name if e is not None else fields.pop("name", None),
-               "state": e.state if e is not None else None, "time": None,
-               "segment": base, "offset": rec.offset, "size": rec.size, "raw_size": len(rec.payload),
-               "compressed": bool(rec.flags & FLAG_ZSTD), "continued": bool(rec.flags & FLAG_CONTINUED)}
-    fields.pop("name", None)
+               "name": e.name if e is not None else name, "state": e.state if e is not None else None,
+               "time": None, "segment": base, "offset": rec.offset, "size": rec.size,
+               "raw_size": len(rec.payload), "compressed": bool(rec.flags & FLAG_ZSTD),
+               "continued": bool(rec.flags & FLAG_CONTINUED)}
     d.update(fields)
     d.update(_payload(data, whole))
     if error is not None:
@@ -336,18 +337,17 @@ def _payload(data: bytes, whole: bool) -> Info:
 
 def preview(data: bytes, width: int = PREVIEW) -> str:
     """A short, printable rendering: escaped text if it is UTF-8, else hex."""
+    head = data[:width * 4]
     try:
-        text = codecs.getincrementaldecoder("utf-8")().decode(data[:width * 4], final=False)
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) == len(data))
     except UnicodeDecodeError:
-        hexed = data[:width // 2].hex()
-        return "0x" + hexed + ("..." if len(data) > width // 2 else "")
+        return "0x" + data[:width // 2].hex() + ("..." if len(data) > width // 2 else "")
     shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:width])
-    return shown + ("..." if len(data) > len(shown.encode()) and len(text) > width or
-                    len(data) > width * 4 else "")
+    return shown + ("..." if len(text) > width or len(head) < len(data) else "")
 
 
-def dump(target: Target, flt: Filter, limit: int | None, whole: bool, emit: Emit) -> Verification | None:
-    """Emit the records that match; None if a limit or bound stopped the reading early."""
+def dump(target: Target, flt: Filter, limit: int | None, whole: bool, emit: Emit) -> list[Info]:
+    """Emit the records that match; return the problems met (none if stopped early by a bound)."""
     sink, count = _Sink(target.bases), [0]
 
     def on_record(rec: Record, base: int, job_id: int | None, error: str | None) -> None:
@@ -360,11 +360,12 @@ def dump(target: Target, flt: Filter, limit: int | None, whole: bool, emit: Emit
                 raise _Enough
     sink.on_record = on_record
     if limit == 0:
-        return None
+        return []
     try:
-        return _read(target, sink)
+        v = _read(target, sink)
     except _Enough:
-        return None
+        return []
+    return _problems(v, _tail(v), sink)
 
 
 # ---------------------------------------------------------------- the summary
@@ -650,5 +651,51 @@ def to_json(d: Info, lines: bool = False) -> str:
     return json.dumps(d, indent=2, ensure_ascii=False)
 
 
-def now() -> float:
-    return time.time()
+# ------------------------------------------------------------------ the command
+
+def run(path: str, *, records: bool = False, job: int | None = None, verify_only: bool = False,
+        as_json: bool = False, segment: str | None = None, first: int | None = None,
+        last: int | None = None, types: list[str] | None = None, limit: int | None = None,
+        whole: bool = False, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """`inspect`: the summary, `--records`, `--job` or `--verify`; return the exit status.
+
+    Raises `LogqError` or `OSError` for a path it cannot inspect (the CLI exits 2).
+    """
+    target = open_target(path)
+    if records:
+        flt = Filter(parse_segment(segment, target), first, last, parse_types(types), job)
+        return _run_records(target, flt, limit, whole, as_json, out, err)
+    if job is not None:
+        return _run_history(target, job, whole, as_json, out, err)
+    if verify_only:
+        d = check(target)
+        _write(out, [to_json(d)] if as_json else format_check(d))
+        return 0 if d["ok"] else 1
+    d = summary(target, time.time())
+    _write(out, [to_json(d)] if as_json else format_summary(d))
+    return 0
+
+
+def _run_records(target: Target, flt: Filter, limit: int | None, whole: bool, as_json: bool,
+                 out: TextIO, err: TextIO) -> int:
+    def emit(r: Info) -> None:
+        _write(out, [to_json(r, lines=True)] if as_json else [format_record(r), *format_payload(r)])
+    if not as_json:
+        out.write(RECORD_HEADER + "\n")
+    problems = dump(target, flt, limit, whole, emit)
+    _write(err, (f"logq inspect: warning: {_problem_text(p)}" for p in problems))
+    return 0
+
+
+def _run_history(target: Target, job: int, whole: bool, as_json: bool, out: TextIO, err: TextIO) -> int:
+    d = history(target, job, whole)
+    if d is None:
+        err.write(f"logq inspect: no record of job {job} in {target.path}\n")
+        return 1
+    _write(out, [to_json(d)] if as_json else format_history(d))
+    return 0
+
+
+def _write(out: TextIO, lines: Iterable[str]) -> None:
+    for line in lines:
+        out.write(line + "\n")

@@ -23,11 +23,12 @@ forever.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
 import time
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 
 from ._clock import Clock, SystemClock
 from ._errors import ClosedError, InvalidArgument, LeaseLostError
@@ -41,6 +42,12 @@ from ._log import DEFAULT_SEGMENT_SIZE, Appended, Log, RecoveryReport
 from ._fs import FileSystem
 from ._record import Record
 from ._state import Entry, Index
+from ._tasks import Serializer, Task, TaskOptions, WaitTimeout
+
+if TYPE_CHECKING:
+    from ._worker import Metrics, Worker
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 MAX_NAME = 1000
 _I32 = (-(2**31), 2**31 - 1)
@@ -74,6 +81,9 @@ class Queue:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._closed = False
+        self._tasks: dict[str, Task[Any]] = {}
+        self._periodic: dict[str, tuple[float, bool]] = {}  # name -> (seconds, run_now)
+        self._metrics: Metrics | None = None
         self._log = Log(path, replay=self._replay, sync=sync, sync_interval=sync_interval,
                         segment_size=segment_size, compression=compression,
                         compress_threshold=compress_threshold, salvage=salvage, fs=fs)
@@ -239,7 +249,8 @@ class Queue:
         return expires[0]
 
     def _on_lease(self, job: Job | int, rtype: int, build: Callable[[Entry, float], bytes],
-                  sync: str | None) -> None:
+                  sync: str | None,
+                  then: Callable[[Entry, float, bytes], list[tuple[int, bytes]]] | None = None) -> None:
         job_id, attempt = _job_id(job), (job.attempts if isinstance(job, Job) else None)
         with self._lock:
             self._check_open()
@@ -248,7 +259,10 @@ class Queue:
                 raise LeaseLostError(f"the lease of job {job_id} (attempt {attempt}) was lost: it "
                                      f"is now {e.state}, attempt {e.attempts}; do not {_verb(rtype)} it")
             e = self._index.check(rtype, job_id)
-            appended = self._append_locked([(rtype, build(e, self.clock.time()))], sync)
+            now = self.clock.time()
+            record = build(e, now)
+            items = [(rtype, record)] + (then(e, now, record) if then is not None else [])
+            appended = self._append_locked(items, sync)
         self._log.commit(appended)
 
     def _failure(self, e: Entry, now: float, error: str, retry: bool) -> bytes:
@@ -332,6 +346,128 @@ class Queue:
         return Stats(counts, due, age, len(segments), sum(size for _, size, _ in segments), live,
                      self._log.durable_seq, self._log.last_seq)
 
+    def wait(self, job_id: int, timeout: float | None = None) -> JobInfo:
+        """Block until the job is done, dead or cancelled, and return its info.
+
+        Raises `JobNotFound` for an unknown id, `WaitTimeout` after `timeout` seconds.
+        """
+        _plain_id(job_id)
+        deadline = None if timeout is None else time.monotonic() + _check_seconds("timeout", timeout)
+        with self._lock:
+            while True:
+                self._check_open()
+                e = self._index.check_exists(job_id)
+                if e.state in ("done", "dead", "cancelled"):
+                    snapshot = _snapshot(e)
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise WaitTimeout(f"job {job_id} is still {e.state} after {timeout}s")
+                self._changed.wait(remaining)
+        return self._info(snapshot)
+
+    # -------------------------------------------------------------------- tasks
+
+    def task(self, name: str | None = None, *, max_attempts: int | None = None,
+             timeout: float | None = None, backoff: Backoff | None = None, priority: int = 0,
+             serializer: Serializer | None = None) -> Callable[[Callable[..., Any]], Task[Any]]:
+        """Decorator: register a function as a task (named by its qualified name by default).
+
+        `fn.enqueue(*args, **kwargs)` then queues a call (arguments serialized as
+        JSON unless `serializer` is given) and returns a `Handle`.
+        """
+        def register(fn: Callable[..., Any]) -> Task[Any]:
+            return self._add_task(name or _task_name(fn), fn, TaskOptions(
+                max_attempts, _optional_seconds("timeout", timeout), backoff, priority), serializer, raw=False)
+        return register
+
+    def register(self, name: str, fn: Callable[[bytes], bytes | None], *, max_attempts: int | None = None,
+                 timeout: float | None = None, backoff: Backoff | None = None) -> Task[Any]:
+        """Register `fn(payload: bytes) -> bytes | None` for jobs enqueued under `name`."""
+        return self._add_task(name, fn, TaskOptions(max_attempts, _optional_seconds("timeout", timeout),
+                                                    backoff), None, raw=True)
+
+    def every(self, seconds: float, fn: Callable[[], Any], *, name: str | None = None,
+              run_now: bool = False, timeout: float | None = None) -> Task[Any]:
+        """Run `fn()` every `seconds`, on a schedule kept in the log.
+
+        The next run is a pending job; finishing a run and queueing the next are
+        one atomic batch, so a restart neither skips nor doubles a run, and runs
+        missed while stopped collapse into one. The first run is due `seconds`
+        from the first registration (at once with `run_now`).
+        """
+        _check_seconds("seconds", seconds, positive=True)
+        task = self._add_task(name or _task_name(fn), fn, TaskOptions(
+            None, _optional_seconds("timeout", timeout), None, 0, every=float(seconds)), None, raw=False)
+        self._periodic[task.name] = (float(seconds), run_now)
+        return task
+
+    def _add_task(self, name: str, fn: Callable[..., Any], options: TaskOptions,
+                  serializer: Serializer | None, raw: bool) -> Task[Any]:
+        _check_name("task name", name)
+        if not callable(fn):
+            raise InvalidArgument(f"a task must be callable, not {type(fn).__name__}")
+        if options.max_attempts is not None:
+            _check_int("max_attempts", options.max_attempts, 1, 2**32 - 1)
+        if name in self._tasks:
+            raise InvalidArgument(f"a task named {name!r} is already registered: pass name= to tell them apart")
+        task: Task[Any] = Task(self, name, fn, options, serializer, raw=raw)
+        self._tasks[name] = task
+        return task
+
+    def _task_names(self) -> frozenset[str]:
+        return frozenset(self._tasks)
+
+    def worker(self, **options: Any) -> "Worker":
+        """A `Worker` for the registered tasks; see `run_worker` for the options."""
+        from ._worker import Worker
+        return Worker(self, **options)
+
+    def run_worker(self, concurrency: int = 4, *, kind: str = "thread", names: list[str] | None = None,
+                   grace: float = 30.0, **hooks: Any) -> None:
+        """Run registered tasks until SIGINT/SIGTERM (in the main thread) or `Worker.stop`.
+
+        `kind` is "thread", "process" or "async"; `grace` is how long running
+        tasks may finish after the first stop signal before they are released;
+        hooks: `on_success(job, value)`, `on_failure(job, exc)`, `on_dead(job, exc)`.
+        """
+        self.worker(concurrency=concurrency, kind=kind, names=names, grace=grace, **hooks).run()
+
+    @property
+    def metrics(self) -> "Metrics":
+        """Per-task counts and run times of the workers in this process."""
+        if self._metrics is None:
+            from ._worker import Metrics
+            self._metrics = Metrics()
+        return self._metrics
+
+    def _schedule_periodic(self) -> None:
+        """Make sure every periodic task has its next run queued (idempotent)."""
+        now = self.clock.time()
+        for name, (seconds, run_now) in self._periodic.items():
+            slot = now if run_now else now + seconds
+            self.enqueue(name, _slot_payload(slot), delay=slot - now, key=_periodic_key(name))
+
+    def _complete(self, job: Job, *, result: bytes = b"", error: BaseException | str | None = None) -> None:
+        """Ack (no `error`) or fail a leased job; for a periodic task whose run is
+        now final, queue its next run in the same atomic batch."""
+        task = self._tasks.get(job.name)
+        every = task.options.every if task is not None else None
+
+        def build(e: Entry, now: float) -> bytes:
+            if error is None:
+                return encode_job_at(e.id, now, bytes(result))
+            return self._failure(e, now, _error_text(error), True)
+
+        def then(e: Entry, now: float, record: bytes) -> list[tuple[int, bytes]]:
+            final = error is None or record[16]  # FAIL's dead flag
+            if every is None or not final:
+                return []
+            slot = _next_slot(json.loads(job.payload)["slot"], every, now)
+            return [(ENQUEUE, encode_enqueue(Enqueue(now, slot, e.priority, e.max_attempts, job.name,
+                                                     _periodic_key(job.name), None, _slot_payload(slot))))]
+        self._on_lease(job, ACK if error is None else FAIL, build, None, then)
+
     # ---------------------------------------------------------------- lifecycle
 
     def sync(self) -> None:
@@ -381,6 +517,27 @@ def _snapshot(e: Entry) -> tuple:  # type: ignore[type-arg]
     extra = e.extra
     return (e.id, e.state, e.attempts, e.run_at, e.expires, e.segment, e.offset,
             extra.last_error if extra else None, extra.result if extra else None)
+
+
+def _task_name(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '') or ''}.{getattr(fn, '__qualname__', repr(fn))}".lstrip(".")
+
+
+def _periodic_key(name: str) -> str:
+    return f"logq.every:{name}"
+
+
+def _slot_payload(slot: float) -> bytes:
+    return json.dumps({"slot": slot}).encode()
+
+
+def _next_slot(slot: float, every: float, now: float) -> float:
+    """The first time on the grid slot + k * every that is after `now` (k >= 1)."""
+    return slot + every * max(1, math.floor((now - slot) / every) + 1)
+
+
+def _optional_seconds(what: str, value: float | None) -> float | None:
+    return None if value is None else _check_seconds(what, value, positive=True)
 
 
 def _job_id(job: Job | int) -> int:

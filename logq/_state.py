@@ -106,11 +106,15 @@ class Index:
 
     # ------------------------------------------------------------- transitions
 
-    def check(self, rtype: int, job_id: int) -> Entry:
-        """The job a `rtype` record would change; raise if the transition is illegal."""
+    def check_exists(self, job_id: int) -> Entry:
         e = self.jobs.get(job_id)
         if e is None:
             raise JobNotFound(f"no job with id {job_id}: check the id (or it was compacted away)")
+        return e
+
+    def check(self, rtype: int, job_id: int) -> Entry:
+        """The job a `rtype` record would change; raise if the transition is illegal."""
+        e = self.check_exists(job_id)
         if e.state not in ALLOWED[rtype]:
             allowed = " or ".join(sorted(ALLOWED[rtype]))
             raise InvalidTransition(

@@ -68,6 +68,7 @@ class TaskOptions:
     timeout: float | None = None
     backoff: Backoff | None = None
     priority: int = 0
+    every: float | None = None  # periodic: seconds between runs
 
 
 class Task(Generic[R]):
@@ -106,6 +107,8 @@ class Task(Generic[R]):
         """The (args, kwargs) a job's payload holds."""
         if self.raw:
             return [payload], {}
+        if self.options.every is not None:  # periodic runs take no arguments
+            return [], {}
         args, kwargs = self.serializer.loads(payload)
         return args, kwargs
 
