@@ -7,6 +7,8 @@
         q.ack(job)
 """
 
+import logging as _logging
+
 from ._clock import Clock, SystemClock
 from ._errors import (
     ChecksumError, ClosedError, CorruptionError, InvalidArgument, InvalidTransition, JobNotFound,
@@ -22,6 +24,8 @@ from ._tasks import Handle, JSONSerializer, Serializer, Task, TaskCancelled, Tas
 from ._worker import Metrics, TaskMetrics, TaskTimeout, Worker
 
 __version__ = "0.1.0"
+
+_logging.getLogger("logq").addHandler(_logging.NullHandler())  # the application decides what is shown
 
 __all__ = [
     "Appended", "Backoff", "ChecksumError", "Clock", "ClosedError", "CorruptionError", "Handle",

@@ -3,24 +3,26 @@
 Theory of operation
 -------------------
 The first run enqueues `jobs` simulated downloads into the queue directory.
-`workers` threads lease jobs, "download" (sleep a little, hash the URL),
-and ack; one job in twenty fails its first attempt to show retries. The main
-thread draws a progress line. Ctrl-C stops leasing, lets running jobs finish
-and closes the queue; kill -9 loses nothing either: the next run replays the
-log, re-runs the interrupted jobs (their lease was lost) and carries on.
+A worker with `workers` threads runs the `fetch` task: it "downloads" (sleeps
+a little, hashes the URL); one attempt in twenty fails with a simulated
+network error, to show retries with backoff. The main thread draws a progress line. Ctrl-C stops
+leasing and lets running jobs finish (twice: releases them at once); kill -9
+loses nothing either: the next run replays the log, re-runs the interrupted
+jobs (their lease was lost) and carries on.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import sys
 import threading
 import time
 
 from ._errors import LogqError
+from ._jobs import Backoff
 from ._queue import Queue
+from ._worker import Worker
 
 TASK = "fetch"
 
@@ -28,93 +30,78 @@ TASK = "fetch"
 def run(dir: str, workers: int = 4, jobs: int = 200, enqueue: bool = False) -> int:
     """Run the demo; return the process exit status."""
     try:
-        q = Queue(dir, sync="batch", max_attempts=3, lease_time=30)
+        q = Queue(dir, sync="batch", max_attempts=5, lease_time=30, backoff=Backoff(base=0.5, max=5))
     except LogqError as exc:
         print(f"logq demo: {exc}", file=sys.stderr)
         return 2
     with q:
+        q.task(name=TASK)(_fetch)
         _announce(q, jobs, enqueue)
-        return _work(q, workers)
+        return _work(q, q.worker(concurrency=workers, grace=10))
+
+
+def _fetch(url: str) -> str:
+    """The simulated download: a short wait, then a digest of the URL; 5% of attempts fail."""
+    time.sleep(random.uniform(0.02, 0.15))
+    if random.random() < 0.05:
+        raise ConnectionError(f"simulated network error fetching {url}")
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def _announce(q: Queue, jobs: int, enqueue: bool) -> None:
     counts = q.stats().counts
     if sum(counts.values()) == 0 or enqueue:
-        q.enqueue_many([(TASK, json.dumps({"url": f"https://example.invalid/page/{i}"}).encode())
-                        for i in range(jobs)])
+        q.enqueue_many([(TASK, f'[["https://example.invalid/page/{i}"],{{}}]'.encode()) for i in range(jobs)])
         print(f"queued {jobs} jobs in {q.path}; press Ctrl-C at any time, then run the same command to resume")
         return
     interrupted = sum(1 for j in q.jobs(state="pending", limit=None) if j.last_error == "lease lost")
-    counts = q.stats().counts
     print(f"resuming {q.path}: {counts['done']} done, {counts['pending']} to go"
           + (f", {interrupted} interrupted jobs will run again" if interrupted else ""))
 
 
-def _work(q: Queue, workers: int) -> int:
-    stop, started = threading.Event(), time.monotonic()
-    tally = {"done": 0, "retried": 0}
-    lock = threading.Lock()
-    threads = [threading.Thread(target=_worker, args=(q, stop, tally, lock), daemon=True) for _ in range(workers)]
-    for t in threads:
-        t.start()
+def _work(q: Queue, worker: Worker) -> int:
+    started = time.monotonic()
+    runner = threading.Thread(target=worker.run, name="logq-demo-worker", daemon=True)
+    runner.start()
     try:
-        while not stop.is_set():
-            s = q.stats()
-            _progress(s.counts, time.monotonic() - started, tally)
-            if s.counts["pending"] == 0 and s.counts["active"] == 0:
-                stop.set()
-                break
-            stop.wait(0.2)
+        while runner.is_alive():
+            counts = q.stats().counts
+            _progress(q, counts, time.monotonic() - started)
+            if counts["pending"] == 0 and counts["active"] == 0:
+                worker.stop()
+            runner.join(0.2)
     except KeyboardInterrupt:
-        stop.set()
-        print("\nstopping: letting running jobs finish (Ctrl-C again to quit at once)...")
-    try:
-        for t in threads:
-            t.join()
-    except KeyboardInterrupt:  # second Ctrl-C: leave now; unfinished leases run again next time
-        print("\nstopped at once; the interrupted jobs will run again on the next start")
-        return 130
-    return _summary(q, time.monotonic() - started, tally)
-
-
-def _worker(q: Queue, stop: threading.Event, tally: dict[str, int], lock: threading.Lock) -> None:
-    while not stop.is_set():
+        worker.stop()
+        print("\nstopping: letting running jobs finish (Ctrl-C again to stop at once)...")
         try:
-            job = q.lease(TASK, wait=0.2)
-        except LogqError:
-            return
-        if job is None:
-            continue
-        url = json.loads(job.payload)["url"]
-        time.sleep(random.uniform(0.02, 0.15))  # the simulated download
-        if job.attempts == 1 and job.id % 20 == 0:
-            q.fail(job, f"simulated network error fetching {url}")
-            with lock:
-                tally["retried"] += 1
-            continue
-        q.ack(job, result=hashlib.sha256(url.encode()).hexdigest()[:16].encode())
-        with lock:
-            tally["done"] += 1
+            runner.join()
+        except KeyboardInterrupt:  # second Ctrl-C: release the running jobs now
+            worker.stop(now=True)
+            runner.join()
+    return _summary(q, time.monotonic() - started)
 
 
-def _progress(counts: dict[str, int], elapsed: float, tally: dict[str, int]) -> None:
+def _progress(q: Queue, counts: dict[str, int], elapsed: float) -> None:
     total = sum(counts.values())
     finished = counts["done"] + counts["dead"] + counts["cancelled"]
     width = 30
     filled = width * finished // total if total else width
-    rate = tally["done"] / elapsed if elapsed > 0 else 0.0
+    m = q.metrics.snapshot().get(TASK)
+    done_now, retried = (m.succeeded, m.failed) if m else (0, 0)
+    rate = done_now / elapsed if elapsed > 0 else 0.0
     sys.stdout.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {finished}/{total} done, "
-                     f"{counts['active']} running, {tally['retried']} retried, {rate:.1f} jobs/s ")
+                     f"{counts['active']} running, {retried} retried, {rate:.1f} jobs/s ")
     sys.stdout.flush()
 
 
-def _summary(q: Queue, elapsed: float, tally: dict[str, int]) -> int:
+def _summary(q: Queue, elapsed: float) -> int:
     counts = q.stats().counts
+    m = q.metrics.snapshot().get(TASK)
     print()
     if counts["pending"] or counts["active"]:
         print(f"stopped after {elapsed:.1f}s: {counts['done']} done, {counts['pending'] + counts['active']} "
               "left; run the same command again to continue where it stopped")
         return 130
     print(f"all done in {elapsed:.1f}s this run: {counts['done']} jobs done, {counts['dead']} dead, "
-          f"{tally['retried']} retried after a failure. Results: python -m logq inspect {q.path}")
+          f"{m.failed if m else 0} retried after a failure. Results: python -m logq inspect {q.path}")
     return 0

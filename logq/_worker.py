@@ -183,7 +183,7 @@ class Worker:
                 self._process(job, self._call_in_thread)
 
     def _process_slot(self) -> None:
-        child = _Child()
+        child = _Child(self.queue._tasks)
         try:
             while not self.stopping.is_set():
                 job = self._lease_or_stop()
@@ -359,14 +359,15 @@ class Worker:
 class _Child:
     """One forked child process that runs task functions sent through a pipe."""
 
-    def __init__(self) -> None:
+    def __init__(self, tasks: dict[str, Task[Any]]) -> None:
+        self._tasks = tasks  # inherited by the forked child: functions never cross the pipe
         self._ctx = multiprocessing.get_context("fork")
         self._proc: Any = None
         self._conn: Any = None
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_child_main, args=(child,), daemon=True)
+        self._proc = self._ctx.Process(target=_child_main, args=(child, self._tasks), daemon=True)
         self._proc.start()
         child.close()
         self._conn = parent
@@ -374,7 +375,7 @@ class _Child:
     def call(self, task: Task[Any], job: Job, worker: Worker) -> Any:
         if self._proc is None or not self._proc.is_alive():
             self._start()
-        self._conn.send((task, job.payload))
+        self._conn.send((task.name, job.payload))
         deadline = None if task.options.timeout is None else time.monotonic() + task.options.timeout
         while not self._conn.poll(0.1):
             if worker.stopped.is_set():
@@ -409,7 +410,7 @@ class _Child:
             self.kill()
 
 
-def _child_main(conn: Any) -> None:
+def _child_main(conn: Any, tasks: dict[str, Task[Any]]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
     while True:
         try:
@@ -418,8 +419,9 @@ def _child_main(conn: Any) -> None:
             return
         if msg is None:
             return
-        task, payload = msg
+        name, payload = msg
         try:
+            task = tasks[name]
             args, kwargs = task.decode(payload)
             conn.send((True, task.fn(*args, **kwargs)))
         except BaseException as exc:

@@ -1,0 +1,331 @@
+"""The worker runtime with real threads, processes and event loops."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import logq
+from logq import Backoff, Queue, TaskFailed, TaskTimeout, WaitTimeout
+from logq.testing import FakeClock
+
+
+def start(worker) -> threading.Thread:
+    t = threading.Thread(target=worker.run, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.fixture
+def q(qdir):
+    queue = Queue(qdir, backoff=Backoff(base=0.01, factor=1, max=0.01, jitter=0))
+    yield queue
+    queue.close()
+
+
+@pytest.mark.parametrize("kind", ["thread", "process", "async"])
+def test_task_result_and_failure_in_every_kind(q, kind):
+    @q.task()
+    def add(a, b=0):
+        return a + b
+
+    @q.task(max_attempts=2)
+    def broken(x):
+        raise ValueError(f"bad {x}")
+
+    ok, bad = add.enqueue(2, b=40), broken.enqueue("input")
+    worker = q.worker(concurrency=2, kind=kind)
+    t = start(worker)
+    try:
+        assert ok.result(timeout=30) == 42 and ok.status() == "done"
+        with pytest.raises(TaskFailed, match="ValueError: bad input") as info:
+            bad.result(timeout=30)
+        assert info.value.job_id == bad.id and q.get(bad.id).attempts == 2  # retried once, then dead
+    finally:
+        worker.stop()
+        t.join(30)
+    m = q.metrics.snapshot()
+    assert m[add.name].succeeded == 1 and m[broken.name].failed == 1 and m[broken.name].dead == 1
+
+
+def test_async_task_is_awaited(q):
+    @q.task()
+    async def double(x):
+        await asyncio.sleep(0)
+        return x * 2
+
+    h = double.enqueue(21)
+    worker = q.worker(concurrency=3, kind="async")
+    t = start(worker)
+    try:
+        assert h.result(timeout=30) == 42
+    finally:
+        worker.stop()
+        t.join(30)
+
+
+def test_retry_waits_for_the_backoff(qdir):
+    clock = FakeClock()
+    q = Queue(qdir, clock=clock, backoff=Backoff(base=60, factor=1, jitter=0))
+    calls = []
+
+    @q.task(max_attempts=3)
+    def flaky():
+        calls.append(clock.time())
+        raise RuntimeError("try again")
+
+    h = flaky.enqueue()
+    failed = threading.Event()
+    w = q.worker(concurrency=1, poll=0.01, on_failure=lambda job, exc: failed.set())
+    t = start(w)
+    try:
+        assert failed.wait(30)  # the failure is recorded before the hook runs
+        info = q.get(h.id)
+        assert info.run_at == calls[0] + 60 and len(calls) == 1  # not before the backoff
+        clock.advance(60)
+        with pytest.raises(WaitTimeout):
+            h.result(timeout=0.05)
+    finally:
+        w.stop()
+        t.join(30)
+    q.close()
+
+
+@pytest.mark.parametrize("kind", ["thread", "process", "async"])
+def test_timeout_fails_the_attempt(q, kind):
+    release = threading.Event()
+
+    if kind == "async":
+        @q.task(timeout=0.2, max_attempts=1)
+        async def slow():
+            await asyncio.sleep(60)
+    else:
+        @q.task(timeout=0.2, max_attempts=1)
+        def slow():
+            if kind == "thread":
+                release.wait(60)
+            else:
+                time.sleep(60)
+
+    h = slow.enqueue()
+    worker = q.worker(concurrency=1, kind=kind)
+    t = start(worker)
+    try:
+        with pytest.raises(TaskFailed, match="TaskTimeout") as info:
+            h.result(timeout=30)
+        assert "timeout" in info.value.error
+        assert q.metrics.snapshot()[slow.name].timeouts == 1
+    finally:
+        release.set()
+        worker.stop()
+        t.join(30)
+
+
+def test_graceful_stop_releases_unfinished_jobs(q):
+    started, release = threading.Event(), threading.Event()
+
+    @q.task()
+    def stuck():
+        started.set()
+        release.wait(60)
+
+    h = stuck.enqueue()
+    worker = q.worker(concurrency=1, grace=0.1)
+    t = start(worker)
+    assert started.wait(30)
+    worker.stop()
+    t.join(30)
+    info = q.get(h.id)
+    assert (info.state, info.attempts) == ("pending", 0)  # released, attempt not counted
+    release.set()
+
+
+def test_graceful_stop_lets_running_tasks_finish(q):
+    started, release = threading.Event(), threading.Event()
+
+    @q.task()
+    def short():
+        started.set()
+        release.wait(60)
+        return "finished"
+
+    h = short.enqueue()
+    worker = q.worker(concurrency=1, grace=60)
+    t = start(worker)
+    assert started.wait(30)
+    worker.stop()
+    release.set()
+    t.join(30)
+    assert h.result(timeout=1) == "finished"
+
+
+def test_heartbeat_keeps_the_lease_of_a_long_task(qdir):
+    q = Queue(qdir, lease_time=0.3)
+    release = threading.Event()
+    beats = []
+
+    @q.task()
+    def long():
+        deadline = time.monotonic() + 30
+        while len(beats) < 3 and time.monotonic() < deadline:  # outlive the lease three times over
+            info = q.get(h.id)
+            if info.lease_expires_at not in beats:
+                beats.append(info.lease_expires_at)
+            release.wait(0.05)
+        return "ok"
+
+    h = long.enqueue()
+    worker = q.worker(concurrency=1)
+    t = start(worker)
+    try:
+        assert h.result(timeout=30) == "ok"
+        assert q.get(h.id).attempts == 1 and len(beats) >= 3
+    finally:
+        worker.stop()
+        t.join(30)
+        q.close()
+
+
+def test_hooks_are_called(q):
+    seen = []
+
+    @q.task(max_attempts=1)
+    def fine():
+        return 1
+
+    @q.task(max_attempts=1)
+    def bad():
+        raise KeyError("k")
+
+    a, b = fine.enqueue(), bad.enqueue()
+    worker = q.worker(concurrency=1, on_success=lambda job, v: seen.append(("ok", job.id, v)),
+                      on_dead=lambda job, exc: seen.append(("dead", job.id, type(exc).__name__)))
+    t = start(worker)
+    try:
+        a.result(timeout=30)
+        with pytest.raises(TaskFailed):
+            b.result(timeout=30)
+    finally:
+        worker.stop()
+        t.join(30)
+    assert ("ok", a.id, 1) in seen and ("dead", b.id, "KeyError") in seen
+
+
+def test_raw_registered_function_gets_bytes(q):
+    q.register("upper", lambda payload: payload.upper())
+    jid = q.enqueue("upper", b"shout")
+    worker = q.worker(concurrency=1)
+    t = start(worker)
+    try:
+        assert q.wait(jid, timeout=30).result == b"SHOUT"
+    finally:
+        worker.stop()
+        t.join(30)
+
+
+def test_bad_task_registrations_are_refused(q):
+    @q.task(name="x")
+    def x():
+        pass
+    with pytest.raises(logq.InvalidArgument, match="already registered"):
+        q.register("x", lambda p: p)
+    with pytest.raises(logq.InvalidArgument):
+        q.task(timeout=-1)(lambda: None)
+    with pytest.raises(logq.InvalidArgument):
+        x.enqueue(object())  # not JSON-serializable
+    with pytest.raises(logq.InvalidArgument):
+        q.worker(kind="fiber")
+    assert q.stats().last_seq == 0
+
+
+def test_periodic_job_survives_restart_without_doubling(qdir):
+    clock = FakeClock()
+    runs: list[float] = []
+    ran = threading.Condition()
+
+    def hourly():
+        with ran:
+            runs.append(clock.time())
+            ran.notify_all()
+
+    def open_queue():
+        q = Queue(qdir, clock=clock)
+        q.every(3600, hourly, name="hourly", run_now=True)
+        return q
+
+    def run_until(q, n):
+        w = q.worker(concurrency=1, poll=0.01)
+        t = start(w)
+        with ran:
+            assert ran.wait_for(lambda: len(runs) >= n, timeout=30)
+        w.stop()
+        t.join(30)
+
+    q = open_queue()
+    start_time = clock.time()
+    run_until(q, 1)
+    q.close()
+    q = open_queue()  # restart: the next run is already in the log
+    q._schedule_periodic()
+    pending = q.jobs(state="pending", name="hourly")
+    assert len(pending) == 1 and pending[0].run_at == start_time + 3600
+    clock.advance(3 * 3600 + 10)  # three runs missed while stopped
+    run_until(q, 2)
+    pending = q.jobs(state="pending", name="hourly")
+    assert len(runs) == 2 and len(pending) == 1
+    assert pending[0].run_at == start_time + 4 * 3600  # back on the grid, not a burst
+    q.close()
+
+
+SCRIPT = textwrap.dedent("""
+    import os, sys, time, logq
+    q = logq.Queue(sys.argv[1], sync="always")
+    @q.task(name="victim")
+    def victim():
+        print("started", flush=True)
+        time.sleep(60)
+        return "never"
+    if sys.argv[3] == "enqueue":
+        victim.enqueue()
+    q.run_worker(concurrency=1, grace=0.2)
+""")
+
+
+def run_child(qdir):
+    """Start the worker script and return once its task has started."""
+    child = subprocess.Popen([sys.executable, "-c", SCRIPT, qdir, "-", "enqueue"],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "started"
+    return child
+
+
+def test_job_killed_with_sigkill_runs_again_after_restart(qdir):
+    child = run_child(qdir)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    with Queue(qdir) as q:
+        (info,) = q.jobs()
+        assert (info.state, info.attempts, info.last_error) == ("pending", 1, "lease lost")
+        q.register("victim", lambda payload: b"second time")
+        w = q.worker(concurrency=1)
+        t = start(w)
+        assert q.wait(info.id, timeout=30).result == b"second time"
+        w.stop()
+        t.join(30)
+
+
+def test_sigterm_stops_the_worker_and_releases_the_job(qdir):
+    child = run_child(qdir)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(30) == 0
+    with Queue(qdir) as q:
+        (info,) = q.jobs()
+        assert (info.state, info.attempts) == ("pending", 0)  # released: attempt not counted
