@@ -83,14 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Command = ns.run
     try:
         return command(ns)
+    except BrokenPipeError:  # e.g. `inspect --records | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (LogqError, OSError) as exc:
         print(f"logq {ns.command}: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # e.g. `inspect --records | head`: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
 
 
 def _one_line(exc: BaseException) -> str:
@@ -144,6 +144,8 @@ def _add_inspect(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
                    help="one job's history; with --records, only that job's records")
     p.add_argument("--json", action="store_true",
                    help="machine-readable: one JSON document (JSON lines with --records)")
+    p.add_argument("--payload", action="store_true",
+                   help="with --records or --job: print payloads whole, not a short preview")
     f = p.add_argument_group("record filters (with --records)")
     f.add_argument("--segment", metavar="SEG", help="only this segment (base sequence number or file name)")
     f.add_argument("--from", dest="first", type=_count, metavar="SEQ", help="from this sequence number")
@@ -152,7 +154,6 @@ def _add_inspect(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
                    help="only these record types: enqueue, lease, ack, fail, release, extend, cancel, "
                         "retry, expire (repeat or separate with commas)")
     f.add_argument("--limit", type=_count, metavar="N", help="print at most N records")
-    f.add_argument("--payload", action="store_true", help="print payloads whole, not a short preview")
 
 
 def _count(text: str) -> int:
@@ -171,6 +172,8 @@ def _inspect_command(ns: argparse.Namespace) -> int:
     filters = [ns.segment, ns.first, ns.last, ns.types, ns.limit]
     if not ns.records and any(v is not None for v in filters):
         return _usage("--segment, --from, --to, --type and --limit need --records")
+    if ns.payload and not (ns.records or ns.job is not None):
+        return _usage("--payload needs --records or --job")
     if ns.verify and ns.job is not None:
         return _usage("--verify checks the whole queue; it does not take --job")
     return _inspect.run(ns.path, records=ns.records, job=ns.job, verify_only=ns.verify, as_json=ns.json,

@@ -65,9 +65,11 @@ class OsFile:
         self.path, self.fd = path, fd
 
     def write(self, data: bytes) -> None:
-        view, fd = memoryview(data), self.fd
-        while view:
-            view = view[os.write(fd, view):]
+        written = os.write(self.fd, data)
+        if written < len(data):  # a short write: finish it
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(self.fd, view):]
 
     def pread(self, size: int, offset: int) -> bytes:
         chunks, fd = [], self.fd

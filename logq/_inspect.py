@@ -4,16 +4,17 @@ Theory of operation
 -------------------
 Inspecting takes no lock and opens nothing for writing. It lists the segment
 files and lets `_verify.verify` read and check each one by the rules recovery
-uses, which hands every record of a complete batch to a sink. The sink replays
-the records through a fresh `Index` with the same `apply` the queue uses, so
-every record is reported with the state of its job after it; a record that the
-state machine refuses is reported with the error instead of stopping the run.
-A torn tail of the last segment is described, never cut.
+uses; the verifier hands every record of a complete batch to a sink. The sink
+replays the records through a fresh `Index` with the same `apply` the queue
+uses, so every record is reported with the state of its job after it. A record
+the state machine refuses (its job's ENQUEUE was lost to damage, say) is
+reported with the error instead of stopping the run. A torn tail of the last
+segment is described, never cut.
 
 Gathering functions build plain dicts (the JSON output is exactly these dicts)
-and `format_*` functions turn them into text. Files that are not segments
-(`*.torn`, `*.tmp`, foreign files) are ignored, so a directory that a queue is
-writing, or one in the middle of a compaction, can be inspected.
+and `format_*` functions turn them into lines of text. Files that are not
+segments (`*.torn`, `*.tmp`, foreign files) are ignored, so a directory that a
+queue is writing, or one in the middle of a compaction, can be inspected.
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ from ._state import Entry, Index
 from ._verify import Problem, Verification, segment_files, verify
 
 Info = dict[str, Any]
-Emit = Callable[[Info], None]
+OnRecord = Callable[[Record, int, int | None, str | None], None]  # record, segment, job id, error
 TYPE_CODES = {name: code for code, name in TYPE_NAMES.items()}
+DATA_LABEL = {"ack": "result", "fail": "error", "expire": "error"}  # else "payload"
 PREVIEW = 40  # characters of payload shown without --payload
+MAX_REPLAY_ERRORS = 10  # listed in full; the rest are counted
 
 
 # ------------------------------------------------------------------- the target
@@ -67,23 +70,20 @@ class Target:
     def bases(self) -> list[int]:
         return [b for b, _ in self.files]
 
-    def file_of(self, base: int) -> str:
-        return next(p for b, p in self.files if b == base)
-
 
 def open_target(path: str) -> Target:
-    """Check that `path` is a queue directory or a segment this logq can read.
+    """Check that `path` is a queue directory or a segment file this logq can read.
 
     Raises `FileNotFoundError`, `NotALogqDirectory` or `UnsupportedVersionError`.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(errno.ENOENT, "no such file or directory", path)
     if not os.path.isdir(path):
-        return Target(path, True, [(_check_segment_file(path), path)], None)
+        return Target(path, True, [(_segment_base(path, single=True), path)], None)
     files = segment_files(path)
     version = _meta_version(path, bool(files))
     for _, seg in files:
-        _refuse_newer(seg)
+        _segment_base(seg, single=False)
     return Target(path, False, files, version)
 
 
@@ -97,52 +97,44 @@ def _meta_version(path: str, has_segments: bool) -> int | None:
         words = f.read(64).split()
     if len(words) != 2 or words[0] != b"logq" or not words[1].isdigit():
         raise NotALogqDirectory(f"{meta} is not a logq marker file: is this the right directory?")
-    version = int(words[1])
-    if version > FORMAT_VERSION:
-        raise UnsupportedVersionError(f"{path} was written by format version {version}; this logq "
+    if int(words[1]) > FORMAT_VERSION:
+        raise UnsupportedVersionError(f"{path} was written by format version {int(words[1])}; this logq "
                                       f"reads up to {FORMAT_VERSION}: upgrade logq", path=meta)
-    return version
+    return int(words[1])
 
 
-def _refuse_newer(seg: str) -> None:
-    """Raise for a segment of a newer format; any other damage is left to the verifier."""
-    try:
-        with open(seg, "rb") as f:
-            decode_segment_header(f.read(SEGMENT_HEADER_SIZE), seg)
-    except UnsupportedVersionError:
-        raise
-    except (CorruptionError, FileNotFoundError):
-        pass
+def _segment_base(path: str, single: bool) -> int:
+    """A segment's base; refuses another format (single file) or a newer version.
 
-
-def _check_segment_file(path: str) -> int:
+    Any other damage to the header is left for the verifier to report.
+    """
     with open(path, "rb") as f:
         head = f.read(SEGMENT_HEADER_SIZE)
-    if not head.startswith(SEGMENT_MAGIC):
+    if single and not head.startswith(SEGMENT_MAGIC):
         raise NotALogqDirectory(f"{path} is not a logq segment file: pass a queue directory or a .seg file")
     try:
         return decode_segment_header(head, path).base_seq
     except UnsupportedVersionError:
         raise
-    except CorruptionError:  # damaged header: the verifier reports it
+    except CorruptionError:
         return parse_segment_name(os.path.basename(path)) or 1
 
 
 # --------------------------------------------------------------------- reading
 
 class _Sink(list[Record]):
-    """Stands in for the record list of `verify`: replays each record as it arrives.
+    """Stands in for the record list of `verify` and replays each record as it arrives.
 
-    It stores nothing; `on_record(rec, base, job_id, error)` sees every record.
+    It stores no record; `on_record` sees each one right after it is applied.
     """
 
-    def __init__(self, bases: list[int]) -> None:
+    def __init__(self, bases: list[int], on_record: OnRecord | None = None) -> None:
         super().__init__()
-        self.bases = bases
-        self.index = Index()
+        self.bases, self.on_record = bases, on_record
+        self.job_index = Index()
         self.payload_bytes: dict[int, list[int]] = {}  # segment base -> [raw, stored]
-        self.errors: list[Info] = []
-        self.on_record: Callable[[Record, int, int | None, str | None], None] | None = None
+        self.errors: list[Info] = []  # the first MAX_REPLAY_ERRORS
+        self.error_count = 0
 
     def append(self, rec: Record) -> None:
         base = self.bases[max(0, bisect.bisect_right(self.bases, rec.seq) - 1)]
@@ -152,16 +144,18 @@ class _Sink(list[Record]):
         job_id = rec.seq if rec.type == ENQUEUE else job_id_of(rec.type, rec.payload)
         error = None
         try:
-            self.index.apply(rec.type, rec.seq, rec.payload, base, rec.offset, rec.size)
+            self.job_index.apply(rec.type, rec.seq, rec.payload, base, rec.offset, rec.size)
         except LogqError as exc:
             error = str(exc)
-            self.errors.append({"seq": rec.seq, "job": job_id, "message": error})
+            self.error_count += 1
+            if len(self.errors) < MAX_REPLAY_ERRORS:
+                self.errors.append({"seq": rec.seq, "job": job_id, "message": error})
         if self.on_record is not None:
             self.on_record(rec, base, job_id, error)
 
 
 class _Enough(Exception):
-    """Raised by a sink to stop reading early (a --limit or --to was reached)."""
+    """Raised from `on_record` to stop reading early (--limit or --to reached)."""
 
 
 def _read(target: Target, sink: _Sink) -> Verification:
@@ -183,7 +177,7 @@ def _read(target: Target, sink: _Sink) -> Verification:
 
 
 def _tail(v: Verification) -> Info | None:
-    """Describe the bytes after the last complete batch of the last segment."""
+    """The bytes after the last complete batch of the last segment, and what they are."""
     if v.tail is None:
         return None
     path, end, size = v.tail
@@ -201,8 +195,8 @@ def _tail(v: Verification) -> Info | None:
 def _valid_after_damage(buf: bytes, salt: int) -> bool:
     """True if a record verifies somewhere past the first bad spot of `buf`.
 
-    An incomplete write leaves nothing valid after it; real damage (a flipped
-    bit in the active segment) does, and those records would be cut.
+    An unfinished write leaves nothing valid after it; damage inside the
+    active segment (a flipped bit) does, and opening would cut those records.
     """
     pos = 0
     while True:
@@ -214,7 +208,7 @@ def _valid_after_damage(buf: bytes, salt: int) -> bool:
             return False
         pos += rec.size
     for probe in range(pos + ALIGN, len(buf) - RECORD_HEADER_SIZE + 1, ALIGN):
-        if buf[probe + 16]:  # a record's type byte is never zero
+        if buf[probe + 16]:  # a record's type byte is never zero: skip zeroed space fast
             try:
                 if read_record(buf, probe, salt) is not None:
                     return True
@@ -223,19 +217,20 @@ def _valid_after_damage(buf: bytes, salt: int) -> bool:
     return False
 
 
-def _problems(v: Verification, tail: Info | None, sink: _Sink) -> list[Info]:
-    out = [{"file": p.path, "offset": p.offset, "message": _short(p)} for p in v.problems]
+def _findings(v: Verification, sink: _Sink) -> Info:
+    """Problems (file, offset, message), replay errors and the tail: what the verdict rests on."""
+    tail = _tail(v)
+    problems = [{"file": p.path, "offset": p.offset, "message": _short(p)} for p in v.problems]
     if tail is not None and tail["valid_records_after_damage"]:
-        out.append({"file": tail["file"], "offset": tail["offset"],
-                    "message": f"{tail['reason']}, and valid records follow: opening will cut them"})
-    for e in sink.errors:
-        out.append({"file": None, "offset": None, "seq": e["seq"],
-                    "message": f"record {e['seq']} does not replay: {e['message']}"})
-    return out
+        problems.append({"file": tail["file"], "offset": tail["offset"],
+                         "message": f"{tail['reason']}, and valid records follow: opening would cut them"})
+    replay = {"count": sink.error_count, "first": sink.errors}
+    return {"ok": not problems and not sink.error_count, "problems": problems,
+            "replay_errors": replay, "tail": tail}
 
 
 def _short(p: Problem) -> str:
-    """The problem's message without the "(path at byte N)" that is reported beside it."""
+    """The message without the "(path at byte N)" that is reported beside it."""
     return p.message.removesuffix(f" ({p.path} at byte {p.offset})")
 
 
@@ -260,18 +255,15 @@ class Filter:
 
 def parse_types(values: list[str] | None) -> frozenset[int] | None:
     """Record types from names or numbers, repeated or comma-separated."""
-    if not values:
-        return None
-    out = set()
-    for word in (w.strip().lower() for v in values for w in v.split(",") if w.strip()):
-        if word not in TYPE_CODES and not word.isdigit():
-            raise InvalidArgument(f"unknown record type {word!r}: use one of {', '.join(TYPE_CODES)}")
-        out.add(TYPE_CODES.get(word) or int(word))
-    return frozenset(out)
+    words = [w.strip().lower() for v in values or () for w in v.split(",") if w.strip()]
+    for w in words:
+        if w not in TYPE_CODES and not w.isdigit():
+            raise InvalidArgument(f"unknown record type {w!r}: use one of {', '.join(TYPE_CODES)}")
+    return frozenset(TYPE_CODES.get(w) or int(w) for w in words) if words else None
 
 
 def parse_segment(value: str | None, target: Target) -> int | None:
-    """A segment given by base sequence number or by file name."""
+    """A segment given by its base sequence number or its file name."""
     if value is None:
         return None
     base = int(value) if value.isdigit() else parse_segment_name(os.path.basename(value))
@@ -283,7 +275,7 @@ def parse_segment(value: str | None, target: Target) -> int | None:
 
 def describe(rec: Record, base: int, job_id: int | None, error: str | None, index: Index,
              whole: bool) -> Info:
-    """One record as a dict: where it is, what it says, and its job's state after it."""
+    """One record as a dict: where it lies, what it says, and its job's state after it."""
     e = index.jobs.get(job_id) if job_id is not None else None
     fields, data = _fields(rec.type, rec.payload)
     name = fields.pop("name", None)
@@ -293,14 +285,14 @@ def describe(rec: Record, base: int, job_id: int | None, error: str | None, inde
                "raw_size": len(rec.payload), "compressed": bool(rec.flags & FLAG_ZSTD),
                "continued": bool(rec.flags & FLAG_CONTINUED)}
     d.update(fields)
-    d.update(_payload(data, whole))
+    d.update(_data(data, whole))
     if error is not None:
         d["error"] = error
     return d
 
 
 def _fields(rtype: int, payload: bytes) -> tuple[Info, bytes]:
-    """Type-specific fields and the bytes shown as the payload (job payload, result, error)."""
+    """Type-specific fields, and the data shown as payload: job payload, result or error text."""
     try:
         if rtype == ENQUEUE:
             q = decode_enqueue(payload)
@@ -326,7 +318,7 @@ def _type_name(rtype: int) -> str:
     return "seal" if rtype == TYPE_SEAL else TYPE_NAMES.get(rtype, f"type-{rtype}")
 
 
-def _payload(data: bytes, whole: bool) -> Info:
+def _data(data: bytes, whole: bool) -> Info:
     if not whole:
         return {"preview": preview(data)}
     try:
@@ -336,7 +328,7 @@ def _payload(data: bytes, whole: bool) -> Info:
 
 
 def preview(data: bytes, width: int = PREVIEW) -> str:
-    """A short, printable rendering: escaped text if it is UTF-8, else hex."""
+    """A short printable rendering: text with escaped control characters if UTF-8, else hex."""
     head = data[:width * 4]
     try:
         text = codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) == len(data))
@@ -346,57 +338,52 @@ def preview(data: bytes, width: int = PREVIEW) -> str:
     return shown + ("..." if len(text) > width or len(head) < len(data) else "")
 
 
-def dump(target: Target, flt: Filter, limit: int | None, whole: bool, emit: Emit) -> list[Info]:
-    """Emit the records that match; return the problems met (none if stopped early by a bound)."""
-    sink, count = _Sink(target.bases), [0]
+def dump(target: Target, flt: Filter, limit: int | None, whole: bool, emit: Callable[[Info], None]) -> Info:
+    """Emit each matching record; return the findings (empty if a bound stopped the reading)."""
+    count = [0]
 
     def on_record(rec: Record, base: int, job_id: int | None, error: str | None) -> None:
         if flt.last is not None and rec.seq > flt.last:
             raise _Enough
         if flt.match(rec, base, job_id):
-            emit(describe(rec, base, job_id, error, sink.index, whole))
+            emit(describe(rec, base, job_id, error, sink.job_index, whole))
             count[0] += 1
             if limit is not None and count[0] >= limit:
                 raise _Enough
-    sink.on_record = on_record
-    if limit == 0:
-        return []
+    sink = _Sink(target.bases, on_record)
     try:
-        v = _read(target, sink)
+        if limit == 0:
+            raise _Enough
+        return _findings(_read(target, sink), sink)
     except _Enough:
-        return []
-    return _problems(v, _tail(v), sink)
+        return _findings(Verification(), _Sink([]))
 
 
-# ---------------------------------------------------------------- the summary
+# ------------------------------------------------------------ summary, verify, job
 
 def summary(target: Target, now: float) -> Info:
     """Segments, totals, job counts, oldest pending job, torn tail and problems."""
     sink = _Sink(target.bases)
     v = _read(target, sink)
-    tail = _tail(v)
-    problems = _problems(v, tail, sink)
-    segments = [_segment(target, path, i == len(v.segments) - 1, v, tail, sink)
-                for i, (path, _) in enumerate(v.segments)]
+    found = _findings(v, sink)
+    segments = [_segment(target, path, result, i == len(v.segments) - 1, v, found["tail"], sink)
+                for i, (path, result) in enumerate(v.segments)]
     return {"path": target.path, "kind": "segment" if target.single else "queue",
             "format_version": target.version, "segments": segments, "totals": _totals(segments),
-            "jobs": dict(sink.index.counts), "oldest_pending": _oldest(target, sink.index, now),
-            "tail": tail, "saved_tails": _saved_tails(target), "writer": _writer(target),
-            "problems": problems, "ok": not problems}
+            "jobs": dict(sink.job_index.counts), "oldest_pending": _oldest(target, sink.job_index, now),
+            **found, "saved_tails": _saved_tails(target), "writer": _writer(target)}
 
 
-def _segment(target: Target, path: str, last: bool, v: Verification, tail: Info | None,
+def _segment(target: Target, path: str, result: Any, last: bool, v: Verification, tail: Info | None,
              sink: _Sink) -> Info:
-    result = dict(v.segments)[path]
     base = next(b for b, p in target.files if p == path)
     raw, stored = sink.payload_bytes.get(base, [0, 0])
     mine = [p for p in v.problems if p.path == path]
     check = "damaged" if mine else "torn tail" if tail is not None and tail["file"] == path else "ok"
-    sealed = bool(result and result.sealed)
     return {"file": os.path.basename(path), "base": base,
             "first_seq": result.first_seq if result else None, "last_seq": result.last_seq if result else None,
             "records": result.records if result else 0, "bytes": _size(path),
-            "state": "sealed" if sealed or not last else "active",
+            "state": "sealed" if (result and result.sealed) or not last else "active",
             "compression_ratio": round(raw / stored, 2) if stored else None, "check": check,
             "problem": {"offset": mine[0].offset, "message": _short(mine[0])} if mine else None}
 
@@ -420,18 +407,18 @@ def _oldest(target: Target, index: Index, now: float) -> Info | None:
     e = index.oldest(PENDING)
     if e is None:
         return None
-    out: Info = {"job": e.id, "name": e.name, "run_at": e.run_at, "attempts": e.attempts,
+    out: Info = {"job": e.id, "name": e.name, "attempts": e.attempts, "run_at": e.run_at,
                  "enqueued_at": None, "age": None}
     try:
-        enqueued = _enqueue_time(target.file_of(e.segment), e)
-    except (OSError, LogqError, StopIteration):
+        enqueued = _enqueue_time(dict(target.files)[e.segment], e)
+    except (OSError, LogqError, KeyError):
         return out
     out.update(enqueued_at=enqueued, age=round(now - enqueued, 3))
     return out
 
 
 def _enqueue_time(path: str, e: Entry) -> float:
-    """Read back a job's ENQUEUE record (the index keeps where it is, not its contents)."""
+    """Read back a job's ENQUEUE record: the index keeps where it is, not what it says."""
     with open(path, "rb") as f:
         salt = decode_segment_header(f.read(SEGMENT_HEADER_SIZE), path).salt
         f.seek(e.offset)
@@ -449,42 +436,45 @@ def _saved_tails(target: Target) -> list[Info]:
 
 
 def _writer(target: Target) -> Info | None:
-    """The pid in the lock file, read without locking, and whether such a process runs."""
-    if target.single:
-        return None
-    pid = read_lock_holder(os.path.join(target.path, LOCK_NAME))
-    return None if pid is None else {"pid": pid, "running": _running(pid)}
+    """The pid in the lock file (read, never locked) and whether a process with that pid runs."""
+    pid = None if target.single else read_lock_holder(os.path.join(target.path, LOCK_NAME))
+    return None if pid is None else {"pid": pid, "running": _alive(pid)}
 
 
-def _running(pid: int) -> bool | None:
+def _alive(pid: int) -> bool | None:
     if os.name != "posix":
         return None
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
-# ------------------------------------------------------- job history and verify
+def check(target: Target) -> Info:
+    """`--verify`: every record checked; `ok` is False on any damage."""
+    sink = _Sink(target.bases)
+    v = _read(target, sink)
+    records = sum(r.records for _, r in v.segments if r is not None)
+    return {"path": target.path, "segments": len(v.segments), "records": records, **_findings(v, sink)}
+
 
 def history(target: Target, job_id: int, whole: bool) -> Info | None:
-    """Every record of one job with the state after each; None if the log never mentions it."""
-    sink, records = _Sink(target.bases), []
+    """Every record of one job with the state after each; None if no record names the job."""
+    records: list[Info] = []
 
     def on_record(rec: Record, base: int, jid: int | None, error: str | None) -> None:
         if jid == job_id:
-            records.append(describe(rec, base, jid, error, sink.index, whole))
-    sink.on_record = on_record
+            records.append(describe(rec, base, jid, error, sink.job_index, whole))
+    sink = _Sink(target.bases, on_record)
     v = _read(target, sink)
     if not records:
         return None
-    e = sink.index.jobs.get(job_id)
+    e = sink.job_index.jobs.get(job_id)
     job = _job(e, records[0]) if e is not None else {"id": job_id, "state": None}
-    return {"path": target.path, "job": job, "history": records,
-            "problems": _problems(v, _tail(v), sink)}
+    return {"path": target.path, "job": job, "history": records, **_findings(v, sink)}
 
 
 def _job(e: Entry, first: Info) -> Info:
@@ -494,17 +484,6 @@ def _job(e: Entry, first: Info) -> Info:
             "lease_expires_at": e.expires, "enqueued_at": first["time"],
             "last_error": extra.last_error if extra else None,
             "finished_at": extra.finished_at if extra else None}
-
-
-def check(target: Target) -> Info:
-    """`--verify`: every record checked; ok is False on any damage."""
-    sink = _Sink(target.bases)
-    v = _read(target, sink)
-    tail = _tail(v)
-    problems = _problems(v, tail, sink)
-    records = sum(r.records for _, r in v.segments if r is not None)
-    return {"path": target.path, "ok": not problems, "segments": len(v.segments), "records": records,
-            "problems": problems, "tail": tail}
 
 
 # ------------------------------------------------------------------------ text
@@ -522,6 +501,10 @@ def _ago(seconds: float) -> str:
     return f"{seconds:.1f}s"
 
 
+def _n(v: int | None) -> str:
+    return "-" if v is None else f"{v:,}"
+
+
 def format_summary(d: Info) -> Iterator[str]:
     kind = "segment file" if d["kind"] == "segment" else f"queue (format {d['format_version'] or '?'})"
     yield f"logq {kind}: {d['path']}"
@@ -529,29 +512,25 @@ def format_summary(d: Info) -> Iterator[str]:
     yield f"{'segment':<24} {'first':>8} {'last':>8} {'records':>8} {'bytes':>12}  {'state':<7} {'ratio':>5}  check"
     for s in d["segments"]:
         ratio = f"{s['compression_ratio']:.2f}" if s["compression_ratio"] else "-"
+        where = f" at byte {s['problem']['offset']:,}" if s["problem"] else ""
         yield (f"{s['file']:<24} {_n(s['first_seq']):>8} {_n(s['last_seq']):>8} {s['records']:>8,} "
-               f"{_n(s['bytes']):>12}  {s['state']:<7} {ratio:>5}  {s['check']}")
+               f"{_n(s['bytes']):>12}  {s['state']:<7} {ratio:>5}  {s['check']}{where}")
     t = d["totals"]
-    yield (f"{'total: ' + str(t['segments']) + ' segment(s)':<24} {_n(t['first_seq']):>8} {_n(t['last_seq']):>8} "
+    yield (f"{'total (' + str(t['segments']) + ')':<24} {_n(t['first_seq']):>8} {_n(t['last_seq']):>8} "
            f"{t['records']:>8,} {t['bytes']:>12,}")
     yield ""
     jobs = d["jobs"]
     yield f"jobs: {', '.join(f'{n:,} {s}' for s, n in jobs.items())} ({sum(jobs.values()):,} in all)"
-    yield from _oldest_lines(d["oldest_pending"])
+    yield _oldest_line(d["oldest_pending"])
     yield from _tail_lines(d["tail"], d["saved_tails"], d["writer"])
-    yield from _problem_lines(d["problems"])
+    yield from _problem_lines(d, "DAMAGE")
 
 
-def _n(v: int | None) -> str:
-    return "-" if v is None else f"{v:,}"
-
-
-def _oldest_lines(o: Info | None) -> Iterator[str]:
+def _oldest_line(o: Info | None) -> str:
     if o is None:
-        yield "oldest pending job: none"
-        return
+        return "oldest pending job: none"
     when = f", enqueued {iso(o['enqueued_at'])} ({_ago(o['age'])} ago)" if o["age"] is not None else ""
-    yield f"oldest pending job: {o['job']} {o['name']!r}{when}, attempts so far {o['attempts']}"
+    return f"oldest pending job: {o['job']} {o['name']!r}{when}, {o['attempts']} attempt(s) so far"
 
 
 def _tail_lines(tail: Info | None, saved: list[Info], writer: Info | None) -> Iterator[str]:
@@ -562,87 +541,76 @@ def _tail_lines(tail: Info | None, saved: list[Info], writer: Info | None) -> It
                f"{os.path.basename(tail['file'])} ({tail['reason']}); not repaired: the next open "
                f"saves them to {os.path.basename(tail['saved_to_on_next_open'])} and cuts them")
         if writer is not None and writer["running"]:
-            yield f"  (process {writer['pid']} named in {LOCK_NAME} is running: this may be a write in progress)"
+            yield f"  process {writer['pid']} (named in {LOCK_NAME}) is running: this may be a write in progress"
     for s in saved:
-        yield f"saved tail from an earlier recovery: {s['file']} ({_n(s['bytes'])} bytes)"
+        yield f"saved by an earlier recovery: {s['file']} ({_n(s['bytes'])} bytes)"
 
 
-def _problem_lines(problems: list[Info]) -> Iterator[str]:
-    if not problems:
-        return
-    yield ""
-    yield f"DAMAGE: {len(problems)} problem(s); run with --verify for the exit status"
-    for p in problems:
-        yield "  " + _problem_text(p)
-
-
-def _problem_text(p: Info) -> str:
-    if p["file"] is None:
-        return p["message"]
-    return f"{p['file']}: byte {p['offset']}: {p['message']}"
+def _problem_lines(d: Info, prefix: str) -> Iterator[str]:
+    for p in d["problems"]:
+        yield f"{prefix} {p['file']}: byte {p['offset']}: {p['message']}"
+    replay = d["replay_errors"]
+    for e in replay["first"][:3]:
+        yield f"{prefix} record {e['seq']} does not replay: {e['message']}"
+    if replay["count"] > 3:
+        yield f"{prefix} ... {replay['count'] - 3:,} more record(s) do not replay"
 
 
 RECORD_HEADER = (f"{'seq':>8}  {'type':<8} {'job':>8}  {'name':<16} {'state':<9} {'size':>7} "
                  f"{'raw':>7}  {'time':<24}  detail")
 
 
-def format_record(r: Info) -> str:
-    """One line of `--records` (or of a job's history)."""
+def format_record(r: Info) -> Iterator[str]:
+    """One record: a line (as in RECORD_HEADER), and with --payload its data whole below it."""
     job = "-" if r["job"] is None else str(r["job"])
-    return (f"{r['seq']:>8}  {r['type']:<8} {job:>8}  {r['name'] or '-':<16} {r['state'] or '-':<9} "
-            f"{r['size']:>7} {r['raw_size']:>7}  {iso(r['time']):<24}  {_detail(r)}")
+    yield (f"{r['seq']:>8}  {r['type']:<8} {job:>8}  {r['name'] or '-':<16} {r['state'] or '-':<9} "
+           f"{r['size']:>7} {r['raw_size']:>7}  {iso(r['time']):<24}  {_detail(r)}".rstrip())
+    if r.get("payload"):
+        encoding = "" if r["payload_encoding"] == "utf-8" else " (base64)"
+        yield f"{'':>10}{DATA_LABEL.get(r['type'], 'payload')}{encoding}: {r['payload']}"
 
 
 def _detail(r: Info) -> str:
     parts = []
     for key, value in (r.get("detail") or {}).items():
-        if value is None:
+        if value is None or value == r["time"] and key.endswith("_at"):
             continue
         if key.endswith("_at"):
             value = iso(value) if r["time"] is None else f"{value - r['time']:+.3f}s"
         parts.append(f"{key}={value}")
     if r.get("preview"):
-        parts.append(repr(r["preview"]) if r["type"] != "fail" and r["type"] != "expire"
-                     else f"error={r['preview']!r}")
+        parts.append(f"{DATA_LABEL.get(r['type'], 'payload')}={r['preview']!r}")
     if r.get("error"):
         parts.append(f"!! {r['error']}")
     return " ".join(parts)
 
 
-def format_payload(r: Info) -> Iterator[str]:
-    """With --payload: the whole payload under its record line."""
-    if r.get("payload"):
-        label = "payload" if r["payload_encoding"] == "utf-8" else "payload (base64)"
-        yield f"          {label}: {r['payload']}"
-
-
 def format_history(d: Info) -> Iterator[str]:
     j = d["job"]
     if j["state"] is None:
-        yield f"job {j['id']}: no ENQUEUE record found (lost or compacted); its records:"
+        yield f"job {j['id']}: no ENQUEUE record found (lost to damage?); the records that name it:"
     else:
         key = f", key {j['key']!r}" if j["key"] else ""
-        yield (f"job {j['id']} {j['name']!r}{key}: {j['state']}, attempts {j['attempts']} of "
-               f"{j['max_attempts']}, priority {j['priority']}, enqueued {iso(j['enqueued_at'])}")
+        yield (f"job {j['id']} {j['name']!r}{key}: {j['state']}, {j['attempts']} of "
+               f"{j['max_attempts']} attempts used, priority {j['priority']}, enqueued {iso(j['enqueued_at'])}")
         if j["last_error"]:
             yield f"last error: {j['last_error']}"
     yield ""
     yield RECORD_HEADER
     for r in d["history"]:
-        yield format_record(r)
-        yield from format_payload(r)
-    yield from _problem_lines(d["problems"])
+        yield from format_record(r)
+    yield from _problem_lines(d, "DAMAGE")
 
 
 def format_check(d: Info) -> Iterator[str]:
-    for p in d["problems"]:
-        yield "DAMAGE " + _problem_text(p)
+    yield from _problem_lines(d, "DAMAGE")
     t = d["tail"]
     if t is not None and not t["valid_records_after_damage"]:
         yield (f"note: torn tail of {t['bytes']:,} bytes at byte {t['offset']:,} of {t['file']} "
                f"({t['reason']}): an unfinished write, not damage")
-    verdict = "ok" if d["ok"] else f"{len(d['problems'])} problem(s) found"
-    yield f"{verdict}: checked {d['segments']} segment(s), {d['records']:,} records in {d['path']}"
+    count = len(d["problems"]) + d["replay_errors"]["count"]
+    yield (f"{'ok' if d['ok'] else f'{count} problem(s) found'}: checked {d['segments']} segment(s), "
+           f"{d['records']:,} records in {d['path']}")
 
 
 def to_json(d: Info, lines: bool = False) -> str:
@@ -656,43 +624,36 @@ def to_json(d: Info, lines: bool = False) -> str:
 def run(path: str, *, records: bool = False, job: int | None = None, verify_only: bool = False,
         as_json: bool = False, segment: str | None = None, first: int | None = None,
         last: int | None = None, types: list[str] | None = None, limit: int | None = None,
-        whole: bool = False, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """`inspect`: the summary, `--records`, `--job` or `--verify`; return the exit status.
+        whole: bool = False, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """`inspect`: the summary, `--records`, `--job` or `--verify`; returns the exit status.
 
     Raises `LogqError` or `OSError` for a path it cannot inspect (the CLI exits 2).
     """
+    out, err = out or sys.stdout, err or sys.stderr
     target = open_target(path)
     if records:
         flt = Filter(parse_segment(segment, target), first, last, parse_types(types), job)
         return _run_records(target, flt, limit, whole, as_json, out, err)
     if job is not None:
-        return _run_history(target, job, whole, as_json, out, err)
-    if verify_only:
-        d = check(target)
-        _write(out, [to_json(d)] if as_json else format_check(d))
-        return 0 if d["ok"] else 1
-    d = summary(target, time.time())
-    _write(out, [to_json(d)] if as_json else format_summary(d))
-    return 0
+        d = history(target, job, whole)
+        if d is None:
+            err.write(f"logq inspect: no record names job {job} in {target.path}\n")
+            return 1
+        _write(out, [to_json(d)] if as_json else format_history(d))
+        return 0
+    d = check(target) if verify_only else summary(target, time.time())
+    _write(out, [to_json(d)] if as_json else format_check(d) if verify_only else format_summary(d))
+    return 1 if verify_only and not d["ok"] else 0
 
 
 def _run_records(target: Target, flt: Filter, limit: int | None, whole: bool, as_json: bool,
                  out: TextIO, err: TextIO) -> int:
     def emit(r: Info) -> None:
-        _write(out, [to_json(r, lines=True)] if as_json else [format_record(r), *format_payload(r)])
+        _write(out, [to_json(r, lines=True)] if as_json else format_record(r))
     if not as_json:
         out.write(RECORD_HEADER + "\n")
-    problems = dump(target, flt, limit, whole, emit)
-    _write(err, (f"logq inspect: warning: {_problem_text(p)}" for p in problems))
-    return 0
-
-
-def _run_history(target: Target, job: int, whole: bool, as_json: bool, out: TextIO, err: TextIO) -> int:
-    d = history(target, job, whole)
-    if d is None:
-        err.write(f"logq inspect: no record of job {job} in {target.path}\n")
-        return 1
-    _write(out, [to_json(d)] if as_json else format_history(d))
+    found = dump(target, flt, limit, whole, emit)
+    _write(err, _problem_lines(found, "logq inspect: warning:"))
     return 0
 
 

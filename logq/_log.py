@@ -14,9 +14,11 @@ Append protocol (the numbers name the steps that the fault tests target):
   2. Modes `batch` and `none`: write the pending buffer to the file before
      returning, so the records survive a crash of the process.
   3. Mode `always`: the caller waits until a fdatasync covers its last record.
-     One caller at a time is the leader: it writes everything pending in one
-     write, notes the last written sequence number, fdatasyncs outside the
-     lock and wakes every caller that the sync covered (group commit).
+     One caller at a time is the leader: it first waits (at most
+     GATHER_SECONDS) until every thread inside an `always` append has queued
+     its records, then writes everything pending in one write, notes the last
+     written sequence number, fdatasyncs outside the lock and wakes every
+     caller that the sync covered (group commit).
   4. Mode `batch`: a background thread does step 3 at most every
      `sync_interval` seconds while there are unsynced records.
 A failed write or fsync poisons the log: the error is kept, every waiting and
@@ -48,7 +50,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from ._errors import (
     ClosedError, CorruptionError, InvalidArgument, LockedError, NotALogqDirectory,
@@ -67,6 +69,7 @@ TORN_SUFFIX = ".torn"
 SYNC_MODES = ("none", "batch", "always")
 _STRENGTH = {m: i for i, m in enumerate(SYNC_MODES)}
 DEFAULT_SEGMENT_SIZE = 64 << 20
+GATHER_SECONDS = 0.0005  # how long a sync leader waits for the other appenders to queue
 
 ReplayCallback = Callable[[Record, int], None]
 
@@ -92,8 +95,7 @@ class RecoveryReport:
     lost: list[LostRange] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Appended:
+class Appended(NamedTuple):
     """Where an appended batch landed: sequence numbers, segment base and offsets."""
 
     first_seq: int
@@ -146,6 +148,10 @@ class Log:
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._syncing = False
+        self._appenders = 0  # threads between write() and the end of commit() in `always` mode
+        self._queued = 0  # of those, how many have records in the pending buffer
+        self._gathering = False
+        self._gathered = threading.Condition(self._lock)
         self._failed: BaseException | None = None
         self._closed = False
         self._readers: dict[int, File] = {}
@@ -258,9 +264,8 @@ class Log:
             if not salvage:
                 raise CorruptionError(msg, path=path, offset=0)
             report.lost.append(LostRange(path, 0, 0, msg))
-        counter = _Counter(deliver)
-        result = scan(data, path, counter, after_seq=last_seq, salvage=salvage, base=base)
-        report.records += counter.n
+        result = scan(data, path, deliver, after_seq=last_seq, salvage=salvage, base=base)
+        report.records += result.records - (1 if result.sealed else 0)
         if salvage:
             report.lost.extend(result.lost)
             self._seal_at_open = self._seal_at_open or (is_last and any(r.start < result.end for r in result.lost))
@@ -345,11 +350,16 @@ class Log:
 
         Call `commit` with the result to wait for the durability it asked for.
         """
-        mode = stronger(self.sync_mode, sync)
+        mode = self.sync_mode if sync is None else stronger(self.sync_mode, sync)
         if not items:
             raise InvalidArgument("append needs at least one record")
         with self._lock:
-            self._check_usable()
+            if self._failed is not None or self._closed:
+                self._check_usable()
+            if len(items) == 1 and mode != "always" and not self._pending:
+                simple = self._write_one(items[0], mode)
+                if simple is not None:
+                    return simple
             chunks, offsets, first = self._encode_batch(items)
             sizes = tuple(map(len, chunks))
             self._pending.extend(chunks)
@@ -357,14 +367,38 @@ class Log:
             self._end += sum(sizes)
             if mode != "always":
                 self._flush_locked()
+            else:
+                self._appenders += 1
+                self._queued += 1
+                if self._gathering and self._queued >= self._appenders:
+                    self._gathered.notify()
             return Appended(first, self._next_seq - 1, self._segments[-1].base, offsets, sizes, mode)
 
     def commit(self, appended: Appended) -> None:
         """Step 3: return once `appended` is as durable as its mode promised."""
         if appended.sync == "always":
-            self.sync_through(appended.last_seq)
+            self.sync_through(appended.last_seq, appender=True)
         elif self._failed is not None:
             raise self._failure()
+
+    def _write_one(self, item: tuple[int, bytes], mode: str) -> Appended | None:
+        """Steps 1-2 for the common case, one record written at once; None if not applicable."""
+        rtype, payload = item
+        if type(payload) is not bytes or not FIRST_USER_TYPE <= rtype <= 255:
+            return None
+        end = self._end
+        if end > SEGMENT_HEADER_SIZE and end + len(payload) + 3 * RECORD_HEADER_SIZE > self.segment_size:
+            return None  # the general path rolls over
+        seq = self._next_seq
+        chunk = self._encoder.encode(seq, rtype, payload, FLAG_FIRST)
+        try:
+            self._active.write(chunk)
+        except OSError as exc:
+            self._poison(exc)
+            raise self._failure() from exc
+        size = len(chunk)
+        self._end, self._next_seq, self._written_seq = end + size, seq + 1, seq
+        return Appended(seq, seq, self._segments[-1].base, (end,), (size,), mode)
 
     def _encode_batch(self, items: Sequence[tuple[int, bytes]]) -> tuple[list[bytes], tuple[int, ...], int]:
         for rtype, payload in items:
@@ -377,7 +411,7 @@ class Log:
         chunks, offsets = [], []
         for i, (rtype, payload) in enumerate(items):
             flags = (FLAG_FIRST if i == 0 else 0) | (0 if i == last else FLAG_CONTINUED)
-            chunk = encode(seq + i, rtype, bytes(payload), flags)
+            chunk = encode(seq + i, rtype, payload if type(payload) is bytes else bytes(payload), flags)
             chunks.append(chunk)
             offsets.append(end)
             end += len(chunk)
@@ -395,24 +429,34 @@ class Log:
             self._poison(exc)
             raise self._failure() from exc
         self._pending.clear()
-        self._pending_size = 0
+        self._pending_size = self._queued = 0
         self._written_seq = self._next_seq - 1
 
-    def sync_through(self, seq: int) -> None:
+    def sync_through(self, seq: int, *, appender: bool = False) -> None:
         """Return once every record up to `seq` is fsynced (group commit)."""
         with self._cond:
-            while True:
-                self._check_usable()
-                if self._synced_seq >= seq:
-                    return
-                if not self._syncing:
-                    break
-                self._cond.wait()
-            target, f = self._start_sync_locked()
+            try:
+                while True:
+                    self._check_usable()
+                    if self._synced_seq >= seq:
+                        return
+                    if not self._syncing:
+                        break
+                    self._cond.wait()
+                target, f = self._start_sync_locked()
+            finally:
+                if appender:
+                    self._appenders -= 1
+                    if self._gathering and self._queued >= self._appenders:
+                        self._gathered.notify()
         self._finish_sync(target, f)
 
     def _start_sync_locked(self) -> tuple[int, File]:
         self._syncing = True
+        if self._queued < self._appenders:  # others are about to queue: let them join this sync
+            self._gathering = True
+            self._gathered.wait(GATHER_SECONDS)
+            self._gathering = False
         try:
             self._flush_locked()
         except BaseException:
@@ -592,17 +636,6 @@ class Log:
             raise self._failure()
         if self._closed:
             raise ClosedError(f"the log at {self.path} is closed: open it again")
-
-
-class _Counter:
-    __slots__ = ("deliver", "n")
-
-    def __init__(self, deliver: Callable[[Record], None]) -> None:
-        self.deliver, self.n = deliver, 0
-
-    def __call__(self, rec: Record) -> None:
-        self.n += 1
-        self.deliver(rec)
 
 
 def _no_replay(rec: Record) -> None:

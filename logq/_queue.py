@@ -201,8 +201,10 @@ class Queue:
             attempt, expires = e.attempts + 1, now + lease_time
             appended = self._append_locked([(LEASE, encode_lease(e.id, attempt, now, expires))], sync)
             segment, offset = e.segment, e.offset
-        enq = decode_enqueue(self._log.read(segment, offset).payload)
-        self._log.commit(appended)
+        try:
+            enq = decode_enqueue(self._log.read(segment, offset).payload)
+        finally:
+            self._log.commit(appended)
         return Job(e.id, enq.name, enq.payload, attempt, enq.priority, enq.enqueued_at, expires,
                    enq.max_attempts)
 

@@ -121,18 +121,16 @@ class Encoder:
 
     def encode(self, seq: int, rtype: int, payload: bytes, flags: int = 0) -> bytes:
         """The bytes of one record, padding included."""
-        raw_len = len(payload)
+        raw_len = n = len(payload)
         if raw_len > MAX_STORED:
             raise InvalidArgument(f"a record payload of {raw_len} bytes exceeds the {MAX_STORED}-byte limit")
         stored = payload
         if self._zstd is not None and raw_len >= self._threshold:
             packed = self._zstd.compress(payload)
             if len(packed) < raw_len:
-                stored, flags = packed, flags | FLAG_ZSTD
-        n = len(stored)
+                stored, flags, n = packed, flags | FLAG_ZSTD, len(packed)
         body = _BODY.pack(n, seq, rtype, flags, 0, raw_len, _xxh64(stored, self.salt64))
-        pad = -n & (ALIGN - 1)
-        return b"".join((_CHECK.pack(_xxh32(body, self.salt32)), body, stored, _ZEROS[:pad]))
+        return _CHECK.pack(_xxh32(body, self.salt32)) + body + stored + _ZEROS[:-n & (ALIGN - 1)]
 
 
 def read_record(buf: bytes | memoryview, pos: int, salt: int, path: str | None = None) -> Record | None:

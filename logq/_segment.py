@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ._errors import CorruptionError
+import xxhash
+
 from ._record import (
-    ALIGN, FIRST_USER_TYPE, FLAG_CONTINUED, FLAG_FIRST, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
+    _HEADER, ALIGN, FIRST_USER_TYPE, FLAG_CONTINUED, FLAG_FIRST, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
     TYPE_SEAL, Record,
     SegmentHeader, decode_segment_header, read_record,
 )
@@ -90,6 +92,7 @@ def scan(buf: bytes, path: str, deliver: Callable[[Record], None], *,
 class _Scan:
     def __init__(self, buf: bytes, path: str, salt: int, last_seq: int,
                  deliver: Callable[[Record], None], result: ScanResult) -> None:
+        self.raw = buf
         self.buf, self.path, self.salt, self.last_seq = memoryview(buf), path, salt, last_seq
         self.deliver, self.result = deliver, result
         self.batch: list[Record] = []
@@ -99,6 +102,10 @@ class _Scan:
     def run(self, salvage: bool) -> None:
         pos, size = SEGMENT_HEADER_SIZE, len(self.buf)
         while pos < size:
+            if not self.batch and not self.dropping:
+                pos = self._run_simple(pos)
+                if pos >= size:
+                    break
             try:
                 rec = self._read(pos)
                 if rec is None:
@@ -120,6 +127,39 @@ class _Scan:
         if self.batch:
             self.result.torn = True
             self._discard_batch("incomplete batch at end of segment", size)
+
+    def _run_simple(self, pos: int) -> int:
+        """The hot loop: one-record batches of user records, uncompressed, all checks.
+
+        Returns where it stopped; anything else (batches, SEAL, zstd, damage,
+        the end of the buffer) is left to the general path, which re-reads
+        that record and reports exactly what is wrong with it.
+        """
+        buf, size, deliver = self.raw, len(self.raw), self.deliver
+        salt, salt32, last = self.salt, self.salt & 0xFFFFFFFF, self.last_seq
+        unpack, xxh32, xxh64, new = _HEADER.unpack_from, xxhash.xxh32_intdigest, xxhash.xxh64_intdigest, tuple.__new__
+        only_first, user, rec_t, begin, count = FLAG_FIRST, FIRST_USER_TYPE, Record, pos, 0
+        limit = size - RECORD_HEADER_SIZE
+        while pos <= limit:
+            check, n, seq, rtype, flags, reserved, raw_len, pcheck = unpack(buf, pos)
+            start = pos + 32
+            end = start + ((n + 7) & ~7)
+            if (flags != only_first or rtype < user or reserved or n != raw_len or seq <= last
+                    or end > size or check != xxh32(buf[pos + 4:start], salt32)):
+                break
+            payload = buf[start:start + n]
+            if pcheck != xxh64(payload, salt) or (end - start != n and any(buf[start + n:end])):
+                break
+            deliver(new(rec_t, (seq, rtype, flags, payload, pos, end - pos)))
+            last, pos, count = seq, end, count + 1
+        if count:
+            r = self.result
+            if r.first_seq is None:
+                r.first_seq = unpack(buf, begin)[2]
+            r.last_seq, r.end = last, pos
+            r.records += count
+            self.last_seq = last
+        return pos
 
     def _read(self, pos: int) -> Record | None:
         rec = read_record(self.buf, pos, self.salt, self.path)
