@@ -15,7 +15,7 @@ from ._errors import (
     LeaseLostError, LockedError, LogqError, NotALogqDirectory, UnsupportedVersionError,
     WriterFailedError,
 )
-from ._jobs import Backoff, Job, JobInfo, Stats
+from ._jobs import Backoff, CompactionReport, Job, JobInfo, Stats
 from ._log import Appended, Log, RecoveryReport, TornTail
 from ._queue import Queue
 from ._record import Record
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 _logging.getLogger("logq").addHandler(_logging.NullHandler())  # the application decides what is shown
 
 __all__ = [
-    "Appended", "Backoff", "ChecksumError", "Clock", "ClosedError", "CorruptionError", "Handle",
+    "Appended", "Backoff", "ChecksumError", "CompactionReport", "Clock", "ClosedError", "CorruptionError", "Handle",
     "InvalidArgument", "InvalidTransition", "JSONSerializer", "Job", "JobInfo", "JobNotFound",
     "LeaseLostError", "LockedError", "Log", "LogqError", "LostRange", "Metrics", "NotALogqDirectory",
     "Queue", "Record", "RecoveryReport", "Serializer", "Stats", "SystemClock", "Task", "TaskCancelled",

@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_inspect(sub)
     demo = _add(sub, "demo", "run a demo job that resumes after Ctrl-C or kill -9", _DEMO_EXAMPLES, _demo)
     demo.add_argument("--dir", default="logq-demo", help="queue directory (default: logq-demo)")
-    demo.add_argument("--workers", type=_count, default=4, help="worker threads (default: 4)")
+    demo.add_argument("--workers", type=_positive, default=4, help="worker threads (default: 4)")
     demo.add_argument("--jobs", type=_count, default=200, help="jobs to enqueue (default: 200)")
     demo.add_argument("--enqueue", action="store_true", help="enqueue the jobs even if the queue has some")
     compact = _add(sub, "compact", "remove finished jobs from old segments (not available yet)",
@@ -163,6 +163,13 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 

@@ -43,7 +43,7 @@ from ._record import (
     ALIGN, FLAG_CONTINUED, FLAG_ZSTD, FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
     SEGMENT_MAGIC, TYPE_SEAL, Record, decode_segment_header, read_record,
 )
-from ._segment import parse_segment_name, scan
+from ._segment import ScanResult, parse_segment_name, scan
 from ._state import Entry, Index
 from ._verify import Problem, Verification, segment_files, verify
 
@@ -183,12 +183,15 @@ def _tail(v: Verification) -> Info | None:
     path, end, size = v.tail
     result = v.segments[-1][1]
     reason = result.lost[-1].reason if result is not None and result.lost else "unverified bytes"
-    with open(path, "rb") as f:
-        salt = decode_segment_header(f.read(SEGMENT_HEADER_SIZE), path).salt
-        f.seek(end)
-        rest = f.read(size - end)
+    try:  # read again: the verifier keeps no bytes (and the file may have changed since)
+        with open(path, "rb") as f:
+            salt = decode_segment_header(f.read(SEGMENT_HEADER_SIZE), path).salt
+            f.seek(end)
+            valid_after = _valid_after_damage(f.read(size - end), salt)
+    except (OSError, CorruptionError):
+        valid_after = False
     return {"file": path, "offset": end, "bytes": size - end, "reason": reason,
-            "valid_records_after_damage": _valid_after_damage(rest, salt),
+            "valid_records_after_damage": valid_after,
             "saved_to_on_next_open": f"{path}.{end}{TORN_SUFFIX}"}
 
 
@@ -311,7 +314,7 @@ def _fields(rtype: int, payload: bytes) -> tuple[Info, bytes]:
             return ({"detail": {key: j.at}} if key else {"time": j.at}), j.data
     except LogqError:
         pass
-    return {}, payload
+    return {}, bytes(payload)
 
 
 def _type_name(rtype: int) -> str:
@@ -374,8 +377,8 @@ def summary(target: Target, now: float) -> Info:
             **found, "saved_tails": _saved_tails(target), "writer": _writer(target)}
 
 
-def _segment(target: Target, path: str, result: Any, last: bool, v: Verification, tail: Info | None,
-             sink: _Sink) -> Info:
+def _segment(target: Target, path: str, result: ScanResult | None, last: bool, v: Verification,
+             tail: Info | None, sink: _Sink) -> Info:
     base = next(b for b, p in target.files if p == path)
     raw, stored = sink.payload_bytes.get(base, [0, 0])
     mine = [p for p in v.problems if p.path == path]

@@ -70,6 +70,20 @@ class Stats:
 
 
 @dataclass(frozen=True, slots=True)
+class CompactionReport:
+    """What one compaction did."""
+
+    segments_in: int
+    bytes_in: int
+    bytes_out: int
+    records_kept: int
+    records_dropped: int
+    jobs_swept: int
+    seconds: float
+    aborted: bool = False  # a swept job changed meanwhile (e.g. retried); nothing was swapped
+
+
+@dataclass(frozen=True, slots=True)
 class Backoff:
     """Exponential backoff with jitter: the wait before retry number `n` (n >= 1).
 

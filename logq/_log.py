@@ -61,6 +61,7 @@ from ._record import (
     FIRST_USER_TYPE, FLAG_CONTINUED, FLAG_FIRST, FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
     TYPE_SEAL, Encoder, Record, decode_segment_header, encode_segment_header, padded, read_record,
 )
+from . import _compact
 from ._segment import LostRange, parse_segment_name, scan, segment_name
 
 META_NAME = "logq.meta"
@@ -135,7 +136,7 @@ class Log:
                  sync: str = "batch", sync_interval: float = 0.005,
                  segment_size: int = DEFAULT_SEGMENT_SIZE, compression: str | None = None,
                  compress_threshold: int = 512, salvage: bool = False,
-                 fs: FileSystem | None = None) -> None:
+                 fs: FileSystem | None = None, on_rollover: Callable[[], None] | None = None) -> None:
         _check_options(sync, sync_interval, segment_size, compression, compress_threshold)
         self.path = os.fspath(path)
         self.sync_mode = sync
@@ -160,6 +161,7 @@ class Log:
         self._lockfile: Lock | None = None
         self._syncer: threading.Thread | None = None
         self._stop = threading.Event()
+        self._on_rollover = on_rollover
         self._lockfile = self._prepare_directory()
         try:
             self.report = self._recover(replay, salvage)
@@ -229,6 +231,7 @@ class Log:
 
     def _recover(self, replay: ReplayCallback | None, salvage: bool) -> RecoveryReport:
         report = RecoveryReport()
+        _compact.recover(self.fs, self.path, self.fs.listdir(self.path), parse_segment_name)
         bases = sorted(b for b in map(parse_segment_name, self.fs.listdir(self.path)) if b is not None)
         self._segments: list[_Segment] = []
         last_seq = 0
@@ -523,6 +526,44 @@ class Log:
             self._poison(exc)
             raise self._failure() from exc
         self._end = SEGMENT_HEADER_SIZE
+        if self._on_rollover is not None:
+            self._on_rollover()
+
+    # --------------------------------------------------------------- compaction
+
+    def sealed_prefix(self) -> list[tuple[int, int]]:
+        """(base, SEAL sequence number) of every sealed segment, oldest first."""
+        with self._lock:
+            self._check_usable()
+            return [(s.base, s.last_seq) for s in self._segments[:-1]]
+
+    def compact(self, bases: list[int], drop: Callable[[Record], bool]) -> _compact.Output:
+        """Step C1 for the sealed prefix `bases`: write the survivors, outside any lock."""
+        return _compact.write_compacted(self.fs, self.path, bases, self._template, drop)
+
+    def install(self, out: _compact.Output, bases: list[int]) -> None:
+        """Steps C2-C4: swap the compacted segment in. A failure after the commit
+        point poisons the log (reopening rolls the swap forward)."""
+        with self._lock:
+            self._check_usable()
+            if [s.base for s in self._segments[:len(bases)]] != bases or len(bases) >= len(self._segments):
+                raise InvalidArgument("the compacted segments are no longer the sealed prefix")
+            try:
+                _compact.commit(self.fs, self.path, out, bases)
+            except OSError as exc:
+                self._poison(exc)
+                raise self._failure() from exc
+            for base in bases:
+                reader = self._readers.pop(base, None)
+                if reader is not None:
+                    reader.close()
+                self._salts.pop(base, None)
+            self._segments[:len(bases)] = [_Segment(out.base, out.size, True, out.seal_seq)]
+
+    def discard(self, out: _compact.Output) -> None:
+        """Remove an uncommitted compaction file."""
+        if self.fs.exists(out.tmp_path):
+            self.fs.unlink(out.tmp_path)
 
     # ------------------------------------------------------------------ reading
 

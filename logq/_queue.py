@@ -24,6 +24,7 @@ forever.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import threading
@@ -31,13 +32,13 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 
 from ._clock import Clock, SystemClock
-from ._errors import ClosedError, InvalidArgument, LeaseLostError
+from ._errors import ClosedError, InvalidArgument, LeaseLostError, LogqError
 from ._jobrec import (
     ACK, CANCEL, ENQUEUE, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES, Enqueue,
     decode_enqueue,
     encode_enqueue, encode_job_at, encode_lease, encode_outcome,
 )
-from ._jobs import ACTIVE, PENDING, STATES, Backoff, Job, JobInfo, Stats
+from ._jobs import ACTIVE, PENDING, STATES, Backoff, CompactionReport, Job, JobInfo, Stats
 from ._log import DEFAULT_SEGMENT_SIZE, Appended, Log, RecoveryReport
 from ._fs import FileSystem
 from ._record import Record
@@ -68,8 +69,17 @@ class Queue:
                  compression: str | None = None, compress_threshold: int = 512,
                  max_payload: int = 16 << 20, max_attempts: int = 3, lease_time: float = 30.0,
                  backoff: Backoff | None = None, clock: Clock | None = None,
+                 retain_done: float = 3600.0, retain_dead: float = 7 * 86400.0,
+                 compact_threshold: float | None = 0.5,
                  salvage: bool = False, fs: FileSystem | None = None) -> None:
         _check_int("max_payload", max_payload, 0, 1 << 28)
+        _check_seconds("retain_done", retain_done)
+        _check_seconds("retain_dead", retain_dead)
+        if compact_threshold is not None and (not isinstance(compact_threshold, (int, float))
+                                              or not 0 < compact_threshold <= 1):
+            raise InvalidArgument(f"compact_threshold must be in (0, 1] or None, not {compact_threshold!r}")
+        self.retain_done, self.retain_dead = float(retain_done), float(retain_dead)
+        self.compact_threshold = compact_threshold
         _check_int("max_attempts", max_attempts, 1, 2**32 - 1)
         _check_seconds("lease_time", lease_time, positive=True)
         if backoff is not None and not isinstance(backoff, Backoff):
@@ -84,15 +94,24 @@ class Queue:
         self._tasks: dict[str, Task[Any]] = {}
         self._periodic: dict[str, tuple[float, bool]] = {}  # name -> (seconds, run_now)
         self._metrics: Metrics | None = None
+        self._compacting = threading.Lock()
+        self._compact_wanted = threading.Event()
+        self._compactor: threading.Thread | None = None
+        self._compactions = 0
+        self._compacted = threading.Condition()
         self._log = Log(path, replay=self._replay, sync=sync, sync_interval=sync_interval,
                         segment_size=segment_size, compression=compression,
-                        compress_threshold=compress_threshold, salvage=salvage, fs=fs)
+                        compress_threshold=compress_threshold, salvage=salvage, fs=fs,
+                        on_rollover=self._compact_wanted.set if compact_threshold is not None else None)
         self.path = self._log.path
         try:
             self._recover_leases()
         except BaseException:
             self._log.close()
             raise
+        if compact_threshold is not None:
+            self._compactor = threading.Thread(target=self._auto_compact, name="logq-compact", daemon=True)
+            self._compactor.start()
 
     @property
     def recovery(self) -> RecoveryReport:
@@ -200,11 +219,12 @@ class Queue:
                     return None
             attempt, expires = e.attempts + 1, now + lease_time
             appended = self._append_locked([(LEASE, encode_lease(e.id, attempt, now, expires))], sync)
-            segment, offset = e.segment, e.offset
-        try:
-            enq = decode_enqueue(self._log.read(segment, offset).payload)
-        finally:
-            self._log.commit(appended)
+            try:
+                enq = self._enqueue_of(e)
+            except BaseException:
+                self._log.commit(appended)
+                raise
+        self._log.commit(appended)
         return Job(e.id, enq.name, enq.payload, attempt, enq.priority, enq.enqueued_at, expires,
                    enq.max_attempts)
 
@@ -310,8 +330,7 @@ class Queue:
         with self._lock:
             self._check_open()
             e = self._index.jobs.get(job_id)
-            snapshot = None if e is None else _snapshot(e)
-        return None if snapshot is None else self._info(snapshot)
+            return None if e is None else self._info(e)
 
     def jobs(self, state: str | None = None, name: str | None = None, limit: int | None = 100) -> list[JobInfo]:
         """Jobs in id order, filtered by `state` and task `name`, at most `limit`."""
@@ -325,14 +344,19 @@ class Queue:
             for e in self._index.select(state, name):
                 if limit is not None and len(picked) >= limit:
                     break
-                picked.append(_snapshot(e))
-        return [self._info(s) for s in picked]
+                picked.append(self._info(e))
+            return picked
 
-    def _info(self, s: tuple) -> JobInfo:  # type: ignore[type-arg]
-        (job_id, state, attempts, run_at, expires, segment, offset, error, result) = s
-        enq = decode_enqueue(self._log.read(segment, offset).payload)
-        return JobInfo(job_id, enq.name, enq.payload, attempts, enq.priority, enq.enqueued_at, expires,
-                       enq.max_attempts, state, run_at, error, result, enq.key)
+    def _enqueue_of(self, e: Entry) -> Enqueue:
+        """The job's ENQUEUE record, read back from the log (under the queue lock, so
+        that a compaction cannot move it between finding and reading it)."""
+        return decode_enqueue(self._log.read(e.segment, e.offset).payload)
+
+    def _info(self, e: Entry) -> JobInfo:
+        enq, extra = self._enqueue_of(e), e.extra
+        return JobInfo(e.id, enq.name, enq.payload, e.attempts, enq.priority, enq.enqueued_at, e.expires,
+                       enq.max_attempts, e.state, e.run_at,  # type: ignore[arg-type]
+                       extra.last_error if extra else None, extra.result if extra else None, enq.key)
 
     def stats(self) -> Stats:
         """Counts per state, due jobs, oldest pending age, disk use, durable sequence number."""
@@ -341,10 +365,9 @@ class Queue:
             now = self.clock.time()
             self._index.promote(now)
             oldest = self._index.oldest(PENDING)
-            where = None if oldest is None else (oldest.segment, oldest.offset)
+            age = None if oldest is None else now - self._enqueue_of(oldest).enqueued_at
             counts, due, live = dict(self._index.counts), self._index.n_ready, self._index.live_bytes
             segments = self._log.segments()
-        age = None if where is None else now - decode_enqueue(self._log.read(*where).payload).enqueued_at
         return Stats(counts, due, age, len(segments), sum(size for _, size, _ in segments), live,
                      self._log.durable_seq, self._log.last_seq)
 
@@ -360,13 +383,11 @@ class Queue:
                 self._check_open()
                 e = self._index.check_exists(job_id)
                 if e.state in ("done", "dead", "cancelled"):
-                    snapshot = _snapshot(e)
-                    break
+                    return self._info(e)
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise WaitTimeout(f"job {job_id} is still {e.state} after {timeout}s")
                 self._changed.wait(remaining)
-        return self._info(snapshot)
 
     # -------------------------------------------------------------------- tasks
 
@@ -470,6 +491,69 @@ class Queue:
                                                      _periodic_key(job.name), None, _slot_payload(slot))))]
         self._on_lease(job, ACK if error is None else FAIL, build, None, then)
 
+    # --------------------------------------------------------------- compaction
+
+    def compact(self) -> CompactionReport:
+        """Rewrite the sealed segments without the jobs that are final and past retention.
+
+        Producers and consumers keep working meanwhile; only the final swap takes
+        the queue lock. Swept jobs disappear from `get` and `jobs`. Safe to repeat;
+        one compaction runs at a time.
+        """
+        started = time.monotonic()
+        with self._compacting:
+            with self._lock:
+                self._check_open()
+                prefix = self._log.sealed_prefix()
+                if not prefix:
+                    return CompactionReport(0, 0, 0, 0, 0, 0, time.monotonic() - started)
+                doomed = self._index.sweepable(self.clock.time(), self.retain_done, self.retain_dead,
+                                               prefix[-1][1])
+            bases = [base for base, _ in prefix]
+            out = self._log.compact(bases, lambda rec: _job_of(rec) in doomed)
+            with self._lock:
+                if self._closed or any(self._index.jobs[j].last != last for j, last in doomed.items()):
+                    self._log.discard(out)
+                    return CompactionReport(len(bases), out.read_bytes, 0, 0, 0, 0,
+                                            time.monotonic() - started, aborted=True)
+                self._log.install(out, bases)
+                self._index.forget(doomed)
+                self._index.relocate(out.base, out.moved)
+        with self._compacted:
+            self._compactions += 1
+            self._compacted.notify_all()
+        return CompactionReport(len(bases), out.read_bytes, out.size, out.kept, out.dropped, len(doomed),
+                                time.monotonic() - started)
+
+    def _wait_compactions(self, n: int, timeout: float) -> bool:
+        """Test seam: wait until `n` compactions have completed in this process."""
+        with self._compacted:
+            return self._compacted.wait_for(lambda: self._compactions >= n, timeout)
+
+    def _auto_compact(self) -> None:
+        """Background compaction after a rollover, when garbage passes `compact_threshold`."""
+        while True:
+            self._compact_wanted.wait()
+            self._compact_wanted.clear()
+            if self._closed:
+                return
+            try:
+                if self._garbage_share() >= (self.compact_threshold or 1.0):
+                    self.compact()
+            except ClosedError:
+                return
+            except LogqError as exc:  # the log is poisoned, or damage: the next call reports it
+                logging.getLogger("logq").error("background compaction failed: %s", exc)
+                return
+
+    def _garbage_share(self) -> float:
+        """An estimate of the share of sealed bytes that no unfinished job needs."""
+        with self._lock:
+            segments = self._log.segments()[:-1]
+            sealed = sum(size for _, size, _ in segments)
+            live = self._index.live_bytes
+        return 0.0 if sealed == 0 else max(0.0, sealed - live) / sealed
+
     # ---------------------------------------------------------------- lifecycle
 
     def sync(self) -> None:
@@ -484,7 +568,11 @@ class Queue:
                 return
             self._closed = True
             self._changed.notify_all()
-        self._log.close()
+        self._compact_wanted.set()
+        if self._compactor is not None and self._compactor is not threading.current_thread():
+            self._compactor.join()
+        with self._compacting:  # let a compaction started by another thread finish first
+            self._log.close()
 
     @property
     def closed(self) -> bool:
@@ -515,10 +603,9 @@ class Queue:
             raise ClosedError(f"the queue at {self.path} is closed: open a new logq.Queue")
 
 
-def _snapshot(e: Entry) -> tuple:  # type: ignore[type-arg]
-    extra = e.extra
-    return (e.id, e.state, e.attempts, e.run_at, e.expires, e.segment, e.offset,
-            extra.last_error if extra else None, extra.result if extra else None)
+def _job_of(rec: Record) -> int:
+    """The job a record belongs to: its own seq for ENQUEUE, else the id it starts with."""
+    return rec.seq if rec.type == ENQUEUE else int.from_bytes(rec.payload[:8], "little")
 
 
 def _task_name(fn: Callable[..., Any]) -> str:

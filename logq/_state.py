@@ -35,7 +35,7 @@ record lies (loc = offset << 32 | size).
 from __future__ import annotations
 
 from heapq import heappop, heappush
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from ._errors import CorruptionError, InvalidTransition, JobNotFound
 from ._jobrec import (
@@ -60,7 +60,7 @@ class Entry:
     """One job in the index. `extra` holds rarely set fields (error, result, backoff)."""
 
     __slots__ = ("id", "name", "state", "priority", "run_at", "attempts", "max_attempts",
-                 "key", "expires", "segment", "loc", "slot", "extra")
+                 "key", "expires", "segment", "loc", "slot", "extra", "last")
 
     def __init__(self, id: int, name: str, priority: int, run_at: float, max_attempts: int,
                  key: str | None, segment: int, loc: int) -> None:
@@ -70,6 +70,7 @@ class Entry:
         self.segment, self.loc = segment, loc
         self.slot: tuple | None = None  # type: ignore[type-arg]
         self.extra: Extra | None = None
+        self.last = id  # sequence number of the job's latest record
 
     @property
     def size(self) -> int:
@@ -133,6 +134,7 @@ class Index:
         rec = decode(bytes(payload))
         e = self.check(rtype, rec.job_id)
         handler(self, e, rec)
+        e.last = seq
         return e
 
     def _enqueue(self, seq: int, payload: bytes | memoryview, segment: int, loc: int) -> Entry:
@@ -284,6 +286,35 @@ class Index:
         """The earliest time at which a delayed job becomes due or a lease expires."""
         times = [h[0][0] for h in (self._delayed, self._leases) if h]
         return min(times) if times else None
+
+    def sweepable(self, now: float, retain_done: float, retain_dead: float, through_seq: int) -> dict[int, int]:
+        """Final jobs past retention whose every record has a sequence number <= `through_seq`.
+
+        Returns {job id: sequence number of its last record}.
+        """
+        out = {}
+        for e in self.jobs.values():
+            if e.state in (PENDING, ACTIVE) or e.last > through_seq or e.extra is None:
+                continue
+            keep = retain_dead if e.state == DEAD else retain_done
+            finished = e.extra.finished_at
+            if finished is not None and finished + keep <= now:
+                out[e.id] = e.last
+        return out
+
+    def forget(self, job_ids: Iterable[int]) -> None:
+        """Drop final jobs whose records compaction removed."""
+        for job_id in job_ids:
+            e = self.jobs.pop(job_id)
+            self.counts[e.state] -= 1
+
+    def relocate(self, segment: int, moved: dict[int, tuple[int, int]]) -> None:
+        """Point jobs at the new place of their ENQUEUE record (seq -> (offset, size))."""
+        jobs = self.jobs
+        for seq, (offset, size) in moved.items():
+            e = jobs.get(seq)
+            if e is not None:
+                e.segment, e.loc = segment, offset << 32 | size
 
     def active_jobs(self) -> list[Entry]:
         return [e for e in self.jobs.values() if e.state == ACTIVE]

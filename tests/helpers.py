@@ -65,6 +65,40 @@ class FaultyFS(OsFileSystem):
         self.hit("fsync_dir", path)
         super().fsync_dir(path)
 
+    def unlink(self, path: str) -> None:
+        self.hit("unlink", path)
+        super().unlink(path)
+
+
+class Crash(BaseException):
+    """Raised by CrashingFS to stop a process at a chosen file operation."""
+
+
+class CrashingFS(FaultyFS):
+    """Counts every mutating operation and raises `Crash` at operation number `at`."""
+
+    def __init__(self, at: int | None = None) -> None:
+        super().__init__()
+        self.at, self.ops = at, 0
+        self.log: list[str] = []
+
+    def hit(self, op: str, path: str = "") -> None:
+        super().hit(op, path)
+        self.ops += 1
+        self.log.append(f"{op} {os.path.basename(path)}")
+        if self.at is not None and self.ops >= self.at:
+            raise Crash(f"crash at operation {self.ops}: {op} {path}")
+
+
+def abandon(queue: Any) -> None:
+    """What a crash leaves: no close, no final fsync; only the lock goes with the process."""
+    queue._closed = True
+    queue._compact_wanted.set()
+    log = queue._log
+    log._closed = True
+    log._stop.set()
+    log._release_files()
+
 
 def segment_paths(path: str) -> list[str]:
     names = sorted(n for n in os.listdir(path) if parse_segment_name(n) is not None)

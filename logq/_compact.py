@@ -1,0 +1,159 @@
+"""Compaction: rewrite the sealed prefix of the log without the records of swept jobs.
+
+Theory of operation
+-------------------
+Compaction always takes the whole prefix of sealed segments, oldest first,
+and writes one new segment named by the prefix's first base. It holds every
+kept record with its original sequence number, type and stored payload
+(re-checked under the new file's salt, each a one-record batch: the batches
+were durable before, so atomicity is already settled), and ends with the
+prefix's last SEAL, so the next segment still follows it.
+
+The caller decides which records to drop (`drop(record) -> bool`). The queue
+drops every record of a job that is final and past retention and whose last
+record lies inside the prefix: since the prefix starts at the oldest
+segment, no earlier record of such a job can be left behind to bring it back.
+
+Swap protocol (each step is a named fault point in the tests):
+  C1. write `<first>.seg.compacting`, fsync it;
+  C2. rename it to `<first>.seg.swap`, fsync the directory - the commit point;
+  C3. unlink the other old segments of the prefix, fsync the directory;
+  C4. rename `.swap` over `<first>.seg`, fsync the directory.
+Recovery before replay: a `.compacting` file is an unfinished compaction and
+is deleted (roll back); a `.swap` file is a committed one: the old segments
+it covers (bases up to its SEAL) are deleted and it is renamed into place
+(roll forward). A crash at any step leaves either the old set or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ._errors import CorruptionError
+from ._fs import FileSystem
+from ._record import FLAG_FIRST, SEGMENT_HEADER_SIZE, TYPE_SEAL, Encoder, Record, encode_segment_header
+from ._segment import scan, segment_name
+
+COMPACTING = ".compacting"
+SWAP = ".swap"
+
+
+@dataclass
+class Output:
+    """A written and fsynced compacted segment (step C1 done)."""
+
+    tmp_path: str
+    base: int
+    size: int
+    seal_seq: int
+    kept: int = 0
+    dropped: int = 0
+    read_bytes: int = 0
+    moved: dict[int, tuple[int, int]] = field(default_factory=dict)  # seq -> (offset, size)
+
+
+def write_compacted(fs: FileSystem, directory: str, bases: list[int], template: Encoder,
+                    drop: Callable[[Record], bool]) -> Output:
+    """Step C1: read the segments `bases` (a sealed prefix) and write the survivors.
+
+    `template` gives the compression policy; records are re-encoded with a new salt.
+    """
+    first = bases[0]
+    salt = int.from_bytes(os.urandom(8), "little")
+    encoder = template.with_salt(salt)
+    chunks = [encode_segment_header(salt, first)]
+    out = Output(os.path.join(directory, segment_name(first) + COMPACTING), first, 0, 0)
+    end = SEGMENT_HEADER_SIZE
+    records: list[Record] = []
+    for base in bases:
+        path = os.path.join(directory, segment_name(base))
+        data = _read(fs, path)
+        out.read_bytes += len(data)
+        result = scan(data, path, records.append, base=base)
+        if result.damage is not None or not result.sealed:
+            raise CorruptionError("cannot compact a damaged or unsealed segment", path=path, offset=result.end)
+        out.seal_seq = result.last_seq or out.seal_seq
+        for rec in records:
+            if drop(rec):
+                out.dropped += 1
+                continue
+            chunk = encoder.encode(rec.seq, rec.type, rec.payload, FLAG_FIRST)
+            out.moved[rec.seq] = (end, len(chunk))
+            chunks.append(chunk)
+            end += len(chunk)
+            out.kept += 1
+        records.clear()
+    chunks.append(encoder.encode(out.seal_seq, TYPE_SEAL, b"", FLAG_FIRST))
+    out.size = end + len(chunks[-1])
+    _write_new(fs, out.tmp_path, chunks)
+    return out
+
+
+def commit(fs: FileSystem, directory: str, out: Output, bases: list[int]) -> None:
+    """Steps C2-C4: make the compacted segment the only one for its range."""
+    swap = os.path.join(directory, segment_name(out.base) + SWAP)
+    fs.rename(out.tmp_path, swap)  # C2
+    fs.fsync_dir(directory)
+    roll_forward(fs, directory, swap, bases)
+
+
+def roll_forward(fs: FileSystem, directory: str, swap: str, bases: list[int]) -> None:
+    """C3-C4, also run by recovery for a `.swap` left by a crash."""
+    first = bases[0]
+    for base in bases[1:]:  # C3
+        path = os.path.join(directory, segment_name(base))
+        if fs.exists(path):
+            fs.unlink(path)
+    fs.fsync_dir(directory)
+    fs.rename(swap, os.path.join(directory, segment_name(first)))  # C4
+    fs.fsync_dir(directory)
+
+
+def recover(fs: FileSystem, directory: str, names: list[str], parse: Callable[[str], int | None]) -> bool:
+    """Finish or undo an interrupted compaction before replay; True if anything was done."""
+    acted = False
+    for name in sorted(names):
+        path = os.path.join(directory, name)
+        if name.endswith(".seg" + COMPACTING):
+            fs.unlink(path)  # never committed: roll back
+            acted = True
+        elif name.endswith(".seg" + SWAP):
+            base = parse(name[: -len(SWAP)])
+            if base is None:
+                continue
+            seal = _seal_of(fs, path)
+            covered = [base] + sorted(b for b in map(parse, names) if b is not None and base < b <= seal)
+            roll_forward(fs, directory, path, covered)  # committed: roll forward
+            acted = True
+    if acted:
+        fs.fsync_dir(directory)
+    return acted
+
+
+def _seal_of(fs: FileSystem, path: str) -> int:
+    result = scan(_read(fs, path), path, lambda rec: None)
+    if result.damage is not None or not result.sealed or result.last_seq is None:
+        raise CorruptionError("a committed compaction file does not verify", path=path, offset=result.end)
+    return result.last_seq
+
+
+def _read(fs: FileSystem, path: str) -> bytes:
+    f = fs.open(path, readonly=True)
+    try:
+        return f.pread(f.size(), 0)
+    finally:
+        f.close()
+
+
+def _write_new(fs: FileSystem, path: str, chunks: list[bytes]) -> None:
+    if fs.exists(path):
+        fs.unlink(path)
+    f = fs.open(path, create=True, exclusive=True)
+    try:
+        for i in range(0, len(chunks), 4096):
+            f.write(b"".join(chunks[i:i + 4096]))
+        f.fsync()
+    finally:
+        f.close()
