@@ -101,7 +101,7 @@ def enqueue_backoff(buf: bytes | memoryview, payload_at: int | None = None) -> t
         return None
     if payload_at is None:
         payload_at = enqueue_meta(buf)[-1]
-    return _BACKOFF.unpack_from(buf, payload_at - _BACKOFF.size)  # type: ignore[return-value]
+    return _BACKOFF.unpack_from(buf, payload_at - _BACKOFF.size)
 
 
 def encode_lease(job_id: int, attempt: int, leased_at: float, expires_at: float) -> bytes:

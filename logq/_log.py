@@ -62,7 +62,7 @@ from ._record import (
     TYPE_SEAL, Encoder, Record, decode_segment_header, encode_segment_header, padded, read_record,
 )
 from . import _compact
-from ._segment import LostRange, parse_segment_name, scan, segment_name
+from ._segment import LostRange, is_unborn, parse_segment_name, scan, segment_name
 
 META_NAME = "logq.meta"
 LOCK_NAME = "logq.lock"
@@ -257,7 +257,7 @@ class Log:
                          salvage: bool, report: RecoveryReport) -> int:
         path = self._seg_path(base)
         data = self._read_whole(path)
-        if is_last and _unborn(data, path):
+        if is_last and is_unborn(data, path):
             self._keep_aside(path, 0, data, report)
             self.fs.unlink(path)
             self.fs.fsync_dir(self.path)
@@ -687,21 +687,6 @@ def _bind(replay: ReplayCallback, base: int) -> Callable[[Record], None]:
     def deliver(rec: Record) -> None:
         replay(rec, base)
     return deliver
-
-
-def _unborn(data: bytes, path: str) -> bool:
-    """A last segment whose creation did not finish: no longer than a header, and no valid one.
-
-    The header is fsynced before any record is appended (R3), so a longer file
-    with a bad header is damage, not an unfinished rollover.
-    """
-    if len(data) > SEGMENT_HEADER_SIZE:
-        return False
-    try:
-        decode_segment_header(data, path)
-    except CorruptionError:
-        return True
-    return False
 
 
 def _check_options(sync: str, sync_interval: float, segment_size: int,

@@ -340,7 +340,7 @@ class Queue:
             _check_int("limit", limit, 0, 2**63)
         with self._lock:
             self._check_open()
-            picked = []
+            picked: list[JobInfo] = []
             for e in self._index.select(state, name):
                 if limit is not None and len(picked) >= limit:
                     break

@@ -34,6 +34,21 @@ SEGMENT_SUFFIX = ".seg"
 _NAME = re.compile(r"^([0-9]{20})\.seg$")
 
 
+def is_unborn(data: bytes, path: str) -> bool:
+    """A last segment whose creation did not finish: no longer than a header, and no valid one.
+
+    The header is fsynced before any record is appended (rollover R3), so a
+    longer file with a bad header is damage, not an unfinished rollover.
+    """
+    if len(data) > SEGMENT_HEADER_SIZE:
+        return False
+    try:
+        decode_segment_header(data, path)
+    except CorruptionError:
+        return True
+    return False
+
+
 def segment_name(base_seq: int) -> str:
     """The file name of the segment whose first sequence number is `base_seq`."""
     return f"{base_seq:020d}{SEGMENT_SUFFIX}"

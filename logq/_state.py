@@ -35,7 +35,7 @@ record lies (loc = offset << 32 | size).
 from __future__ import annotations
 
 from heapq import heappop, heappush
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ._errors import CorruptionError, InvalidTransition, JobNotFound
 from ._jobrec import (
@@ -131,7 +131,7 @@ class Index:
             raise CorruptionError(f"unknown job record type {rtype} at sequence {seq}: "
                                   "written by a newer logq? upgrade logq")
         decode, handler = _HANDLERS[rtype]
-        rec = decode(bytes(payload))
+        rec: Any = decode(bytes(payload))
         e = self.check(rtype, rec.job_id)
         handler(self, e, rec)
         e.last = seq

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ._errors import CorruptionError
+from ._compact import SWAP
+from ._errors import CorruptionError, LogqError
 from ._record import Record
-from ._segment import ScanResult, parse_segment_name, scan
+from ._segment import ScanResult, is_unborn, parse_segment_name, scan
 
 
 @dataclass
@@ -34,13 +35,41 @@ class Verification:
 
 
 def segment_files(path: str) -> list[tuple[int, str]]:
-    """(base, path) of every segment in a directory, oldest first."""
-    found = [(parse_segment_name(n), n) for n in os.listdir(path)]
-    return sorted((b, os.path.join(path, n)) for b, n in found if b is not None)
+    """(base, path) of every segment in a directory, oldest first.
+
+    A committed compaction that has not been rolled into place yet (a
+    `.seg.swap` file) stands for the old segments it replaces, as it will
+    after the next open.
+    """
+    names = os.listdir(path)
+    found = sorted((b, os.path.join(path, n)) for b, n in ((parse_segment_name(n), n) for n in names)
+                   if b is not None)
+    for name in names:
+        base = parse_segment_name(name[:-len(SWAP)]) if name.endswith(".seg" + SWAP) else None
+        if base is not None:
+            swap = os.path.join(path, name)
+            seal = scan(_read(swap), swap, _ignore).last_seq or base
+            found = sorted([(b, p) for b, p in found if not base <= b <= seal] + [(base, swap)])
+    return found
 
 
 def verify(path: str, records: list[Record] | None = None) -> Verification:
-    """Check every record of every segment in `path`; collect problems, change nothing."""
+    """Check every record of every segment in `path`; collect problems, change nothing.
+
+    If a file vanishes while it is read (a compaction swapped it), a check
+    without `records` starts over; one that streams records raises
+    `LogqError` asking to run it again, rather than deliver records twice.
+    """
+    for attempt in range(5 if records is None else 1):
+        try:
+            return _verify_once(path, records)
+        except FileNotFoundError:
+            continue
+    raise LogqError(f"the segments of {path} changed while they were read (a compaction "
+                    "swapped them): run the command again")
+
+
+def _verify_once(path: str, records: list[Record] | None) -> Verification:
     out = Verification()
     files = segment_files(path)
     last_seq = 0
@@ -48,25 +77,33 @@ def verify(path: str, records: list[Record] | None = None) -> Verification:
         is_last = i == len(files) - 1
         if last_seq and base != last_seq + 1:
             out.problems.append(Problem(seg, 0, f"missing segment: expected base {last_seq + 1}"))
-        with open(seg, "rb") as f:
-            data = f.read()
+        data = _read(seg)
         try:
-            result = scan(data, seg, records.append if records is not None else _ignore, after_seq=last_seq)
+            result = scan(data, seg, records.append if records is not None else _ignore, after_seq=last_seq,
+                          base=base)
         except CorruptionError as exc:
             out.segments.append((seg, None))
-            if not (is_last and len(data) <= 40 and not any(data)):
+            if not (is_last and is_unborn(data, seg)):
                 out.problems.append(Problem(seg, exc.offset or 0, str(exc)))
+            last_seq = 0  # unknown: do not report the next segment as missing too
             continue
         out.segments.append((seg, result))
         last_seq = result.last_seq or max(last_seq, base - 1)
         if not is_last:
             if result.damage is not None:
                 out.problems.append(Problem(seg, result.damage.offset or 0, str(result.damage)))
+                last_seq = 0
             elif not result.sealed:
                 out.problems.append(Problem(seg, result.end, "sealed segment does not end with SEAL"))
+                last_seq = 0
         elif result.end < len(data):
             out.tail = (seg, result.end, len(data))
     return out
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _ignore(rec: Record) -> None:

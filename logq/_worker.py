@@ -148,7 +148,11 @@ class Worker:
                 self.stopping.set()
 
         old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        return lambda: [signal.signal(s, h) for s, h in old.items()] and None
+
+        def restore() -> None:
+            for s, h in old.items():
+                signal.signal(s, h)
+        return restore
 
     def _run_threads(self) -> None:
         slot = self._process_slot if self.kind == "process" else self._thread_slot

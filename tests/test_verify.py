@@ -1,0 +1,66 @@
+"""The read-only verifier agrees with what opening the log would do."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from logq import Log, Queue
+from logq._verify import segment_files, verify
+
+from .helpers import flip_bit, segment_paths
+
+
+def fill(path, n=300):
+    with Log(path, sync="none", segment_size=4096) as log:
+        for i in range(n):
+            log.append([(16, b"p%d" % i)])
+
+
+def test_healthy_directory_verifies(tmp_path):
+    fill(tmp_path)
+    assert verify(str(tmp_path)).ok
+
+
+def test_partial_header_of_a_new_segment_is_not_damage(tmp_path):
+    fill(tmp_path)
+    with open(segment_paths(tmp_path)[-1], "wb") as f:
+        f.write(b"\x89LOGQSG\n\x01\x00\x28")  # rollover stopped 11 bytes into the header
+    assert verify(str(tmp_path)).ok
+    Log(tmp_path).close()  # and the log agrees: it opens
+
+
+def test_damage_is_reported_once_without_a_false_missing_segment(tmp_path):
+    fill(tmp_path)
+    first = segment_paths(tmp_path)[0]
+    flip_bit(first, 200)
+    problems = verify(str(tmp_path)).problems
+    assert [p.path for p in problems] == [first]
+
+
+def test_a_committed_swap_stands_for_the_segments_it_replaces(tmp_path):
+    from logq.testing import FakeClock
+    clock = FakeClock()
+    q = Queue(tmp_path / "q", clock=clock, segment_size=4096, retain_done=0, compact_threshold=None)
+    for i in range(300):
+        q.enqueue("t", b"x" * 20)
+        q.ack(q.lease())
+    real = q._log.install
+
+    def freeze_after_commit(out, bases):  # copy the directory just after step C2
+        from logq import _compact
+        swap = os.path.join(q.path, os.path.basename(out.tmp_path).replace(_compact.COMPACTING, _compact.SWAP))
+        q._log.fs.rename(out.tmp_path, swap)
+        shutil.copytree(q.path, tmp_path / "mid", ignore=shutil.ignore_patterns("logq.lock"))
+        q._log.fs.rename(swap, out.tmp_path)
+        real(out, bases)
+
+    q._log.install = freeze_after_commit
+    q.compact()
+    q.close()
+    mid = str(tmp_path / "mid")
+    files = segment_files(mid)
+    assert files[0][1].endswith(".swap") and verify(mid).ok
+    with Queue(mid, compact_threshold=None) as reopened:  # opening rolls the swap forward
+        assert reopened.stats().counts["pending"] == 0
+    assert not [n for n in os.listdir(mid) if n.endswith(".swap")] and verify(mid).ok
