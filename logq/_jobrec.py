@@ -22,7 +22,7 @@ ENQUEUE, LEASE, ACK, FAIL, RELEASE, EXTEND, CANCEL, RETRY, EXPIRE = range(16, 25
 TYPE_NAMES = {ENQUEUE: "enqueue", LEASE: "lease", ACK: "ack", FAIL: "fail", RELEASE: "release",
               EXTEND: "extend", CANCEL: "cancel", RETRY: "retry", EXPIRE: "expire"}
 
-_ENQ = struct.Struct("<ddiIBHH")  # enqueued_at, run_at, priority, max_attempts, opts, name len, key len
+_ENQ = ENQUEUE_HEAD = struct.Struct("<ddiIBHH")  # enqueued_at, run_at, priority, max_attempts, opts, name len, key len
 _BACKOFF = struct.Struct("<dddd")  # base, factor, max, jitter
 _OPT_KEY, _OPT_BACKOFF = 1, 2
 _OPTS_AT = 24  # offset of the opts byte in _ENQ

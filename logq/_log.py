@@ -47,6 +47,7 @@ Recovery rules:
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from dataclasses import dataclass, field
@@ -72,7 +73,7 @@ _STRENGTH = {m: i for i, m in enumerate(SYNC_MODES)}
 DEFAULT_SEGMENT_SIZE = 64 << 20
 GATHER_SECONDS = 0.0005  # how long a sync leader waits for the other appenders to queue
 
-ReplayCallback = Callable[[Record, int], None]
+ReplayCallback = Callable[..., None]  # called as replay(record, base=segment base)
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,7 @@ class Log:
         last_seq = 0
         for i, base in enumerate(bases):
             is_last = i == len(bases) - 1
-            deliver = _no_replay if replay is None else _bind(replay, base)
+            deliver = _no_replay if replay is None else functools.partial(replay, base=base)
             last_seq = self._recover_segment(base, is_last, last_seq, deliver, salvage, report)
         if not self._segments or self._segments[-1].sealed:
             self._create_segment(last_seq + 1)
@@ -567,8 +568,11 @@ class Log:
 
     # ------------------------------------------------------------------ reading
 
-    def read(self, segment: int, offset: int) -> Record:
-        """Read back and verify the record that `Appended` placed at (`segment`, `offset`)."""
+    def read(self, segment: int, offset: int, size: int | None = None) -> Record:
+        """Read back and verify the record that `Appended` placed at (`segment`, `offset`).
+
+        With the record's `size` (from `Appended.sizes`) it takes one read.
+        """
         with self._lock:
             self._check_usable()
             written_end = self._end - self._pending_size
@@ -577,6 +581,14 @@ class Log:
             else:
                 f, salt = self._reader(segment), self._read_salt(segment)
                 rec = None
+        if rec is None and size is not None:
+            try:
+                rec = read_record(f.pread(size, offset), 0, salt)
+            except CorruptionError:
+                rec = None  # find out below what is wrong, with the path in the message
+            if rec is not None and rec.size == size:
+                return rec._replace(offset=offset)
+            rec = None
         path = self._seg_path(segment)
         if rec is None:
             head = f.pread(RECORD_HEADER_SIZE, offset)
@@ -681,12 +693,6 @@ class Log:
 
 def _no_replay(rec: Record) -> None:
     pass
-
-
-def _bind(replay: ReplayCallback, base: int) -> Callable[[Record], None]:
-    def deliver(rec: Record) -> None:
-        replay(rec, base)
-    return deliver
 
 
 def _check_options(sync: str, sync_interval: float, segment_size: int,

@@ -23,6 +23,7 @@ forever.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -99,10 +100,17 @@ class Queue:
         self._compactor: threading.Thread | None = None
         self._compactions = 0
         self._compacted = threading.Condition()
-        self._log = Log(path, replay=self._replay, sync=sync, sync_interval=sync_interval,
-                        segment_size=segment_size, compression=compression,
-                        compress_threshold=compress_threshold, salvage=salvage, fs=fs,
-                        on_rollover=self._compact_wanted.set if compact_threshold is not None else None)
+        collecting = gc.isenabled()
+        gc.disable()  # replay creates millions of objects and no cycles: collections only cost
+        try:
+            self._log = Log(path, replay=self._index.replay, sync=sync, sync_interval=sync_interval,
+                            segment_size=segment_size, compression=compression,
+                            compress_threshold=compress_threshold, salvage=salvage, fs=fs,
+                            on_rollover=self._compact_wanted.set if compact_threshold is not None else None)
+        finally:
+            if collecting:
+                gc.enable()
+        gc.freeze()  # keep the index out of later collections
         self.path = self._log.path
         try:
             self._recover_leases()
@@ -117,9 +125,6 @@ class Queue:
     def recovery(self) -> RecoveryReport:
         """What opening found: torn tails cut, ranges lost in salvage mode."""
         return self._log.report
-
-    def _replay(self, rec: Record, segment: int) -> None:
-        self._index.apply(rec.type, rec.seq, rec.payload, segment, rec.offset, rec.size)
 
     def _recover_leases(self) -> None:
         lost = self._index.active_jobs()
@@ -350,7 +355,7 @@ class Queue:
     def _enqueue_of(self, e: Entry) -> Enqueue:
         """The job's ENQUEUE record, read back from the log (under the queue lock, so
         that a compaction cannot move it between finding and reading it)."""
-        return decode_enqueue(self._log.read(e.segment, e.offset).payload)
+        return decode_enqueue(self._log.read(e.segment, e.offset, e.size).payload)
 
     def _info(self, e: Entry) -> JobInfo:
         enq, extra = self._enqueue_of(e), e.extra

@@ -144,36 +144,54 @@ class _Scan:
             self._discard_batch("incomplete batch at end of segment", size)
 
     def _run_simple(self, pos: int) -> int:
-        """The hot loop: one-record batches of user records, uncompressed, all checks.
+        """The hot loop: uncompressed user records in well-formed batches, all checks.
 
-        Returns where it stopped; anything else (batches, SEAL, zstd, damage,
-        the end of the buffer) is left to the general path, which re-reads
-        that record and reports exactly what is wrong with it.
+        Returns where it stopped; anything else (SEAL, zstd, damage, the end of
+        the buffer) is left to the general path, which re-reads that record and
+        reports exactly what is wrong with it. A batch still open when it stops
+        is handed over in `self.batch`.
         """
         buf, size, deliver = self.raw, len(self.raw), self.deliver
         salt, salt32, last = self.salt, self.salt & 0xFFFFFFFF, self.last_seq
         unpack, xxh32, xxh64, new = _HEADER.unpack_from, xxhash.xxh32_intdigest, xxhash.xxh64_intdigest, tuple.__new__
-        only_first, user, rec_t, begin, count = FLAG_FIRST, FIRST_USER_TYPE, Record, pos, 0
+        first_flag, cont_flag, user, rec_t = FLAG_FIRST, FLAG_CONTINUED, FIRST_USER_TYPE, Record
+        batch: list[Record] = []
+        done_end, done_last, count = pos, last, 0
         limit = size - RECORD_HEADER_SIZE
         while pos <= limit:
             check, n, seq, rtype, flags, reserved, raw_len, pcheck = unpack(buf, pos)
             start = pos + 32
             end = start + ((n + 7) & ~7)
-            if (flags != only_first or rtype < user or reserved or n != raw_len or seq <= last
-                    or end > size or check != xxh32(buf[pos + 4:start], salt32)):
+            if (flags & ~(first_flag | cont_flag) or rtype < user or reserved or n != raw_len or seq <= last
+                    or end > size or (flags & first_flag) == bool(batch) * first_flag
+                    or check != xxh32(buf[pos + 4:start], salt32)):
                 break
             payload = buf[start:start + n]
             if pcheck != xxh64(payload, salt) or (end - start != n and any(buf[start + n:end])):
                 break
-            deliver(new(rec_t, (seq, rtype, flags, payload, pos, end - pos)))
-            last, pos, count = seq, end, count + 1
+            rec = new(rec_t, (seq, rtype, flags, payload, pos, end - pos))
+            last, pos = seq, end
+            if flags & cont_flag:
+                batch.append(rec)
+                continue
+            if batch:
+                batch.append(rec)
+                for r in batch:
+                    deliver(r)
+                count += len(batch)
+                batch = []
+            else:
+                deliver(rec)
+                count += 1
+            done_end, done_last = pos, seq
         if count:
             r = self.result
             if r.first_seq is None:
-                r.first_seq = unpack(buf, begin)[2]
-            r.last_seq, r.end = last, pos
-            r.records += count
-            self.last_seq = last
+                r.first_seq = unpack(buf, self.result.end)[2]
+            r.last_seq, r.end, r.records = done_last, done_end, r.records + count
+        if batch:
+            self.batch, self.batch_start = batch, batch[0].offset
+        self.last_seq = last
         return pos
 
     def _read(self, pos: int) -> Record | None:

@@ -34,15 +34,17 @@ record lies (loc = offset << 32 | size).
 
 from __future__ import annotations
 
+import struct
 from heapq import heappop, heappush
 from typing import Any, Callable, Iterable, Iterator
 
 from ._errors import CorruptionError, InvalidTransition, JobNotFound
 from ._jobrec import (
     ACK, CANCEL, ENQUEUE, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES, JobAt, Lease,
-    Outcome, decode_job_at, decode_lease, decode_outcome, enqueue_backoff, enqueue_meta,
+    ENQUEUE_HEAD, Outcome, decode_job_at, decode_lease, decode_outcome, enqueue_backoff, enqueue_meta,
 )
 from ._jobs import ACTIVE, CANCELLED, DEAD, DONE, PENDING, STATES
+from ._record import Record
 
 ALLOWED: dict[int, frozenset[str]] = {
     LEASE: frozenset((PENDING,)),
@@ -103,7 +105,7 @@ class Index:
         self._ready: dict[str, list[tuple[int, float, int]]] = {}
         self._delayed: list[tuple[float, int]] = []
         self._leases: list[tuple[float, int]] = []
-        self._names: dict[str, str] = {}  # interned task names
+        self._names: dict[bytes, str] = {}  # task names by their UTF-8 bytes: decoded once, shared
 
     # ------------------------------------------------------------- transitions
 
@@ -137,19 +139,44 @@ class Index:
         e.last = seq
         return e
 
+    def replay(self, rec: Record, base: int) -> None:
+        """`apply` for a record read back from segment `base` (the log's replay callback)."""
+        if rec.type == ENQUEUE:
+            self._enqueue(rec.seq, rec.payload, base, rec.offset << 32 | rec.size)
+        else:
+            self.apply(rec.type, rec.seq, rec.payload, base, rec.offset, rec.size)
+
     def _enqueue(self, seq: int, payload: bytes | memoryview, segment: int, loc: int) -> Entry:
-        enq_at, run_at, prio, max_att, name, key, _ = enqueue_meta(payload)
-        name = self._names.setdefault(name, name)
+        try:
+            enq_at, run_at, prio, max_att, opts, nlen, klen = ENQUEUE_HEAD.unpack_from(payload, 0)
+        except struct.error:
+            raise CorruptionError(f"malformed enqueue record at sequence {seq}") from None
+        at = ENQUEUE_HEAD.size
+        raw_name = payload[at:at + nlen]
+        name = self._names.get(raw_name)  # type: ignore[call-overload]
+        if name is None:
+            _, _, _, _, decoded, _, _ = enqueue_meta(payload)
+            name = self._names[bytes(raw_name)] = decoded
+        key = None
+        if opts:
+            _, _, _, _, _, key, _ = enqueue_meta(payload)
         e = Entry(seq, name, prio, run_at, max_att, key, segment, loc)
-        backoff = enqueue_backoff(payload)
-        if backoff is not None:
-            self._extra(e).backoff = backoff
+        if opts & 2:
+            self._extra(e).backoff = enqueue_backoff(payload)
         self.jobs[seq] = e
         self.counts[PENDING] += 1
         self.live_bytes += loc & 0xFFFFFFFF
         if key is not None:
             self.keys[key] = seq
-        self._schedule(e, run_at, enq_at)
+        if run_at <= enq_at:  # due at once: the common case, inlined from _push_ready
+            e.slot = item = (-prio, run_at, seq)
+            heap = self._ready.get(name)
+            if heap is None:
+                heap = self._ready[name] = []
+            heappush(heap, item)
+            self.n_ready += 1
+        else:
+            self._schedule(e, run_at, enq_at)
         return e
 
     def _lease(self, e: Entry, rec: Lease) -> None:
