@@ -63,8 +63,11 @@ Takes the writer lock (exit 2 if the queue is open elsewhere).
 _COMPACT_EXAMPLES = """\
 examples:
   python -m logq compact data/jobs
+  python -m logq compact data/jobs --retain-done 0 --retain-dead 86400
 
-Not available in this version: exits 2 without touching the directory.
+Seals the active segment and rewrites the log without the jobs that are done,
+cancelled or dead and past retention. Takes the writer lock (exit 2 if the
+queue is open elsewhere). A crash at any moment leaves the old or the new files.
 """
 
 _DEMO_EXAMPLES = """\
@@ -110,9 +113,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=_positive, default=4, help="worker threads (default: 4)")
     demo.add_argument("--jobs", type=_count, default=200, help="jobs to enqueue (default: 200)")
     demo.add_argument("--enqueue", action="store_true", help="enqueue the jobs even if the queue has some")
-    compact = _add(sub, "compact", "remove finished jobs from old segments (not available yet)",
-                   _COMPACT_EXAMPLES, _compact)
+    compact = _add(sub, "compact", "remove finished jobs from the log, offline", _COMPACT_EXAMPLES, _compact)
     compact.add_argument("dir", metavar="DIR", help="queue directory")
+    compact.add_argument("--retain-done", type=float, default=3600.0, metavar="SECONDS",
+                         help="keep done and cancelled jobs this long after they finished (default 3600)")
+    compact.add_argument("--retain-dead", type=float, default=7 * 86400.0, metavar="SECONDS",
+                         help="keep dead jobs this long (default 604800, a week)")
+    compact.add_argument("--json", action="store_true", help="print the report as JSON")
     stats = _add(sub, "stats", "open the queue (takes the lock) and print its statistics",
                  _STATS_EXAMPLES, _stats)
     stats.add_argument("dir", metavar="DIR", help="queue directory")
@@ -194,7 +201,20 @@ def _demo(ns: argparse.Namespace) -> int:
 
 
 def _compact(ns: argparse.Namespace) -> int:
-    return _usage("compaction is not available in this version", "compact")
+    """Open the queue (taking its lock), seal the active segment and compact everything."""
+    _must_exist(ns.dir)
+    with Queue(ns.dir, retain_done=ns.retain_done, retain_dead=ns.retain_dead, compact_threshold=None) as q:
+        before = q.stats().bytes_on_disk
+        report = q.compact(include_active=True)
+        after = q.stats().bytes_on_disk
+    fields = {name: getattr(report, name) for name in report.__dataclass_fields__}
+    if ns.json:
+        print(_inspect.to_json(dict(fields, bytes_on_disk_before=before, bytes_on_disk_after=after)))
+        return 0
+    print(f"compacted {report.segments_in} segment(s): {report.jobs_swept:,} jobs swept, "
+          f"{report.records_kept:,} records kept, {report.records_dropped:,} dropped in {report.seconds:.2f}s")
+    print(f"bytes on disk: {before:,} -> {after:,}")
+    return 0
 
 
 def _stats(ns: argparse.Namespace) -> int:

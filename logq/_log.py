@@ -532,6 +532,13 @@ class Log:
 
     # --------------------------------------------------------------- compaction
 
+    def roll(self) -> None:
+        """Seal the active segment now (if it holds records) and start a new one."""
+        with self._lock:
+            self._check_usable()
+            if self._end > SEGMENT_HEADER_SIZE:
+                self._rollover_locked()
+
     def sealed_prefix(self) -> list[tuple[int, int]]:
         """(base, SEAL sequence number) of every sealed segment, oldest first."""
         with self._lock:

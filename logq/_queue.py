@@ -498,15 +498,18 @@ class Queue:
 
     # --------------------------------------------------------------- compaction
 
-    def compact(self) -> CompactionReport:
+    def compact(self, *, include_active: bool = False) -> CompactionReport:
         """Rewrite the sealed segments without the jobs that are final and past retention.
 
         Producers and consumers keep working meanwhile; only the final swap takes
         the queue lock. Swept jobs disappear from `get` and `jobs`. Safe to repeat;
-        one compaction runs at a time.
+        one compaction runs at a time. `include_active` seals the active segment
+        first, so that its records are compacted too (what `python -m logq compact` does).
         """
         started = time.monotonic()
         with self._compacting:
+            if include_active:
+                self._log.roll()
             with self._lock:
                 self._check_open()
                 prefix = self._log.sealed_prefix()
