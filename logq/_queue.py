@@ -91,6 +91,7 @@ class Queue:
         self._index = Index()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
+        self._waiters = 0  # threads in _changed.wait: appends notify only when there are some
         self._closed = False
         self._tasks: dict[str, Task[Any]] = {}
         self._periodic: dict[str, tuple[float, bool]] = {}  # name -> (seconds, run_now)
@@ -238,7 +239,7 @@ class Queue:
         if remaining <= 0:
             return False
         wake = self._index.next_wakeup()
-        self._changed.wait(remaining if wake is None else min(remaining, max(0.001, wake - now)))
+        self._wait_changed(remaining if wake is None else min(remaining, max(0.001, wake - now)))
         return True
 
     # -------------------------------------------------------- finishing a lease
@@ -392,7 +393,7 @@ class Queue:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise WaitTimeout(f"job {job_id} is still {e.state} after {timeout}s")
-                self._changed.wait(remaining)
+                self._wait_changed(remaining)
 
     # -------------------------------------------------------------------- tasks
 
@@ -603,8 +604,17 @@ class Queue:
         for i, (rtype, payload) in enumerate(items):
             apply(rtype, appended.first_seq + i, payload, appended.segment, appended.offsets[i],
                   appended.sizes[i])
-        self._changed.notify_all()
+        if self._waiters:
+            self._changed.notify_all()
         return appended
+
+    def _wait_changed(self, timeout: float | None) -> None:
+        """Wait (queue lock held) until an append or close, or `timeout` seconds."""
+        self._waiters += 1
+        try:
+            self._changed.wait(timeout)
+        finally:
+            self._waiters -= 1
 
     def _check_open(self) -> None:
         if self._closed:
