@@ -46,6 +46,7 @@ class CorruptionError(LogqError):
         if path is not None:
             where = f" ({path}" + (f" at byte {offset}" if offset is not None else "") + ")"
         super().__init__(message + where)
+        self.reason = message
         self.path = path
         self.offset = offset
 

@@ -63,7 +63,7 @@ from ._record import (
     TYPE_SEAL, Encoder, Record, decode_segment_header, encode_segment_header, padded, read_record,
 )
 from . import _compact
-from ._segment import LostRange, is_unborn, parse_segment_name, scan, segment_name
+from ._segment import LostRange, ScanResult, is_unborn, parse_segment_name, scan, segment_name
 
 META_NAME = "logq.meta"
 LOCK_NAME = "logq.lock"
@@ -257,18 +257,27 @@ class Log:
     def _recover_segment(self, base: int, is_last: bool, last_seq: int, deliver: Callable[[Record], None],
                          salvage: bool, report: RecoveryReport) -> int:
         path = self._seg_path(base)
-        data = self._read_whole(path)
-        if is_last and is_unborn(data, path):
-            self._keep_aside(path, 0, data, report)
-            self.fs.unlink(path)
-            self.fs.fsync_dir(self.path)
-            return last_seq
+        f = self.fs.open(path, readonly=True)
+        try:
+            size = f.size()
+            head = f.pread(min(size, SEGMENT_HEADER_SIZE), 0)
+            if is_last and is_unborn(head, path) and size <= SEGMENT_HEADER_SIZE:
+                self._keep_aside(path, 0, head, report)
+                self.fs.unlink(path)
+                self.fs.fsync_dir(self.path)
+                return last_seq
+            return self._recover_scanned(f, size, path, base, is_last, last_seq, deliver, salvage, report)
+        finally:
+            f.close()
+
+    def _recover_scanned(self, f: File, size: int, path: str, base: int, is_last: bool, last_seq: int,
+                         deliver: Callable[[Record], None], salvage: bool, report: RecoveryReport) -> int:
         if last_seq and base != last_seq + 1:
             msg = f"segment sequence broken: expected base {last_seq + 1}, found {base} (missing segment?)"
             if not salvage:
                 raise CorruptionError(msg, path=path, offset=0)
             report.lost.append(LostRange(path, 0, 0, msg))
-        result = scan(data, path, deliver, after_seq=last_seq, salvage=salvage, base=base)
+        result = _scan_windows(f, size, path, deliver, after_seq=last_seq, salvage=salvage, base=base)
         report.records += result.records - (1 if result.sealed else 0)
         if salvage:
             report.lost.extend(result.lost)
@@ -280,19 +289,12 @@ class Log:
                 if not salvage:
                     raise CorruptionError("sealed segment does not end with a SEAL record",
                                           path=path, offset=result.end)
-                report.lost.append(LostRange(path, result.end, len(data), "segment not sealed"))
-        elif result.end < len(data):
-            self._cut_tail(path, result.end, data, report)
+                report.lost.append(LostRange(path, result.end, size, "segment not sealed"))
+        elif result.end < size:
+            self._cut_tail(path, result.end, f.pread(size - result.end, result.end), report)
         seg_last = result.last_seq if result.last_seq is not None else max(last_seq, base - 1)
         self._segments.append(_Segment(base, result.end, result.sealed or not is_last, seg_last))
         return seg_last
-
-    def _read_whole(self, path: str) -> bytes:
-        f = self.fs.open(path, readonly=True)
-        try:
-            return f.pread(f.size(), 0)
-        finally:
-            f.close()
 
     def _read_salt(self, base: int) -> int:
         salt = self._salts.get(base)
@@ -301,23 +303,23 @@ class Log:
             salt = self._salts[base] = decode_segment_header(head, self._seg_path(base)).salt
         return salt
 
-    def _keep_aside(self, path: str, offset: int, data: bytes, report: RecoveryReport) -> None:
-        """Save the bytes cut from a segment in a side file before cutting them."""
+    def _keep_aside(self, path: str, offset: int, tail: bytes, report: RecoveryReport) -> None:
+        """Save the bytes cut from a segment at `offset` in a side file before cutting them."""
         side = f"{path}.{offset}{TORN_SUFFIX}"
         tmp = side + ".tmp"
         f = self.fs.open(tmp, create=True)
         try:
             f.truncate(0)
-            f.write(data[offset:])
+            f.write(tail)
             f.fsync()
         finally:
             f.close()
         self.fs.rename(tmp, side)
         self.fs.fsync_dir(self.path)
-        report.torn.append(TornTail(path, offset, len(data) - offset, side))
+        report.torn.append(TornTail(path, offset, len(tail), side))
 
-    def _cut_tail(self, path: str, end: int, data: bytes, report: RecoveryReport) -> None:
-        self._keep_aside(path, end, data, report)
+    def _cut_tail(self, path: str, end: int, tail: bytes, report: RecoveryReport) -> None:
+        self._keep_aside(path, end, tail, report)
         f = self.fs.open(path)
         try:
             f.truncate(end)
@@ -696,6 +698,43 @@ class Log:
             raise self._failure()
         if self._closed:
             raise ClosedError(f"the log at {self.path} is closed: open it again")
+
+
+REPLAY_WINDOW = 8 << 20  # bytes of a segment read at a time during replay
+
+
+def _scan_windows(f: File, size: int, path: str, deliver: Callable[[Record], None], *,
+                  after_seq: int, salvage: bool, base: int) -> ScanResult:
+    """`scan` a segment file a window at a time, so replay memory does not grow with segments.
+
+    A window that ends inside a record or batch is read again from the end of
+    its last complete batch (doubled if nothing completed in it). Salvage
+    probes past damage, so it reads the whole file at once.
+    """
+    header = f.pread(SEGMENT_HEADER_SIZE, 0)
+    window = size if salvage else REPLAY_WINDOW
+    pos, total = SEGMENT_HEADER_SIZE, None
+    while True:
+        n = min(window, size - pos)
+        part = scan(header + f.pread(n, pos), path, deliver, after_seq=after_seq, salvage=salvage,
+                    base=base, origin=pos - SEGMENT_HEADER_SIZE)
+        total = part if total is None else _merge(total, part)
+        if part.sealed or part.damage is not None or pos + n >= size:
+            return total
+        if part.end == pos:
+            window *= 2  # one batch is larger than the window
+        pos = part.end
+        after_seq = part.last_seq or after_seq
+        total.torn, total.lost = False, [r for r in total.lost if r.end < pos]
+
+
+def _merge(a: ScanResult, b: ScanResult) -> ScanResult:
+    """The result of two consecutive windows of one segment."""
+    b.first_seq = a.first_seq if a.first_seq is not None else b.first_seq
+    b.last_seq = b.last_seq if b.last_seq is not None else a.last_seq
+    b.records += a.records
+    b.lost = a.lost + b.lost
+    return b
 
 
 def _no_replay(rec: Record) -> None:

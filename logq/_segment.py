@@ -86,7 +86,7 @@ class ScanResult:
 
 
 def scan(buf: bytes, path: str, deliver: Callable[[Record], None], *,
-         after_seq: int = 0, salvage: bool = False, base: int | None = None) -> ScanResult:
+         after_seq: int = 0, salvage: bool = False, base: int | None = None, origin: int = 0) -> ScanResult:
     """Verify every record of a segment's bytes and deliver complete batches in order.
 
     Stops at the first damage (reported in `damage`/`torn`) unless `salvage`,
@@ -100,14 +100,25 @@ def scan(buf: bytes, path: str, deliver: Callable[[Record], None], *,
                               path=path, offset=24)
     result = ScanResult(header=header, end=SEGMENT_HEADER_SIZE)
     state = _Scan(buf, path, header.salt, max(after_seq, header.base_seq - 1), deliver, result)
+    state.origin = origin
     state.run(salvage)
-    return result
+    return _shifted(result, origin) if origin else result
+
+
+def _shifted(r: ScanResult, origin: int) -> ScanResult:
+    """`r` with every offset moved by `origin` (the scan saw a window of the file)."""
+    r.end += origin
+    for lost in r.lost:
+        lost.start, lost.end = lost.start + origin, lost.end + origin
+    if r.damage is not None and r.damage.offset is not None:
+        r.damage = type(r.damage)(r.damage.reason, path=r.damage.path, offset=r.damage.offset + origin)
+    return r
 
 
 class _Scan:
     def __init__(self, buf: bytes, path: str, salt: int, last_seq: int,
                  deliver: Callable[[Record], None], result: ScanResult) -> None:
-        self.raw = buf
+        self.raw, self.origin = buf, 0  # origin: file offset of buf[40], minus 40
         self.buf, self.path, self.salt, self.last_seq = memoryview(buf), path, salt, last_seq
         self.deliver, self.result = deliver, result
         self.batch: list[Record] = []
@@ -154,7 +165,7 @@ class _Scan:
         buf, size, deliver = self.raw, len(self.raw), self.deliver
         salt, salt32, last = self.salt, self.salt & 0xFFFFFFFF, self.last_seq
         unpack, xxh32, xxh64, new = _HEADER.unpack_from, xxhash.xxh32_intdigest, xxhash.xxh64_intdigest, tuple.__new__
-        first_flag, cont_flag, user, rec_t = FLAG_FIRST, FLAG_CONTINUED, FIRST_USER_TYPE, Record
+        first_flag, cont_flag, user, rec_t, origin = FLAG_FIRST, FLAG_CONTINUED, FIRST_USER_TYPE, Record, self.origin
         batch: list[Record] = []
         done_end, done_last, count = pos, last, 0
         limit = size - RECORD_HEADER_SIZE
@@ -169,7 +180,7 @@ class _Scan:
             payload = buf[start:start + n]
             if pcheck != xxh64(payload, salt) or (end - start != n and any(buf[start + n:end])):
                 break
-            rec = new(rec_t, (seq, rtype, flags, payload, pos, end - pos))
+            rec = new(rec_t, (seq, rtype, flags, payload, pos + origin, end - pos))
             last, pos = seq, end
             if flags & cont_flag:
                 batch.append(rec)
@@ -190,7 +201,9 @@ class _Scan:
                 r.first_seq = unpack(buf, self.result.end)[2]
             r.last_seq, r.end, r.records = done_last, done_end, r.records + count
         if batch:
-            self.batch, self.batch_start = batch, batch[0].offset
+            self.batch, self.batch_start = batch, batch[0].offset - origin
+            if origin:  # the general path delivers these and adds the origin itself
+                self.batch = [b._replace(offset=b.offset - origin) for b in batch]
         self.last_seq = last
         return pos
 
@@ -236,9 +249,10 @@ class _Scan:
         r.last_seq = batch[-1].seq
         r.records += len(batch)
         r.end = end
+        origin = self.origin
         for rec in batch:
             if rec.type != TYPE_SEAL:
-                self.deliver(rec)
+                self.deliver(rec._replace(offset=rec.offset + origin) if origin else rec)
 
     def _stop(self, exc: CorruptionError) -> None:
         self.result.damage = exc

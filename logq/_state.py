@@ -289,7 +289,8 @@ class Index:
             heap = self._ready.get(name)
             while heap:
                 top = heap[0]
-                if jobs[top[2]].slot is top:
+                e = jobs.get(top[2])  # None: swept by compaction, a stale entry like any other
+                if e is not None and e.slot is top:
                     if best is None or top < best:
                         best = top
                     break

@@ -253,3 +253,17 @@ def test_auto_compaction_after_rollover_keeps_the_disk_bounded(qdir, clock):
     q.compact()  # whatever the background did, the result is consistent
     assert q.stats().bytes_on_disk < 3 * 4096 and q.stats().counts["pending"] == 0
     q.close()
+
+
+def test_lease_after_compaction_skips_swept_jobs_left_in_the_heaps(qdir, clock):
+    q = open_q(qdir, clock, retain_done=0)
+    first = q.enqueue("t", b"first")
+    second = q.enqueue("t", b"second", delay=1)
+    q.ack(q.lease())  # the first job's ready-heap entry is now stale, still at the top
+    for i in range(150):
+        q.enqueue("filler", b"f" * 40)
+    q.compact()
+    assert q.get(first) is None
+    clock.advance(1)
+    assert q.lease("t").id == second
+    q.close()

@@ -477,3 +477,60 @@ def test_salvage_in_the_last_segment_reports_and_seals_instead_of_cutting(tmp_pa
     log, again = replayed(tmp_path, salvage=True)
     log.close()
     assert [p for _, _, p in again] == [p for _, _, p in got] + [b"new"]
+
+
+# ------------------------------------------------------- replay in windows
+
+@pytest.fixture(params=[48, 700])
+def small_window(request, monkeypatch):
+    """Replay reads segments a few bytes at a time: every boundary case is hit."""
+    import logq._log
+    monkeypatch.setattr(logq._log, "REPLAY_WINDOW", request.param)
+    return request.param
+
+
+def _mixed_log(path):
+    with Log(path, segment_size=8192) as log:
+        for i in range(60):
+            log.append([(16, b"single %d" % i)])
+            log.append([(17, b"b%d-%d" % (i, j) * (j + 1)) for j in range(4)])
+        log.append([(18, b"z" * 3000)])  # larger than the window
+
+
+def test_windowed_replay_equals_whole_replay(tmp_path, small_window):
+    _mixed_log(tmp_path)
+    log, got = replayed(tmp_path)
+    log.close()
+    import logq._log
+    logq._log.REPLAY_WINDOW = 1 << 30
+    whole, all_at_once = replayed(tmp_path)
+    whole.close()
+    assert got == all_at_once and len(got) == 301
+
+
+def test_windowed_replay_reads_payloads_back_at_the_right_offsets(tmp_path, small_window):
+    _mixed_log(tmp_path)
+    seen = []
+    log = Log(tmp_path, replay=lambda rec, base: seen.append((base, rec)))
+    assert all(log.read(base, rec.offset).payload == rec.payload for base, rec in seen)
+    log.close()
+
+
+def test_windowed_replay_cuts_a_torn_tail_at_its_file_offset(tmp_path, small_window):
+    _mixed_log(tmp_path)
+    last = segment_paths(tmp_path)[-1]
+    size = os.path.getsize(last)
+    truncate(last, size - 100)  # inside the 3000-byte record
+    log, got = replayed(tmp_path)
+    log.close()
+    assert log.report.torn[0].offset + log.report.torn[0].length == size - 100
+    assert got[-1][2] != b"z" * 3000 and os.path.getsize(last) == log.report.torn[0].offset
+
+
+def test_windowed_replay_names_the_file_offset_of_damage(tmp_path, small_window):
+    _mixed_log(tmp_path)
+    first = segment_paths(tmp_path)[0]
+    flip_bit(first, 5000)
+    with pytest.raises(CorruptionError) as info:
+        Log(tmp_path)
+    assert info.value.path == first and 4000 < info.value.offset <= 5000
