@@ -32,12 +32,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ._errors import CorruptionError
-from ._fs import FileSystem
+from ._fs import File, FileSystem
 from ._record import FLAG_FIRST, SEGMENT_HEADER_SIZE, TYPE_SEAL, Encoder, Record, encode_segment_header
 from ._segment import scan, segment_name
 
 COMPACTING = ".compacting"
 SWAP = ".swap"
+WRITE_CHUNK = 4 << 20  # the compacted file is written a few MiB at a time
 
 
 @dataclass
@@ -63,9 +64,22 @@ def write_compacted(fs: FileSystem, directory: str, bases: list[int], template: 
     first = bases[0]
     salt = int.from_bytes(os.urandom(8), "little")
     encoder = template.with_salt(salt)
-    chunks = [encode_segment_header(salt, first)]
     out = Output(os.path.join(directory, segment_name(first) + COMPACTING), first, 0, 0)
-    end = SEGMENT_HEADER_SIZE
+    if fs.exists(out.tmp_path):
+        fs.unlink(out.tmp_path)
+    f = fs.open(out.tmp_path, create=True, exclusive=True)
+    try:
+        _copy_survivors(fs, directory, bases, encoder, drop, f, out)
+    finally:
+        f.close()
+    return out
+
+
+def _copy_survivors(fs: FileSystem, directory: str, bases: list[int], encoder: Encoder,
+                    drop: Callable[[Record], bool], f: File, out: Output) -> None:
+    """Write header, kept records and SEAL to `f`, a few MiB at a time, then fsync it."""
+    chunks = [encode_segment_header(encoder.salt64, out.base)]
+    end, buffered = SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE
     records: list[Record] = []
     for base in bases:
         path = os.path.join(directory, segment_name(base))
@@ -83,12 +97,16 @@ def write_compacted(fs: FileSystem, directory: str, bases: list[int], template: 
             out.moved[rec.seq] = (end, len(chunk))
             chunks.append(chunk)
             end += len(chunk)
+            buffered += len(chunk)
             out.kept += 1
+            if buffered >= WRITE_CHUNK:
+                f.write(b"".join(chunks))
+                chunks, buffered = [], 0
         records.clear()
     chunks.append(encoder.encode(out.seal_seq, TYPE_SEAL, b"", FLAG_FIRST))
     out.size = end + len(chunks[-1])
-    _write_new(fs, out.tmp_path, chunks)
-    return out
+    f.write(b"".join(chunks))
+    f.fsync()
 
 
 def commit(fs: FileSystem, directory: str, out: Output, bases: list[int]) -> None:
@@ -147,13 +165,3 @@ def _read(fs: FileSystem, path: str) -> bytes:
         f.close()
 
 
-def _write_new(fs: FileSystem, path: str, chunks: list[bytes]) -> None:
-    if fs.exists(path):
-        fs.unlink(path)
-    f = fs.open(path, create=True, exclusive=True)
-    try:
-        for i in range(0, len(chunks), 4096):
-            f.write(b"".join(chunks[i:i + 4096]))
-        f.fsync()
-    finally:
-        f.close()

@@ -716,8 +716,8 @@ def _scan_windows(f: File, size: int, path: str, deliver: Callable[[Record], Non
     pos, total = SEGMENT_HEADER_SIZE, None
     while True:
         n = min(window, size - pos)
-        part = scan(header + f.pread(n, pos), path, deliver, after_seq=after_seq, salvage=salvage,
-                    base=base, origin=pos - SEGMENT_HEADER_SIZE)
+        part = scan(f.pread(n, pos), path, deliver, after_seq=after_seq, salvage=salvage,
+                    base=base, window=(header, pos))
         total = part if total is None else _merge(total, part)
         if part.sealed or part.damage is not None or pos + n >= size:
             return total

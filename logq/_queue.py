@@ -547,7 +547,7 @@ class Queue:
             if self._closed:
                 return
             try:
-                if self._garbage_share() >= (self.compact_threshold or 1.0):
+                if self._worth_compacting():
                     self.compact()
             except ClosedError:
                 return
@@ -555,13 +555,16 @@ class Queue:
                 logging.getLogger("logq").error("background compaction failed: %s", exc)
                 return
 
-    def _garbage_share(self) -> float:
-        """An estimate of the share of sealed bytes that no unfinished job needs."""
+    def _worth_compacting(self) -> bool:
+        """True when the sealed bytes that no unfinished job needs (an estimate) reach
+        `compact_threshold` of the sealed bytes, or two segments: the second rule keeps
+        the disk within live data plus a few segments when the backlog is large."""
         with self._lock:
             segments = self._log.segments()[:-1]
             sealed = sum(size for _, size, _ in segments)
-            live = self._index.live_bytes
-        return 0.0 if sealed == 0 else max(0.0, sealed - live) / sealed
+            garbage = max(0, sealed - self._index.live_bytes)
+        share = 0.0 if sealed == 0 else garbage / sealed
+        return share >= (self.compact_threshold or 1.0) or garbage >= 2 * self._log.segment_size
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -86,22 +86,27 @@ class ScanResult:
 
 
 def scan(buf: bytes, path: str, deliver: Callable[[Record], None], *,
-         after_seq: int = 0, salvage: bool = False, base: int | None = None, origin: int = 0) -> ScanResult:
+         after_seq: int = 0, salvage: bool = False, base: int | None = None,
+         window: tuple[bytes, int] | None = None) -> ScanResult:
     """Verify every record of a segment's bytes and deliver complete batches in order.
 
     Stops at the first damage (reported in `damage`/`torn`) unless `salvage`,
     in which case it skips to the next record that verifies and lists the
     skipped ranges in `lost`. Records must have sequence numbers above
     `after_seq` and increasing. Header damage raises `CorruptionError`.
+    With `window=(header bytes, offset)`, `buf` holds the file's bytes from
+    `offset` on rather than the whole file; reported offsets are the file's.
     """
-    header = decode_segment_header(buf, path)
+    head, origin = (buf, 0) if window is None else window
+    header = decode_segment_header(head, path)
     if base is not None and header.base_seq != base:
         raise CorruptionError(f"segment header says base {header.base_seq}, the file name {base}",
                               path=path, offset=24)
-    result = ScanResult(header=header, end=SEGMENT_HEADER_SIZE)
+    start = SEGMENT_HEADER_SIZE if window is None else 0
+    result = ScanResult(header=header, end=start)
     state = _Scan(buf, path, header.salt, max(after_seq, header.base_seq - 1), deliver, result)
     state.origin = origin
-    state.run(salvage)
+    state.run(salvage, start)
     return _shifted(result, origin) if origin else result
 
 
@@ -118,15 +123,15 @@ def _shifted(r: ScanResult, origin: int) -> ScanResult:
 class _Scan:
     def __init__(self, buf: bytes, path: str, salt: int, last_seq: int,
                  deliver: Callable[[Record], None], result: ScanResult) -> None:
-        self.raw, self.origin = buf, 0  # origin: file offset of buf[40], minus 40
+        self.raw, self.origin = buf, 0  # origin: the file offset of buf[0]
         self.buf, self.path, self.salt, self.last_seq = memoryview(buf), path, salt, last_seq
         self.deliver, self.result = deliver, result
         self.batch: list[Record] = []
         self.batch_start = SEGMENT_HEADER_SIZE
         self.dropping = False  # salvage: skipping the rest of a damaged batch
 
-    def run(self, salvage: bool) -> None:
-        pos, size = SEGMENT_HEADER_SIZE, len(self.buf)
+    def run(self, salvage: bool, pos: int = SEGMENT_HEADER_SIZE) -> None:
+        size = len(self.buf)
         while pos < size:
             if not self.batch and not self.dropping:
                 pos = self._run_simple(pos)
@@ -166,7 +171,7 @@ class _Scan:
         salt, salt32, last = self.salt, self.salt & 0xFFFFFFFF, self.last_seq
         unpack, xxh32, xxh64, new = _HEADER.unpack_from, xxhash.xxh32_intdigest, xxhash.xxh64_intdigest, tuple.__new__
         first_flag, cont_flag, user, rec_t, origin = FLAG_FIRST, FLAG_CONTINUED, FIRST_USER_TYPE, Record, self.origin
-        batch: list[Record] = []
+        batch: list[tuple[int, int, int, int, int, int]] = []  # records of the open batch, payloads not copied
         done_end, done_last, count = pos, last, 0
         limit = size - RECORD_HEADER_SIZE
         while pos <= limit:
@@ -180,19 +185,19 @@ class _Scan:
             payload = buf[start:start + n]
             if pcheck != xxh64(payload, salt) or (end - start != n and any(buf[start + n:end])):
                 break
-            rec = new(rec_t, (seq, rtype, flags, payload, pos + origin, end - pos))
-            last, pos = seq, end
-            if flags & cont_flag:
-                batch.append(rec)
-                continue
-            if batch:
-                batch.append(rec)
-                for r in batch:
-                    deliver(r)
+            if flags & cont_flag or batch:
+                batch.append((seq, rtype, flags, start, n, pos))
+                last, pos = seq, end
+                if flags & cont_flag:
+                    continue
+                for b_seq, b_type, b_flags, b_start, b_n, b_pos in batch:  # the batch is complete
+                    deliver(new(rec_t, (b_seq, b_type, b_flags, buf[b_start:b_start + b_n], b_pos + origin,
+                                        b_start - b_pos + ((b_n + 7) & ~7))))
                 count += len(batch)
                 batch = []
             else:
-                deliver(rec)
+                deliver(new(rec_t, (seq, rtype, flags, payload, pos + origin, end - pos)))
+                last, pos = seq, end
                 count += 1
             done_end, done_last = pos, seq
         if count:
@@ -200,10 +205,11 @@ class _Scan:
             if r.first_seq is None:
                 r.first_seq = unpack(buf, self.result.end)[2]
             r.last_seq, r.end, r.records = done_last, done_end, r.records + count
-        if batch:
-            self.batch, self.batch_start = batch, batch[0].offset - origin
-            if origin:  # the general path delivers these and adds the origin itself
-                self.batch = [b._replace(offset=b.offset - origin) for b in batch]
+        if batch:  # handed to the general path, which adds the origin when it delivers
+            self.batch = [new(rec_t, (b_seq, b_type, b_flags, buf[b_start:b_start + b_n], b_pos,
+                                      b_start - b_pos + ((b_n + 7) & ~7)))
+                          for b_seq, b_type, b_flags, b_start, b_n, b_pos in batch]
+            self.batch_start = batch[0][5]
         self.last_seq = last
         return pos
 

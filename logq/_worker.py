@@ -181,28 +181,38 @@ class Worker:
         return self.queue.lease(names, wait=self.poll)
 
     def _thread_slot(self) -> None:
-        while not self.stopping.is_set():
-            job = self._lease_or_stop()
-            if job is not None:
-                self._process(job, self._call_in_thread)
+        self._slot_loop(self._call_in_thread)
 
     def _process_slot(self) -> None:
         child = _Child(self.queue._tasks)
         try:
-            while not self.stopping.is_set():
-                job = self._lease_or_stop()
-                if job is not None:
-                    self._process(job, child.call)
+            self._slot_loop(child.call)
         finally:
             child.close()
+
+    def _slot_loop(self, call: Callable[[Task[Any], Job, "Worker"], Any]) -> None:
+        """Lease and run jobs until stopped. An unexpected error is logged and the slot
+        goes on: a slot never dies silently while `run` still waits for it."""
+        while not self.stopping.is_set():
+            job = self._lease_or_stop()
+            if job is None:
+                continue
+            try:
+                self._process(job, call)
+            except Exception:
+                log.exception("job %d: the worker could not record its outcome; it will be "
+                              "leased again when its lease expires", job.id)
 
     def _lease_or_stop(self) -> Job | None:
         try:
             return self._lease()
-        except LogqError as exc:
+        except LogqError as exc:  # the queue is closed or its log failed: nothing more to do
             log.error("worker stops: %s", exc)
             self.stopping.set()
-            return None
+        except Exception:
+            log.exception("leasing failed; trying again in %.1fs", self.poll)
+            self.stopping.wait(self.poll)
+        return None
 
     def _process(self, job: Job, call: Callable[[Task[Any], Job, "Worker"], Any]) -> None:
         task = self.queue._tasks[job.name]

@@ -329,3 +329,24 @@ def test_sigterm_stops_the_worker_and_releases_the_job(qdir):
     with Queue(qdir) as q:
         (info,) = q.jobs()
         assert (info.state, info.attempts) == ("pending", 0)  # released: attempt not counted
+
+
+def test_an_unexpected_error_in_a_slot_does_not_kill_it(q):
+    q.register("job", lambda payload: b"ok")
+    real, calls = q.lease, [0]
+
+    def flaky(*args, **kw):
+        calls[0] += 1
+        if calls[0] <= 2:
+            raise KeyError("boom")
+        return real(*args, **kw)
+
+    q.lease = flaky
+    jid = q.enqueue("job", b"z")
+    worker = q.worker(concurrency=1, poll=0.01)
+    t = start(worker)
+    try:
+        assert q.wait(jid, timeout=30).result == b"ok"
+    finally:
+        worker.stop()
+        t.join(30)
