@@ -1,0 +1,584 @@
+"""The driver: one logq Queue on a SimFS, every call accounted for in a Ledger.
+
+Theory of operation
+-------------------
+Each operation method makes one queue call in three steps: compute from the
+model every state the call may lead to, keyed by the result it would return
+(`Outcomes`); make the call; record what happened:
+
+* it returned: check the result against the model, push the state, mark it
+  durable when the mode says so (`always`) and as far as the queue's own
+  `stats().durable_seq` claims;
+* it raised after an injected EIO: push the possible states as uncertain and
+  mark the queue poisoned - from now until a reopen every call must raise
+  (or do nothing), and one that returns a result is a violation;
+* it hit an armed crash point (the SimFS is `halted`, whatever the call
+  returned or raised): push the possible states as uncertain, then crash
+  with the armed fault and reopen - or, with `defer_crashes`, raise
+  `Crashed` so the crash-point enumerator can try every fault on copies of
+  this very moment (`clone`).
+
+`crash` ends the process with a fault and reopens; `reopen` closes cleanly
+and reopens. Reopening checks the recovered jobs against the ledger
+(`Ledger.match`), then recovers a copy of the files once more and requires
+the same jobs, the same last sequence number and nothing left to repair.
+A crash may also be armed inside recovery (`recovery_crash`): the first
+recovery dies after that many file operations, a second fault hits, and the
+next recovery must still satisfy every invariant.
+
+A killed process's threads die with it: `_kill` stops the batch-mode syncer
+of an abandoned queue (the only thread it has with `compact_threshold=None`)
+so that it cannot touch the simulated files of the next process.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from logq import Backoff, CorruptionError, InvalidTransition, LogqError, Queue
+from logq._segment import parse_segment_name
+from logq.testing import FakeClock
+
+from . import oracle as m
+from .oracle import Ledger, State, Violation
+from .simfs import FAULTS, POWER_FAULTS, SimFS
+
+BACKOFF = Backoff(base=1, factor=2, max=8, jitter=0)
+DAMAGE_FAULTS = ("seal_flip", "seal_truncate")
+ALL_FAULTS = FAULTS + DAMAGE_FAULTS
+#: Checks that can be relaxed (`Config.relax`) once a finding is known, so a long run looks further.
+RELAX_HELP = {
+    "recovery-durability": "emulate the fix 'recovery fsyncs the segments and the directory it adopts' "
+                           "right after every open (fuzz/findings/adopted_segment_not_durable.py, "
+                           "sync_after_reopen_not_durable.py, unsynced_seal_then_new_segment.py)",
+    "close-after-error": "accept close() returning normally on a poisoned queue "
+                         "(fuzz/findings/close_after_eio_returns_normally.py)",
+    "key-after-error": "accept enqueue(key=...) returning a held key's id on a poisoned queue "
+                       "(fuzz/findings/unique_key_acknowledged_after_eio.py)",
+    "lease-expiry-commit": "do not count the lease expiries of a lease() that found no job as "
+                           "acknowledged in always mode (fuzz/findings/lease_expiry_not_committed.py)",
+}
+CHECKS = tuple(RELAX_HELP)
+
+Outcomes = Mapping[Any, State]  # expected result -> state after the call
+
+
+class Crashed(Exception):
+    """A crash point was hit and `defer_crashes` asked the driver to stop there."""
+
+
+@dataclass(frozen=True)
+class Config:
+    sync: str = "always"
+    seed: int = 0
+    segment_size: int = 4096
+    path: str = "/sim/q"
+    relax: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class Armed:
+    """A crash point armed for the next calls, and what happens when it is hit."""
+
+    fault: str
+    seed: int
+    recovery_crash: int | None = None
+    fault2: str = "kill9"
+
+
+def queue_options(config: Config, fs: SimFS, clock: FakeClock) -> dict[str, Any]:
+    """Queue options for the harness; no background compaction, retention 0 when supported."""
+    opts: dict[str, Any] = dict(sync=config.sync, sync_interval=60.0, segment_size=config.segment_size,
+                                clock=clock, backoff=BACKOFF, fs=fs)
+    params = inspect.signature(Queue).parameters
+    for name, value in (("compact_threshold", None), ("retain_done", 0.0), ("retain_dead", 0.0)):
+        if name in params:
+            opts[name] = value
+    return opts
+
+
+def snapshot(q: Queue) -> State:
+    return {i.id: m.from_info(i) for i in q.jobs(limit=None)}
+
+
+class Driver:
+    """A queue on simulated files, checked against the model after every call and reopen."""
+
+    def __init__(self, config: Config, *, defer_crashes: bool = False) -> None:
+        self.cfg = config
+        self.fs = SimFS(config.seed)
+        self.clock = FakeClock()
+        self.ledger = Ledger()
+        self.q: Queue | None = None
+        self.poisoned = False
+        self.armed: Armed | None = None
+        self.defer = defer_crashes
+        self.trace: list[str] = []
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Create the queue (its first open is checked like any reopen)."""
+        self.trace.append("start")
+        self._recover(0, power=True)
+
+    def close(self) -> None:
+        """Release everything (test teardown); checks nothing."""
+        self.fs.disarm()
+        if self.q is not None:
+            self._kill(self.q)
+            try:
+                self.q.close()
+            except (LogqError, OSError):
+                pass
+            self.q = None
+
+    def clone(self) -> "Driver":
+        """A driver on a copy of the files and the ledger as they are now."""
+        other = Driver(self.cfg, defer_crashes=False)
+        other.fs = self.fs.fork()
+        other.clock = FakeClock(self.clock.time())
+        other.ledger = copy.deepcopy(self.ledger)
+        other.trace = list(self.trace)
+        return other
+
+    @property
+    def state(self) -> State:
+        return self.ledger.state
+
+    def active(self) -> list[int]:
+        return sorted(j.id for j in self.state.values() if j.state == "active")
+
+    def queue(self) -> Queue:
+        assert self.q is not None, "no open queue"
+        return self.q
+
+    # --------------------------------------------------------------- operations
+
+    def enqueue(self, name: str, payload: bytes, *, delay: float = 0.0, priority: int = 0,
+                max_attempts: int = 3, key: str | None = None) -> None:
+        s, now = self.state, self.clock.time()
+        held = m.key_holder(s, key) if key is not None else None
+        if held is not None:
+            outcomes: dict[Any, State] = {held: s}
+        else:
+            outcomes = {jid: m.enqueue(s, jid, name, payload, now + delay, priority, max_attempts, key)
+                        for jid in self._next_ids(1)}
+        tolerated = key is not None and "key-after-error" in self.cfg.relax
+        self._call(f"enqueue({name!r}, {len(payload)}B, delay={delay}, prio={priority}, "
+                   f"max={max_attempts}, key={key!r})",
+                   lambda: self.queue().enqueue(name, payload, delay=delay, priority=priority,
+                                                max_attempts=max_attempts, key=key), outcomes,
+                   harmless=lambda r: tolerated)
+
+    def enqueue_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        s, now = self.state, self.clock.time()
+        outcomes = {}
+        for first in self._next_ids(1):
+            ids = tuple(range(first, first + len(items)))
+            after = s
+            for jid, (name, payload) in zip(ids, items):
+                after = m.enqueue(after, jid, name, payload, now, 0, 3, None)
+            outcomes[ids] = after
+        self._call(f"enqueue_many({len(items)} jobs)",
+                   lambda: self.queue().enqueue_many(list(items)), outcomes, key=tuple)
+
+    def lease(self, names: Sequence[str] | None = None, lease_time: float = 10.0) -> None:
+        s0, now = self.state, self.clock.time()
+        gone = m.expired(s0, now)
+        s1 = m.expire(s0, now, "lease expired")
+        job = m.due(s1, now, names)
+        outcomes = {None: s1} if job is None else {job.id: m.lease(s1, job.id, now, lease_time)}
+        before = [(f"expire {[j.id for j in gone]} (in lease)", s1)] if gone else []
+
+        def check(result: Any) -> None:
+            if result is not None and job is not None:
+                want = (job.name, job.payload, job.attempts + 1)
+                if (result.name, result.payload, result.attempts) != want:
+                    raise Violation(f"lease returned {result!r}, the model expected {want!r}")
+        self._call(f"lease(names={names}, lease_time={lease_time})",
+                   lambda: self.queue().lease(names, lease_time=lease_time), outcomes,
+                   key=lambda r: None if r is None else r.id, check=check, before=before,
+                   harmless=lambda r: r is None,
+                   acknowledged=not (gone and job is None and self.cfg.sync == "always"
+                                     and "lease-expiry-commit" in self.cfg.relax))
+
+    def ack(self, jid: int, result: bytes = b"") -> None:
+        self._call(f"ack({jid})", lambda: self.queue().ack(jid, result=result),
+                   {None: m.ack(self.state, jid, result)})
+
+    def fail(self, jid: int, retry: bool = True) -> None:
+        after = m.fail(self.state, jid, "err", retry, self.clock.time(), BACKOFF)
+        self._call(f"fail({jid}, retry={retry})", lambda: self.queue().fail(jid, "err", retry=retry),
+                   {None: after})
+
+    def release(self, jid: int, delay: float = 0.0) -> None:
+        after = m.release(self.state, jid, self.clock.time(), delay)
+        self._call(f"release({jid}, delay={delay})", lambda: self.queue().release(jid, delay=delay),
+                   {None: after})
+
+    def cancel(self, jid: int) -> None:
+        if self.state[jid].state == "pending":
+            self._call(f"cancel({jid})", lambda: self.queue().cancel(jid), {None: m.cancel(self.state, jid)})
+        else:
+            self._refused(f"cancel({jid}) of a {self.state[jid].state} job", lambda: self.queue().cancel(jid))
+
+    def expire_leases(self) -> None:
+        s, now = self.state, self.clock.time()
+        count = len(m.expired(s, now))
+        self._call("expire_leases()", lambda: self.queue().expire_leases(),
+                   {count: m.expire(s, now, "lease expired")}, harmless=lambda r: r == 0)
+
+    def advance(self, seconds: float) -> None:
+        self.trace.append(f"advance({seconds})")
+        self.clock.advance(seconds)
+
+    def sync(self) -> None:
+        self.trace.append("sync()")
+        injected = self.fs.stats.injected
+        _, error = self._attempt(lambda: self.queue().sync())
+        if self.fs.halted:
+            self._on_crash()
+            return
+        if error is not None:
+            self._failed("sync()", error, injected, {})
+            return
+        self._no_ack_after_error("sync()", None, injected)
+        self.ledger.acknowledge()
+
+    def compact(self) -> None:
+        """Compaction (when the Queue has it): only final jobs may go, and they stay gone."""
+        if not hasattr(Queue, "compact"):
+            return
+        self.trace.append("compact()")
+        s, injected = self.state, self.fs.stats.injected
+        final = {jid for jid, j in s.items() if j.state in m.FINAL}
+        report, error = self._attempt(lambda: getattr(self.queue(), "compact")())
+        if self.fs.halted:
+            self.ledger.maybe_swept |= final
+            self._on_crash()
+            return
+        if error is not None:
+            self.ledger.maybe_swept |= final
+            self._failed("compact()", error, injected, {})
+            self._compaction_poisoned(error)
+            return
+        self._no_ack_after_error("compact()", report, injected)
+        self._swept(s, final, report)
+
+    def _compaction_poisoned(self, error: BaseException) -> None:
+        """An EIO before compaction's commit point (C2) may leave the log usable: only a
+        private temp file was hit. Ask the log (a sync) instead of assuming it is poisoned."""
+        if isinstance(error, LogqError) or not self.poisoned:
+            return
+        _, probe = self._attempt(lambda: self.queue().sync())
+        if self.fs.halted:
+            self._on_crash()
+        elif probe is None:
+            self.trace.append("  compaction failed before its commit point; the log stays usable")
+            self.poisoned = False
+            self.ledger.acknowledge()
+
+    def _swept(self, s: State, final: set[int], report: Any) -> None:
+        gone = set(s) - set(snapshot(self.queue()))
+        if gone - final:
+            raise Violation(f"compaction removed jobs that were not final: {sorted(gone - final)}")
+        if len(gone) != getattr(report, "jobs_swept", len(gone)):
+            raise Violation(f"compaction reports {report.jobs_swept} jobs swept, {len(gone)} vanished")
+        self.ledger.swept |= gone
+        self._returned("compact()", m.sweep(s, gone), [])
+
+    # ------------------------------------------------------------ fault rules
+
+    def arm_eio(self, kind: str, nth: int) -> None:
+        self.trace.append(f"arm EIO on {kind} #{nth}")
+        self.fs.fail(kind, nth)
+
+    def arm_crash(self, nth: int, armed: Armed) -> None:
+        self.trace.append(f"arm crash after {nth} more file operations: {armed}")
+        self.fs.crash_after(self.fs.ops + nth)
+        self.armed = armed
+
+    def crash(self, fault: str, seed: int, recovery_crash: int | None = None, fault2: str = "kill9") -> bool:
+        """Crash now with `fault`, reopen and check; False if `recovery_crash` was never reached."""
+        self.trace.append(f"crash({fault}, seed={seed}, recovery_crash={recovery_crash}, fault2={fault2})")
+        self.fs.disarm()
+        self.armed = None
+        self._kill(self.q)
+        return self._die_and_recover(fault, seed, recovery_crash, fault2)
+
+    def reopen(self) -> None:
+        """Close cleanly (everything durable, unless poisoned) and open again."""
+        self.trace.append("reopen()")
+        self.fs.disarm()
+        self.armed = None
+        try:
+            self.queue().close()
+            closed = True
+        except (LogqError, OSError):
+            closed = False
+        if closed and self.poisoned and "close-after-error" not in self.cfg.relax:
+            raise Violation("close() returned normally after an I/O error poisoned the queue: "
+                            "it promises everything is durable, and it is not")
+        if closed and not self.poisoned:
+            self.ledger.acknowledge()
+        self._kill(self.q)
+        self.q, self.poisoned = None, False
+        self._recover(self.ledger.returned, power=False)
+
+    # ----------------------------------------------------------------- checks
+
+    def check_live(self) -> None:
+        """The open queue agrees with the model (skipped while poisoned)."""
+        if self.q is None or self.poisoned:
+            return
+        seen, want = m.views(snapshot(self.q)), m.views(self.state)
+        if seen != want:
+            diff = {jid: (want.get(jid), seen.get(jid)) for jid in set(seen) | set(want)
+                    if seen.get(jid) != want.get(jid)}
+            raise Violation(f"live queue disagrees with the model (expected, actual): {diff}")
+
+    # -------------------------------------------------------- call bookkeeping
+
+    def _call(self, label: str, fn: Callable[[], Any], outcomes: Outcomes, *,
+              key: Callable[[Any], Any] = lambda r: r, check: Callable[[Any], None] | None = None,
+              before: list[tuple[str, State]] | None = None,
+              harmless: Callable[[Any], bool] = lambda r: False, acknowledged: bool = True) -> None:
+        self.trace.append(label)
+        injected = self.fs.stats.injected
+        result, error = self._attempt(fn)
+        if self.fs.halted:
+            self._push_uncertain(label, outcomes, before)
+            self._on_crash()
+            return
+        if error is not None:
+            self._failed(label, error, injected, outcomes, before)
+            return
+        if self.fs.stats.injected > injected and not self.poisoned:  # the error was swallowed
+            self.poisoned = True
+            self._push_uncertain(label, outcomes, before)
+            if not harmless(result):
+                raise Violation(f"{label} returned {result!r} although an injected I/O error hit it")
+        if self.poisoned:
+            if harmless(result):
+                return
+            self._no_ack_after_error(label, result, injected)
+        if key(result) not in outcomes:
+            raise Violation(f"{label} returned {result!r}; the model expected one of {list(outcomes)}")
+        if check is not None:
+            check(result)
+        self._returned(label, outcomes[key(result)], before or [], acknowledged)
+
+    @staticmethod
+    def _attempt(fn: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+        try:
+            return fn(), None
+        except (LogqError, OSError) as exc:
+            return None, exc
+
+    def _refused(self, label: str, fn: Callable[[], Any]) -> None:
+        self.trace.append(label)
+        try:
+            fn()
+        except InvalidTransition:
+            return
+        except LogqError:
+            if self.poisoned:
+                return
+            raise
+        raise Violation(f"{label} was accepted; only pending jobs can be cancelled")
+
+    def _returned(self, label: str, state: State, before: list[tuple[str, State]],
+                  acknowledged: bool = True) -> None:
+        stats, wrote_before = self.queue().stats(), self.ledger.last_seq
+        for lbl, s in before:
+            self.ledger.push(lbl, [s], None, acknowledged=acknowledged)
+        self.ledger.push(label, [state], stats.last_seq, acknowledged=acknowledged)
+        if not acknowledged:
+            return
+        if self.cfg.sync == "always" and stats.last_seq > wrote_before:  # a call that wrote nothing fsyncs nothing
+            self.ledger.durable = self.ledger.returned
+        self._check_sealed_durable()
+        self.ledger.claim(stats.durable_seq)
+
+    def _push_uncertain(self, label: str, outcomes: Outcomes, before: list[tuple[str, State]] | None) -> None:
+        for lbl, s in before or []:
+            self.ledger.push(lbl + " (cut short)", [s], None, certain=False)
+        if outcomes:
+            self.ledger.push(label + " (cut short)", list(outcomes.values()), None, certain=False)
+
+    def _failed(self, label: str, exc: BaseException, injected: int, outcomes: Outcomes,
+                before: list[tuple[str, State]] | None = None) -> None:
+        if self.poisoned:
+            return
+        if self.fs.stats.injected == injected:
+            raise Violation(f"{label} raised {exc!r} with no fault injected") from exc
+        self.trace.append(f"  -> {type(exc).__name__}: {exc}")
+        self.poisoned = True
+        self._push_uncertain(label, outcomes, before)
+
+    def _no_ack_after_error(self, label: str, result: Any, injected: int) -> None:
+        if self.poisoned:
+            raise Violation(f"{label} returned {result!r} after an injected I/O error poisoned the "
+                            "queue: nothing may be acknowledged until it is reopened")
+        if self.fs.stats.injected > injected:
+            raise Violation(f"{label} returned {result!r} although an injected I/O error hit it")
+
+    def _next_ids(self, n: int) -> list[int]:
+        """The ids a new job may get: the next sequence number, or the one after a rollover's SEAL."""
+        last = self.ledger.last_seq
+        return [last + 1, last + 2]
+
+    # ----------------------------------------------------------------- crashes
+
+    def _on_crash(self) -> None:
+        self._kill(self.q)
+        if self.defer:
+            raise Crashed(self.fs.trace[-1][0] if self.fs.trace else "crash")
+        armed, self.armed = self.armed or Armed("kill9", 0), None
+        self._die_and_recover(armed.fault, armed.seed, armed.recovery_crash, armed.fault2)
+
+    def _die_and_recover(self, fault: str, seed: int, recovery_crash: int | None, fault2: str) -> bool:
+        rng = random.Random(seed)
+        self.q, self.poisoned = None, False
+        self.fs.crash("kill9" if fault in DAMAGE_FAULTS else fault, rng)
+        if fault in DAMAGE_FAULTS:
+            self._refuse_damage(fault, rng)
+        floor = self.ledger.durable if fault in POWER_FAULTS else self.ledger.returned
+        return self._recover(floor, power=fault in POWER_FAULTS, recovery_crash=recovery_crash,
+                             fault2=fault2, rng=rng)
+
+    def _recover(self, floor: int, *, power: bool, recovery_crash: int | None = None,
+                 fault2: str = "kill9", rng: random.Random | None = None) -> bool:
+        """Open, check against the ledger and for idempotence; True if the recovery crash point was hit."""
+        hit = False
+        self._emulate_recovery_fix()
+        if recovery_crash is not None:
+            self.fs.crash_after(self.fs.ops + recovery_crash)
+        injected = self.fs.stats.injected
+        q, error = self._attempt(lambda: self._open(self.fs))
+        if error is not None and self.fs.stats.injected > injected and not self.fs.halted:
+            self.trace.append(f"  open failed on the injected EIO ({error}); opening again")
+            self.fs.disarm(crash=False)
+            q, error = self._attempt(lambda: self._open(self.fs))
+        if self.fs.halted:
+            self._kill(q)
+            if recovery_crash is None:  # a crash point armed before the first open
+                if self.defer:
+                    raise Crashed("crash in the first open")
+                raise AssertionError("crash point hit outside a call") from error
+            hit = True
+            self.trace.append(f"  crashed inside recovery after op {self.fs.ops}; then {fault2}")
+            self.fs.crash(fault2, rng)
+            if fault2 in POWER_FAULTS:
+                floor, power = min(floor, self.ledger.durable), True
+            else:
+                power = False
+            self._emulate_recovery_fix()
+            q, error = self._attempt(lambda: self._open(self.fs))
+        if error is not None:
+            raise Violation(f"recovery failed: {type(error).__name__}: {error}") from error
+        if recovery_crash is not None:
+            self.fs.crash_after(None)  # the recovery ended before its crash point
+        self.q = q
+        self._check_recovered(q, floor, power, hit)
+        return hit
+
+    def _emulate_recovery_fix(self) -> bool:
+        """Relaxed `recovery-durability`: make durable what recovery adopts, as a fix would."""
+        if "recovery-durability" not in self.cfg.relax or not self.fs.isdir(self.cfg.path):
+            return False
+        self.fs.sync_all(self.cfg.path)
+        return True
+
+    def _check_sealed_durable(self) -> None:
+        """Every segment but the last must be durable, or a power loss leaves the log unopenable."""
+        for path in self._sealed_segments():
+            if self.fs.synced(path):
+                continue
+            raise Violation(f"{path} is followed by another segment but holds unsynced bytes (its "
+                            "SEAL?): a power loss now leaves a log that does not open")
+
+    def _check_recovered(self, q: Queue, floor: int, power: bool, interrupted: bool) -> None:
+        observed = snapshot(q)
+        match = self.ledger.match(observed, q.recovery.last_seq, self.clock.time(), floor, interrupted)
+        lost_leases = any(j.state == "active" for j in
+                          self.ledger.entries[match.index].states[match.alternative].values())
+        stats = q.stats()
+        self.ledger.recovered(match, stats.last_seq, durable=lost_leases or power)
+        if self._emulate_recovery_fix():
+            self.ledger.durable = self.ledger.returned
+        self._check_sealed_durable()
+        self.ledger.claim(stats.durable_seq)
+        self._check_idempotent(q, observed)
+
+    def _check_idempotent(self, q: Queue, observed: State) -> None:
+        again = self._open(self.fs.fork())
+        try:
+            if m.views(snapshot(again)) != m.views(observed):
+                raise Violation("recovering a second time gives other jobs than recovering once")
+            if again.recovery.torn:
+                raise Violation(f"a second recovery still cut a torn tail: {again.recovery.torn}")
+            if again.recovery.last_seq != q.stats().last_seq:
+                raise Violation(f"a second recovery ends at seq {again.recovery.last_seq}, "
+                                f"the first at {q.stats().last_seq}")
+        finally:
+            again.close()
+
+    def _refuse_damage(self, fault: str, rng: random.Random) -> None:
+        """Damage a sealed segment at rest: opening must refuse it and change nothing; then undo."""
+        sealed = self._sealed_segments()
+        if not sealed or any(n.endswith((".swap", ".compacting")) for n in self.fs.listdir(self.cfg.path)):
+            return  # a committed compaction may legitimately replace the damaged file
+        path = rng.choice(sealed)
+        original = self.fs.read_file(path)
+        damaged, where = _damage(original, fault, rng)
+        self.trace.append(f"  {fault} in {path}: {where}")
+        self.fs.replace_at_rest(path, damaged)
+        before = self.fs.image()
+        try:
+            q = self._open(self.fs)
+        except CorruptionError:
+            pass
+        else:
+            q.close()
+            raise Violation(f"{fault} in sealed segment {path} ({where}) was accepted by recovery")
+        if _segments(self.fs.image()) != _segments(before):
+            raise Violation(f"an open refused for corruption ({fault}, {where}) changed the segments")
+        self.fs.replace_at_rest(path, original)
+
+    def _sealed_segments(self) -> list[str]:
+        if not self.fs.isdir(self.cfg.path):
+            return []
+        names = sorted((b, n) for n in self.fs.listdir(self.cfg.path) if (b := parse_segment_name(n)) is not None)
+        return [f"{self.cfg.path}/{n}" for _, n in names[:-1]]
+
+    def _open(self, fs: SimFS) -> Queue:
+        return Queue(self.cfg.path, **queue_options(self.cfg, fs, self.clock))
+
+    @staticmethod
+    def _kill(q: Queue | None) -> None:
+        """Stop the background syncer of a queue a crash abandoned (its threads die with it)."""
+        stop = getattr(getattr(q, "_log", None), "_stop", None)
+        if isinstance(stop, threading.Event):
+            stop.set()
+
+
+def _damage(data: bytes, fault: str, rng: random.Random) -> tuple[bytes, str]:
+    if fault == "seal_flip":
+        offset, bit = rng.randrange(len(data)), rng.randrange(8)
+        out = bytearray(data)
+        out[offset] ^= 1 << bit
+        return bytes(out), f"bit {bit} of byte {offset} flipped"
+    size = rng.randrange(len(data))
+    return data[:size], f"truncated from {len(data)} to {size} bytes"
+
+
+def _segments(image: dict[str, bytes]) -> dict[str, bytes]:
+    """The segment files of an image (a refused open may still drop an uncommitted temp file)."""
+    return {p: b for p, b in image.items() if p.endswith(".seg")}
