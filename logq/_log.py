@@ -240,6 +240,8 @@ class Log:
             is_last = i == len(bases) - 1
             deliver = _no_replay if replay is None else functools.partial(replay, base=base)
             last_seq = self._recover_segment(base, is_last, last_seq, deliver, salvage, report)
+        if self._segments:
+            self._adopt(self._segments[-1].base)
         if not self._segments or self._segments[-1].sealed:
             self._create_segment(last_seq + 1)
         active = self._segments[-1]
@@ -295,6 +297,21 @@ class Log:
         seg_last = result.last_seq if result.last_seq is not None else max(last_seq, base - 1)
         self._segments.append(_Segment(base, result.end, result.sealed or not is_last, seg_last))
         return seg_last
+
+    def _adopt(self, base: int) -> None:
+        """Make the last segment and the directory durable before anything is appended.
+
+        A crashed process may have left the last segment's tail, its SEAL or
+        its very name only in the page cache. Recovery replayed those records,
+        so it reports them durable: fsync first, so a power loss cannot take
+        back what this open accepted (nor drop a SEAL the next segment relies on).
+        """
+        f = self.fs.open(self._seg_path(base))
+        try:
+            f.fsync()
+        finally:
+            f.close()
+        self.fs.fsync_dir(self.path)
 
     def _read_salt(self, base: int) -> int:
         salt = self._salts.get(base)
@@ -361,7 +378,7 @@ class Log:
             raise InvalidArgument("append needs at least one record")
         with self._lock:
             if self._failed is not None or self._closed:
-                self._check_usable()
+                self.check_usable()
             if len(items) == 1 and mode != "always" and not self._pending:
                 simple = self._write_one(items[0], mode)
                 if simple is not None:
@@ -443,7 +460,7 @@ class Log:
         with self._cond:
             try:
                 while True:
-                    self._check_usable()
+                    self.check_usable()
                     if self._synced_seq >= seq:
                         return
                     if not self._syncing:
@@ -505,7 +522,7 @@ class Log:
     def _rollover_locked(self) -> None:
         while self._syncing:  # R1: never close a file another thread is syncing
             self._cond.wait()
-        self._check_usable()
+        self.check_usable()
         self._flush_locked()
         seal_seq = self._next_seq
         try:
@@ -537,14 +554,14 @@ class Log:
     def roll(self) -> None:
         """Seal the active segment now (if it holds records) and start a new one."""
         with self._lock:
-            self._check_usable()
+            self.check_usable()
             if self._end > SEGMENT_HEADER_SIZE:
                 self._rollover_locked()
 
     def sealed_prefix(self) -> list[tuple[int, int]]:
         """(base, SEAL sequence number) of every sealed segment, oldest first."""
         with self._lock:
-            self._check_usable()
+            self.check_usable()
             return [(s.base, s.last_seq) for s in self._segments[:-1]]
 
     def compact(self, bases: list[int], drop: Callable[[Record], bool]) -> _compact.Output:
@@ -555,7 +572,7 @@ class Log:
         """Steps C2-C4: swap the compacted segment in. A failure after the commit
         point poisons the log (reopening rolls the swap forward)."""
         with self._lock:
-            self._check_usable()
+            self.check_usable()
             if [s.base for s in self._segments[:len(bases)]] != bases or len(bases) >= len(self._segments):
                 raise InvalidArgument("the compacted segments are no longer the sealed prefix")
             try:
@@ -583,7 +600,7 @@ class Log:
         With the record's `size` (from `Appended.sizes`) it takes one read.
         """
         with self._lock:
-            self._check_usable()
+            self.check_usable()
             written_end = self._end - self._pending_size
             if segment == self._segments[-1].base and offset >= written_end:
                 rec = read_record(b"".join(self._pending), offset - written_end, self._encoder.salt64)
@@ -658,6 +675,8 @@ class Log:
         if self._syncer is not None and self._syncer is not threading.current_thread():
             self._syncer.join()
         self._release_files()
+        if self._failed is not None and error is None:
+            raise self._failure()
         if isinstance(error, OSError):
             raise WriterFailedError(f"final fsync of {self.path} failed: {error}") from error
         if error is not None:
@@ -678,8 +697,13 @@ class Log:
     def __enter__(self) -> "Log":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        """Close; a close failure is raised unless it would hide an exception already raised."""
+        try:
+            self.close()
+        except WriterFailedError:
+            if exc_type is None:
+                raise
 
     # ------------------------------------------------------------------ failure
 
@@ -693,7 +717,8 @@ class Log:
             f"an earlier write or fsync to {self.path} failed ({self._failed}); nothing since is "
             "durable: close and reopen the queue to recover from what is on disk")
 
-    def _check_usable(self) -> None:
+    def check_usable(self) -> None:
+        """Raise WriterFailedError if a write or fsync failed, ClosedError if closed."""
         if self._failed is not None:
             raise self._failure()
         if self._closed:

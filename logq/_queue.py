@@ -33,7 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 
 from ._clock import Clock, SystemClock
-from ._errors import ClosedError, InvalidArgument, LeaseLostError, LogqError
+from ._errors import ClosedError, InvalidArgument, LeaseLostError, LogqError, WriterFailedError
 from ._jobrec import (
     ACK, CANCEL, ENQUEUE, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES, Enqueue,
     decode_enqueue,
@@ -212,25 +212,31 @@ class Queue:
         lease_time = self.lease_time if lease_time is None else _check_seconds("lease_time", lease_time, True)
         _check_seconds("wait", wait)
         deadline = time.monotonic() + wait
-        with self._lock:
-            while True:
-                self._check_open()
-                now = self.clock.time()
-                self._expire_locked(now)
-                self._index.promote(now)
-                e = self._index.best_ready(wanted)
-                if e is not None:
-                    break
-                if not self._wait_locked(deadline, now):
-                    return None
-            attempt, expires = e.attempts + 1, now + lease_time
-            appended = self._append_locked([(LEASE, encode_lease(e.id, attempt, now, expires))], sync)
-            try:
+        expiries: list[Appended] = []  # committed before returning, like any other record
+        try:
+            with self._lock:
+                while True:
+                    self._check_open()
+                    now = self.clock.time()
+                    expired = self._expire_locked(now)
+                    if expired is not None:
+                        expiries.append(expired)
+                    self._index.promote(now)
+                    e = self._index.best_ready(wanted)
+                    if e is not None:
+                        break
+                    for done in expiries:  # do not hold a group commit open while waiting
+                        self._log.commit(done)
+                    expiries.clear()
+                    if not self._wait_locked(deadline, now):
+                        return None
+                attempt, expires = e.attempts + 1, now + lease_time
+                appended = self._append_locked([(LEASE, encode_lease(e.id, attempt, now, expires))], sync)
+                expiries.append(appended)
                 enq = self._enqueue_of(e)
-            except BaseException:
-                self._log.commit(appended)
-                raise
-        self._log.commit(appended)
+        finally:
+            for done in expiries:
+                self._log.commit(done)
         return Job(e.id, enq.name, enq.payload, attempt, enq.priority, enq.enqueued_at, expires,
                    enq.max_attempts)
 
@@ -593,8 +599,13 @@ class Queue:
     def __enter__(self) -> "Queue":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        """Close; a close failure is raised unless it would hide an exception already raised."""
+        try:
+            self.close()
+        except WriterFailedError:
+            if exc_type is None:
+                raise
 
     def __repr__(self) -> str:
         return f"<logq.Queue {self.path!r}{' closed' if self._closed else ''}>"
@@ -622,6 +633,7 @@ class Queue:
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError(f"the queue at {self.path} is closed: open a new logq.Queue")
+        self._log.check_usable()
 
 
 def _job_of(rec: Record) -> int:

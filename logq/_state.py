@@ -153,7 +153,7 @@ class Index:
             raise CorruptionError(f"malformed enqueue record at sequence {seq}") from None
         at = ENQUEUE_HEAD.size
         raw_name = payload[at:at + nlen]
-        name = self._names.get(raw_name)  # type: ignore[call-overload]
+        name = self._names.get(raw_name)  # type: ignore[arg-type]
         if name is None:
             _, _, _, _, decoded, _, _ = enqueue_meta(payload)
             name = self._names[bytes(raw_name)] = decoded
