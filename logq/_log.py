@@ -97,6 +97,9 @@ class RecoveryReport:
     lost: list[LostRange] = field(default_factory=list)
 
 
+_new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__ (hot path)
+
+
 class Appended(NamedTuple):
     """Where an appended batch landed: sequence numbers, segment base and offsets."""
 
@@ -421,7 +424,7 @@ class Log:
             raise self._failure() from exc
         size = len(chunk)
         self._end, self._next_seq, self._written_seq = end + size, seq + 1, seq
-        return Appended(seq, seq, self._segments[-1].base, (end,), (size,), mode)
+        return _new_tuple(Appended, (seq, seq, self._segments[-1].base, (end,), (size,), mode))
 
     def _encode_batch(self, items: Sequence[tuple[int, bytes]]) -> tuple[list[bytes], tuple[int, ...], int]:
         for rtype, payload in items:
@@ -733,8 +736,9 @@ def _scan_windows(f: File, size: int, path: str, deliver: Callable[[Record], Non
     """`scan` a segment file a window at a time, so replay memory does not grow with segments.
 
     A window that ends inside a record or batch is read again from the end of
-    its last complete batch (doubled if nothing completed in it). Salvage
-    probes past damage, so it reads the whole file at once.
+    its last complete batch; the window doubles whenever more than an eighth
+    of it must be read again (large batches), so little is verified twice.
+    Salvage probes past damage, so it reads the whole file at once.
     """
     header = f.pread(SEGMENT_HEADER_SIZE, 0)
     window = size if salvage else REPLAY_WINDOW
@@ -746,8 +750,8 @@ def _scan_windows(f: File, size: int, path: str, deliver: Callable[[Record], Non
         total = part if total is None else _merge(total, part)
         if part.sealed or part.damage is not None or pos + n >= size:
             return total
-        if part.end == pos:
-            window *= 2  # one batch is larger than the window
+        if (pos + n) - part.end > window // 8:
+            window *= 2  # batches are large next to the window
         pos = part.end
         after_seq = part.last_seq or after_seq
         total.torn, total.lost = False, [r for r in total.lost if r.end < pos]

@@ -23,6 +23,7 @@ forever.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import logging
@@ -112,6 +113,8 @@ class Queue:
             if collecting:
                 gc.enable()
         gc.freeze()  # keep the index out of later collections
+        if self._log.report.records >= TRIM_AFTER_RECORDS:
+            _return_free_memory()
         self.path = self._log.path
         try:
             self._recover_leases()
@@ -634,6 +637,19 @@ class Queue:
         if self._closed:
             raise ClosedError(f"the queue at {self.path} is closed: open a new logq.Queue")
         self._log.check_usable()
+
+
+TRIM_AFTER_RECORDS = 100_000  # a replay this long leaves freed heap pages worth returning
+
+
+def _return_free_memory() -> None:
+    """Give the heap pages that replay used and freed back to the OS (glibc's
+    malloc_trim; a no-op where it does not exist)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def _job_of(rec: Record) -> int:
