@@ -17,7 +17,6 @@ import sys
 import time
 from typing import Callable
 
-from .driver import RELAX_HELP
 from .model import Failure
 
 MODES = ("model", "points", "soak")
@@ -25,25 +24,13 @@ SHARES = {"model": 0.45, "points": 0.30, "soak": 0.25}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    epilog = "relaxable checks (known findings; 'known' relaxes all):\n" + "\n".join(
-        f"  {name}: {text}" for name, text in RELAX_HELP.items())
-    p = argparse.ArgumentParser(prog="python -m fuzz", description="logq crash-recovery fuzz harness",
-                                epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m fuzz", description="logq crash-recovery fuzz harness "
+                                "(see fuzz/README.md)")
     p.add_argument("--minutes", type=float, default=2.0, help="total time budget (default 2)")
     p.add_argument("--seed", type=int, default=None, help="first seed (default: random, printed)")
     p.add_argument("--mode", choices=MODES + ("all",), default="all")
-    p.add_argument("--relax", action="append", default=[], metavar="CHECK",
-                   help="skip a known finding's check (repeatable; 'known' = all of them)")
     p.add_argument("--case", help="points mode: replay one case as printed by a failure")
-    args = p.parse_args(argv)
-    unknown = set(args.relax) - set(RELAX_HELP) - {"known"}
-    if unknown:
-        p.error(f"unknown --relax {sorted(unknown)}; choose from {sorted(RELAX_HELP)} or 'known'")
-    return args
-
-
-def relaxed(names: list[str]) -> frozenset[str]:
-    return frozenset(RELAX_HELP) if "known" in names else frozenset(names)
+    return p.parse_args(argv)
 
 
 def runner(mode: str) -> Callable[..., list[Failure]]:
@@ -57,35 +44,32 @@ def runner(mode: str) -> Callable[..., list[Failure]]:
     return soak.run
 
 
-def report(failure: Failure, relax: frozenset[str]) -> None:
-    flags = "".join(f" --relax {r}" for r in sorted(relax))
+def report(failure: Failure) -> None:
     print(f"\nFAILURE in mode {failure.mode}, seed {failure.seed}:\n  {failure.error}")
-    print(f"reproduce: python -m fuzz --mode {failure.mode} --seed {failure.seed}{flags}")
+    print(f"reproduce: python -m fuzz --mode {failure.mode} --seed {failure.seed}")
     if failure.mode == "points":
         print(f"           python -m fuzz --case '{failure.reproduction.splitlines()[0]}' "
-              f"--seed {failure.seed}{flags}")
+              f"--seed {failure.seed}")
     print(f"shortest reproduction found:\n{failure.reproduction}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
-    relax = relaxed(args.relax)
     if args.case:
         from . import points
-        return 0 if points.replay(args.case, seed, relax) else 1
+        return 0 if points.replay(args.case, seed) else 1
     modes = MODES if args.mode == "all" else (args.mode,)
     total = sum(SHARES[m] for m in modes)
-    print(f"logq fuzz: mode {args.mode}, {args.minutes} min, seed {seed}, pid {os.getpid()}"
-          + (f", relaxed: {', '.join(sorted(relax))}" if relax else ""), flush=True)
+    print(f"logq fuzz: mode {args.mode}, {args.minutes} min, seed {seed}, pid {os.getpid()}", flush=True)
     failures: list[Failure] = []
     for mode in modes:
         budget = args.minutes * 60 * SHARES[mode] / total
         started = time.monotonic()
-        found = runner(mode)(seed, started + budget, relax=relax, log=lambda s: print(s, flush=True))
+        found = runner(mode)(seed, started + budget, log=lambda s: print(s, flush=True))
         print(f"{mode}: {time.monotonic() - started:.0f}s", flush=True)
         for failure in found:
-            report(failure, relax)
+            report(failure)
         failures += found
     print(f"logq fuzz: {'FAILED' if failures else 'ok'} (seed {seed})")
     return 1 if failures else 0

@@ -10,8 +10,9 @@ model every state the call may lead to, keyed by the result it would return
   durable when the mode says so (`always`) and as far as the queue's own
   `stats().durable_seq` claims;
 * it raised after an injected EIO: push the possible states as uncertain and
-  mark the queue poisoned - from now until a reopen every call must raise
-  (or do nothing), and one that returns a result is a violation;
+  mark the queue poisoned - from now until a reopen every call must raise,
+  close() included (spec/semantics.md guarantee 10), and one that returns is
+  a violation, as is a call that returns although an EIO hit it;
 * it hit an armed crash point (the SimFS is `halted`, whatever the call
   returned or raised): push the possible states as uncertain, then crash
   with the armed fault and reopen - or, with `defer_crashes`, raise
@@ -37,7 +38,7 @@ import copy
 import inspect
 import random
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from logq import Backoff, CorruptionError, InvalidTransition, LogqError, Queue
@@ -51,19 +52,6 @@ from .simfs import FAULTS, POWER_FAULTS, SimFS
 BACKOFF = Backoff(base=1, factor=2, max=8, jitter=0)
 DAMAGE_FAULTS = ("seal_flip", "seal_truncate")
 ALL_FAULTS = FAULTS + DAMAGE_FAULTS
-#: Checks that can be relaxed (`Config.relax`) once a finding is known, so a long run looks further.
-RELAX_HELP = {
-    "recovery-durability": "emulate the fix 'recovery fsyncs the segments and the directory it adopts' "
-                           "right after every open (fuzz/findings/adopted_segment_not_durable.py, "
-                           "sync_after_reopen_not_durable.py, unsynced_seal_then_new_segment.py)",
-    "close-after-error": "accept close() returning normally on a poisoned queue "
-                         "(fuzz/findings/close_after_eio_returns_normally.py)",
-    "key-after-error": "accept enqueue(key=...) returning a held key's id on a poisoned queue "
-                       "(fuzz/findings/unique_key_acknowledged_after_eio.py)",
-    "lease-expiry-commit": "do not count the lease expiries of a lease() that found no job as "
-                           "acknowledged in always mode (fuzz/findings/lease_expiry_not_committed.py)",
-}
-CHECKS = tuple(RELAX_HELP)
 
 Outcomes = Mapping[Any, State]  # expected result -> state after the call
 
@@ -78,7 +66,6 @@ class Config:
     seed: int = 0
     segment_size: int = 4096
     path: str = "/sim/q"
-    relax: frozenset[str] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True)
@@ -169,12 +156,10 @@ class Driver:
         else:
             outcomes = {jid: m.enqueue(s, jid, name, payload, now + delay, priority, max_attempts, key)
                         for jid in self._next_ids(1)}
-        tolerated = key is not None and "key-after-error" in self.cfg.relax
         self._call(f"enqueue({name!r}, {len(payload)}B, delay={delay}, prio={priority}, "
                    f"max={max_attempts}, key={key!r})",
                    lambda: self.queue().enqueue(name, payload, delay=delay, priority=priority,
-                                                max_attempts=max_attempts, key=key), outcomes,
-                   harmless=lambda r: tolerated)
+                                                max_attempts=max_attempts, key=key), outcomes)
 
     def enqueue_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         s, now = self.state, self.clock.time()
@@ -203,10 +188,7 @@ class Driver:
                     raise Violation(f"lease returned {result!r}, the model expected {want!r}")
         self._call(f"lease(names={names}, lease_time={lease_time})",
                    lambda: self.queue().lease(names, lease_time=lease_time), outcomes,
-                   key=lambda r: None if r is None else r.id, check=check, before=before,
-                   harmless=lambda r: r is None,
-                   acknowledged=not (gone and job is None and self.cfg.sync == "always"
-                                     and "lease-expiry-commit" in self.cfg.relax))
+                   key=lambda r: None if r is None else r.id, check=check, before=before)
 
     def ack(self, jid: int, result: bytes = b"") -> None:
         self._call(f"ack({jid})", lambda: self.queue().ack(jid, result=result),
@@ -232,7 +214,7 @@ class Driver:
         s, now = self.state, self.clock.time()
         count = len(m.expired(s, now))
         self._call("expire_leases()", lambda: self.queue().expire_leases(),
-                   {count: m.expire(s, now, "lease expired")}, harmless=lambda r: r == 0)
+                   {count: m.expire(s, now, "lease expired")})
 
     def advance(self, seconds: float) -> None:
         self.trace.append(f"advance({seconds})")
@@ -322,7 +304,7 @@ class Driver:
             closed = True
         except (LogqError, OSError):
             closed = False
-        if closed and self.poisoned and "close-after-error" not in self.cfg.relax:
+        if closed and self.poisoned:
             raise Violation("close() returned normally after an I/O error poisoned the queue: "
                             "it promises everything is durable, and it is not")
         if closed and not self.poisoned:
@@ -347,8 +329,7 @@ class Driver:
 
     def _call(self, label: str, fn: Callable[[], Any], outcomes: Outcomes, *,
               key: Callable[[Any], Any] = lambda r: r, check: Callable[[Any], None] | None = None,
-              before: list[tuple[str, State]] | None = None,
-              harmless: Callable[[Any], bool] = lambda r: False, acknowledged: bool = True) -> None:
+              before: list[tuple[str, State]] | None = None) -> None:
         self.trace.append(label)
         injected = self.fs.stats.injected
         result, error = self._attempt(fn)
@@ -359,20 +340,12 @@ class Driver:
         if error is not None:
             self._failed(label, error, injected, outcomes, before)
             return
-        if self.fs.stats.injected > injected and not self.poisoned:  # the error was swallowed
-            self.poisoned = True
-            self._push_uncertain(label, outcomes, before)
-            if not harmless(result):
-                raise Violation(f"{label} returned {result!r} although an injected I/O error hit it")
-        if self.poisoned:
-            if harmless(result):
-                return
-            self._no_ack_after_error(label, result, injected)
+        self._no_ack_after_error(label, result, injected)
         if key(result) not in outcomes:
             raise Violation(f"{label} returned {result!r}; the model expected one of {list(outcomes)}")
         if check is not None:
             check(result)
-        self._returned(label, outcomes[key(result)], before or [], acknowledged)
+        self._returned(label, outcomes[key(result)], before or [])
 
     @staticmethod
     def _attempt(fn: Callable[[], Any]) -> tuple[Any, BaseException | None]:
@@ -393,14 +366,11 @@ class Driver:
             raise
         raise Violation(f"{label} was accepted; only pending jobs can be cancelled")
 
-    def _returned(self, label: str, state: State, before: list[tuple[str, State]],
-                  acknowledged: bool = True) -> None:
+    def _returned(self, label: str, state: State, before: list[tuple[str, State]]) -> None:
         stats, wrote_before = self.queue().stats(), self.ledger.last_seq
         for lbl, s in before:
-            self.ledger.push(lbl, [s], None, acknowledged=acknowledged)
-        self.ledger.push(label, [state], stats.last_seq, acknowledged=acknowledged)
-        if not acknowledged:
-            return
+            self.ledger.push(lbl, [s], None)
+        self.ledger.push(label, [state], stats.last_seq)
         if self.cfg.sync == "always" and stats.last_seq > wrote_before:  # a call that wrote nothing fsyncs nothing
             self.ledger.durable = self.ledger.returned
         self._check_sealed_durable()
@@ -457,7 +427,6 @@ class Driver:
                  fault2: str = "kill9", rng: random.Random | None = None) -> bool:
         """Open, check against the ledger and for idempotence; True if the recovery crash point was hit."""
         hit = False
-        self._emulate_recovery_fix()
         if recovery_crash is not None:
             self.fs.crash_after(self.fs.ops + recovery_crash)
         injected = self.fs.stats.injected
@@ -479,7 +448,6 @@ class Driver:
                 floor, power = min(floor, self.ledger.durable), True
             else:
                 power = False
-            self._emulate_recovery_fix()
             q, error = self._attempt(lambda: self._open(self.fs))
         if error is not None:
             raise Violation(f"recovery failed: {type(error).__name__}: {error}") from error
@@ -488,13 +456,6 @@ class Driver:
         self.q = q
         self._check_recovered(q, floor, power, hit)
         return hit
-
-    def _emulate_recovery_fix(self) -> bool:
-        """Relaxed `recovery-durability`: make durable what recovery adopts, as a fix would."""
-        if "recovery-durability" not in self.cfg.relax or not self.fs.isdir(self.cfg.path):
-            return False
-        self.fs.sync_all(self.cfg.path)
-        return True
 
     def _check_sealed_durable(self) -> None:
         """Every segment but the last must be durable, or a power loss leaves the log unopenable."""
@@ -511,8 +472,6 @@ class Driver:
                           self.ledger.entries[match.index].states[match.alternative].values())
         stats = q.stats()
         self.ledger.recovered(match, stats.last_seq, durable=lost_leases or power)
-        if self._emulate_recovery_fix():
-            self.ledger.durable = self.ledger.returned
         self._check_sealed_durable()
         self.ledger.claim(stats.durable_seq)
         self._check_idempotent(q, observed)

@@ -16,16 +16,20 @@ invariant re-reads the open queue and compares it with the model.
 `run` executes rounds until a deadline; round r uses seed `seed + r`, so
 `--seed S` with the seed printed by a failure replays that round first.
 Hypothesis shrinks a failure to a short rule sequence, which is printed as
-the reproduction. Its example database is off (`database=None`).
+the reproduction. Nothing is kept between runs: the example database is off
+(`database=None`) and hypothesis's other caches go to a temporary directory
+for the run, so no `.hypothesis/` appears in the working directory.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, seed as hseed, settings, strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.reporting import with_reporter
 from hypothesis.stateful import (
     RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test,
@@ -43,8 +47,6 @@ PAYLOADS = st.binary(max_size=48) | st.binary(min_size=400, max_size=1400)
 class CrashMachine(RuleBasedStateMachine):
     """Queue calls interleaved with crashes and injected I/O errors, on a SimFS."""
 
-    relax: frozenset[str] = frozenset()
-
     def __init__(self) -> None:
         super().__init__()
         self.d: Driver | None = None
@@ -56,7 +58,7 @@ class CrashMachine(RuleBasedStateMachine):
 
     @initialize(sync=st.sampled_from(["always", "batch"]), fs_seed=st.integers(0, 2**32 - 1))
     def start(self, sync: str, fs_seed: int) -> None:
-        self.d = Driver(Config(sync=sync, seed=fs_seed, relax=self.relax))
+        self.d = Driver(Config(sync=sync, seed=fs_seed))
         self.d.start()
 
     def teardown(self) -> None:
@@ -149,14 +151,9 @@ class Failure:
     reproduction: str
 
 
-def run_round(seed: int, *, examples: int = 12, steps: int = 40,
-              relax: frozenset[str] = frozenset()) -> Failure | None:
+def run_round(seed: int, *, examples: int = 12, steps: int = 40) -> Failure | None:
     """One hypothesis run with a fixed seed; the shrunk failure, or None."""
-    machine: type[CrashMachine] = type("CrashMachine", (CrashMachine,), {"relax": relax})
-
-    def factory() -> RuleBasedStateMachine:
-        return machine()
-    factory = hseed(seed)(factory)
+    factory = hseed(seed)(lambda: CrashMachine())  # a fresh function: the seed is set on it
     config = settings(max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
                       derandomize=False, print_blob=True, report_multiple_bugs=False,
                       suppress_health_check=list(HealthCheck),
@@ -172,17 +169,21 @@ def run_round(seed: int, *, examples: int = 12, steps: int = 40,
     return None
 
 
-def run(seed: int, deadline: float, *, relax: frozenset[str] = frozenset(),
-        log: Any = print) -> list[Failure]:
+def run(seed: int, deadline: float, *, log: Any = print) -> list[Failure]:
     """Rounds with seeds seed, seed+1, ... until `deadline` (time.monotonic) or a failure."""
     failures: list[Failure] = []
     r, started = 0, time.monotonic()
-    while time.monotonic() < deadline:
-        failure = run_round(seed + r, relax=relax)
-        r += 1
-        if failure is not None:
-            failures.append(failure)
-            break
+    with tempfile.TemporaryDirectory(prefix="logq-fuzz-hypothesis-") as home:
+        set_hypothesis_home_dir(home)
+        try:
+            while time.monotonic() < deadline:
+                failure = run_round(seed + r)
+                r += 1
+                if failure is not None:
+                    failures.append(failure)
+                    break
+        finally:
+            set_hypothesis_home_dir(None)
     found = f", found and shrunk after {time.monotonic() - started:.0f}s" if failures else ""
     log(f"model: {r} rounds (seeds {seed}..{seed + r - 1}), {len(failures)} failure(s){found}")
     return failures

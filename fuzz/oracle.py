@@ -16,11 +16,8 @@ mark how much of it must survive a crash:
   returned in `always` mode, a successful `sync()` or `close()`, or the
   queue's own claim `stats().durable_seq`;
 * `returned`: the last entry whose call returned; a process crash (kill -9)
-  keeps everything written to the OS, so it must survive that.
-
-`current` is the entry the model stands on (the live queue must agree with
-it); it is ahead of `returned` only for a change that is applied but not
-acknowledged (a relaxed known finding).
+  keeps everything written to the OS, so it must survive that. It is also
+  the entry the model stands on: the live queue must agree with it.
 
 After a crash, `match` looks for the latest entry k >= floor whose state, with
 every lease lost (pending with the attempt counted, or dead), equals the jobs
@@ -188,33 +185,29 @@ class Ledger:
     entries: list[Entry] = field(default_factory=lambda: [Entry("created", ({},), 0)])
     durable: int = 0
     returned: int = 0
-    current: int = 0
     swept: set[int] = field(default_factory=set)  # removed by a compaction that returned
     maybe_swept: set[int] = field(default_factory=set)  # by one that raised or crashed
 
     @property
     def state(self) -> State:
-        return self.entries[self.current].states[0]
+        return self.entries[self.returned].states[0]
 
     @property
     def last_seq(self) -> int:
         return max((e.seq for e in self.entries if e.seq is not None), default=0)
 
-    def push(self, label: str, states: Iterable[State], seq: int | None, *, certain: bool = True,
-             acknowledged: bool = True) -> None:
+    def push(self, label: str, states: Iterable[State], seq: int | None, *, certain: bool = True) -> None:
         self.entries.append(Entry(label, tuple(states), seq, certain))
         if certain:
-            self.current = len(self.entries) - 1
-            if acknowledged:
-                self.returned = self.current
+            self.returned = len(self.entries) - 1
 
     def acknowledge(self) -> None:
         """A sync() or close() succeeded: everything so far is durable."""
-        self.durable = self.returned = self.current
+        self.durable = self.returned
 
     def claim(self, durable_seq: int) -> None:
         """The queue says every record up to `durable_seq` is fsynced."""
-        for k in range(self.current, self.durable, -1):
+        for k in range(self.returned, self.durable, -1):
             seq = self.entries[k].seq
             if seq is not None and seq <= durable_seq:
                 self.durable = k
@@ -223,7 +216,7 @@ class Ledger:
     def recovered(self, m: Match, seq: int, durable: bool) -> None:
         """Reopening settled on `m`: drop the lost entries and record the reopen."""
         del self.entries[m.index + 1:]
-        for e in self.entries[self.current + 1:]:
+        for e in self.entries[self.returned + 1:]:
             e.certain = True
         entry = self.entries[m.index]
         entry.states = (entry.states[m.alternative],)

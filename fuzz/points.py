@@ -201,10 +201,10 @@ def run_point(config: Config, name: str, steps: list[Step], point: int, op_kind:
     return None
 
 
-def run_workload(sync: str, name: str, seed: int, deadline: float, relax: frozenset[str],
+def run_workload(sync: str, name: str, seed: int, deadline: float,
                  log: Callable[[str], None]) -> tuple[Failure | None, int]:
     """Every point of one workload in one mode; (first failure, points checked)."""
-    config = Config(sync=sync, seed=seed, relax=relax)
+    config = Config(sync=sync, seed=seed)
     steps = workload(name)
     try:
         kinds = _op_kinds(config, steps)
@@ -232,13 +232,13 @@ def _op_kinds(config: Config, steps: list[Step]) -> list[str]:
         d.close()
 
 
-def shrink(failure: Failure, relax: frozenset[str], deadline: float) -> Failure:
+def shrink(failure: Failure, deadline: float) -> Failure:
     """Drop workload steps while a case of the same kind still fails somewhere."""
     case = Case.parse(failure.reproduction)
     if case.workload == "std":
         return failure
     steps = workload(case.workload)
-    config = Config(sync=case.sync, seed=failure.seed, relax=relax)
+    config = Config(sync=case.sync, seed=failure.seed)
     i = len(steps) - 1
     while i >= 0 and time.monotonic() < deadline:
         candidate = steps[:i] + steps[i + 1:]
@@ -268,29 +268,28 @@ def _fails_like(config: Config, steps: list[Step], case: Case) -> bool:
     return False
 
 
-def run(seed: int, deadline: float, *, relax: frozenset[str] = frozenset(),
-        log: Callable[[str], None] = print) -> list[Failure]:
+def run(seed: int, deadline: float, *, log: Callable[[str], None] = print) -> list[Failure]:
     """Rounds of both sync modes: round r has seed seed+r (standard workload first)."""
     r, points, started = 0, 0, time.monotonic()
     while time.monotonic() < deadline:
         name = "std" if r == 0 else f"rand{seed + r}"
         for sync in ("always", "batch"):
-            failure, done = run_workload(sync, name, seed + r, deadline, relax, log)
+            failure, done = run_workload(sync, name, seed + r, deadline, log)
             points += done
             if failure is not None:
                 log(f"points: failure found after {time.monotonic() - started:.1f}s, at crash point "
                     f"{points} of round {r + 1}")
-                failure = shrink(failure, relax, time.monotonic() + 60)
+                failure = shrink(failure, time.monotonic() + 60)
                 return [failure]
         r += 1
     log(f"points: {r} round(s) (seeds {seed}..{seed + r - 1}), {points} crash points, 0 failures")
     return []
 
 
-def replay(text: str, seed: int, relax: frozenset[str], log: Callable[[str], Any] = print) -> bool:
+def replay(text: str, seed: int, log: Callable[[str], Any] = print) -> bool:
     """Run one case (as printed by a failure) with its trace; True if it passes."""
     case = Case.parse(text)
-    config = Config(sync=case.sync, seed=seed, relax=relax)
+    config = Config(sync=case.sync, seed=seed)
     steps = workload(case.workload)
     crashed = None if case.kind == "eio" else crashed_at(config, steps, case.point)
     if case.kind == "crash" and crashed is None:

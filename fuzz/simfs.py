@@ -184,16 +184,6 @@ class SimFS:
         """Whether a file's content is all durable (no unsynced write or truncate)."""
         return not self.inodes[self._lookup(path)].unsynced
 
-    def sync_all(self, directory: str) -> None:
-        """Make a directory and every file in it durable at once (no fault point)."""
-        d = _norm(directory)
-        with self._mutex:
-            for ino in self.dirs[d].values():
-                node = self.inodes[ino]
-                node.durable, node.unsynced = bytes(node.data), []
-            self.durable_dirs[d] = dict(self.dirs[d])
-            self.dirops[d].clear()
-
     def replace_at_rest(self, path: str, content: bytes) -> None:
         """Set a file's content as if it had always been on disk (bit rot, restore)."""
         node = self.inodes[self._lookup(path)]

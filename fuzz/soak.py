@@ -148,8 +148,7 @@ def _perform(q: Queue, clock: FakeClock, call: dict[str, Any]) -> Any:
 class Mirror:
     """The parent's copy of the child's queue: a clock and a ledger fed by the child's lines."""
 
-    def __init__(self, relax: frozenset[str] = frozenset()) -> None:
-        self.relax, self.sync = relax, "always"
+    def __init__(self) -> None:
         self.clock = FakeClock(START)
         self.ledger = Ledger()
         self.pending: tuple[str, dict[Any, State], list[tuple[str, State]], dict[str, Any]] | None = None
@@ -228,11 +227,9 @@ class Mirror:
             outcomes, key = {None: state}, None
         if key not in outcomes:
             raise Violation(f"{label} returned {result!r}; the model expected one of {list(outcomes)}")
-        acknowledged = not (call["op"] == "lease" and result is None and before and self.sync == "always"
-                            and "lease-expiry-commit" in self.relax)
         for lbl, s in before:
-            self.ledger.push(lbl, [s], None, acknowledged=acknowledged)
-        self.ledger.push(label, [outcomes[key]], data["last_seq"], acknowledged=acknowledged)
+            self.ledger.push(lbl, [s], None)
+        self.ledger.push(label, [outcomes[key]], data["last_seq"])
 
     def killed(self) -> None:
         """The child died; a call it had begun may or may not have happened."""
@@ -260,7 +257,6 @@ def run_round(path: str, mirror: Mirror, seed: int, sync: str, rng: random.Rando
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
-    mirror.sync = sync
     try:
         _feed(proc, mirror, path, time.monotonic() + rng.uniform(0.05, 0.6))
     finally:
@@ -331,11 +327,10 @@ def check_directory(path: str, mirror: Mirror, sync: str) -> None:
     mirror.ledger.acknowledge()  # both closes fsynced everything
 
 
-def run(seed: int, deadline: float, *, relax: frozenset[str] = frozenset(),
-        log: Callable[[str], None] = print) -> list[Failure]:
+def run(seed: int, deadline: float, *, log: Callable[[str], None] = print) -> list[Failure]:
     """Rounds on one directory until `deadline`; round r uses seed seed+r."""
     path = tempfile.mkdtemp(prefix="logq-soak-")
-    mirror, rng, r, started = Mirror(relax), random.Random(seed), 0, time.monotonic()
+    mirror, rng, r, started = Mirror(), random.Random(seed), 0, time.monotonic()
     try:
         while time.monotonic() < deadline:
             sync = "always" if (seed + r) % 2 == 0 else "batch"
