@@ -18,6 +18,7 @@ from logq.prometheus import QueueCollector, register
 from logq.testing import FakeClock
 
 from .helpers import FaultyFS
+from .test_readme import blocks
 
 
 @pytest.fixture
@@ -256,3 +257,22 @@ def test_bad_arguments_are_refused_up_front(qdir):
         with pytest.raises(logq.InvalidArgument):
             QueueCollector(q, name="")
 
+
+# ------------------------------------------------------------------------- README
+
+
+def test_readme_metrics_example_runs(tmp_path, monkeypatch, registry):
+    monkeypatch.chdir(tmp_path)
+    code = next(b for b in blocks() if "start_http_server" in b)
+    ports = []
+    monkeypatch.setattr(prometheus_client, "start_http_server", lambda port, *a, **kw: ports.append(port))
+    monkeypatch.setattr(logq.prometheus, "REGISTRY", registry)
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README", "exec"), namespace)
+    q = namespace["q"]
+    assert isinstance(q, Queue)
+    try:
+        assert ports == [8000]
+        assert sample(registry, "logq_segments", queue=q.path) == 1.0
+    finally:
+        q.close()
