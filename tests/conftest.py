@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
 
 from logq._verify import verify
+
+# No example database: runs start fresh and nothing is written into the checkout.
+settings.register_profile("logq", database=None)
+settings.load_profile("logq")
 
 
 @pytest.fixture
