@@ -299,6 +299,23 @@ class Index:
                 del self._ready[name]
         return None if best is None else jobs[best[2]]
 
+    def take_ready(self, names: frozenset[str] | None, limit: int) -> list[Entry]:
+        """Up to `limit` jobs to lease, best first, off their ready heaps.
+
+        They stay pending until their LEASE records are applied; the caller
+        applies one to each at once (after a failed write the log is poisoned
+        and the index is rebuilt by replay, so taken-but-unleased jobs do not
+        linger).
+        """
+        taken: list[Entry] = []
+        while len(taken) < limit:
+            e = self.best_ready(names)
+            if e is None:
+                break
+            heappop(self._ready[e.name])  # best_ready leaves the winner on top of its heap
+            taken.append(e)
+        return taken
+
     def expired(self, now: float) -> Iterator[Entry]:
         """Active jobs whose lease ended at or before `now` (they stay active until applied)."""
         leases, jobs = self._leases, self.jobs

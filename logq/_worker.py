@@ -15,6 +15,15 @@ Theory of operation
   awaited (plain functions run in a thread pool); a timeout cancels the
   coroutine. Queue calls run in a thread pool, off the loop.
 
+While a thread or process slot's tasks are fast (under FAST_TASK_SECONDS),
+it leases ahead: up to PREFETCH_MAX jobs in one `lease_many` batch, run one
+after the other (each acked as it finishes). A slow task drops it back to one
+job at a time and gives back what it leased ahead, so slow tasks hold
+jobs back from other slots for at most one task's run.
+Jobs leased ahead count as running: the heartbeat extends them, a stop
+releases them (attempt not counted), and a crash returns them with their
+attempt counted, like any lease.
+
 A heartbeat thread extends the lease of every running job each third of the
 lease time, so long tasks keep their lease. Stopping (first SIGINT/SIGTERM,
 or `Worker.stop()`): slots stop leasing; running tasks get `grace` seconds to
@@ -26,6 +35,7 @@ of spec/semantics.md (retries, dead jobs, lost leases) applies unchanged.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import inspect
 import logging
@@ -35,7 +45,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ._errors import InvalidArgument, LeaseLostError, LogqError
 from ._jobs import Job
@@ -46,6 +56,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("logq")
 KINDS = ("thread", "process", "async")
+PREFETCH_MAX = 16  # jobs a slot leases at once while its tasks are fast
+FAST_TASK_SECONDS = 0.001  # a task at least this quick lets its slot lease ahead
 Hook = Callable[[Job, Any], None]
 
 
@@ -173,12 +185,16 @@ class Worker:
 
     # -------------------------------------------------------------------- slots
 
-    def _lease(self) -> Job | None:
+    def _lease(self, n: int) -> list[Job]:
         names = self.names if self.names is not None else self.queue._task_names()
         if not names:
             self.stopping.wait(self.poll)
-            return None
-        return self.queue.lease(names, wait=self.poll)
+            return []
+        jobs = self.queue.lease_many(n, names, wait=self.poll)
+        with self._lock:
+            for job in jobs:
+                self._running[job.id] = job
+        return jobs
 
     def _thread_slot(self) -> None:
         self._slot_loop(self._call_in_thread)
@@ -193,26 +209,39 @@ class Worker:
     def _slot_loop(self, call: Callable[[Task[Any], Job, "Worker"], Any]) -> None:
         """Lease and run jobs until stopped. An unexpected error is logged and the slot
         goes on: a slot never dies silently while `run` still waits for it."""
-        while not self.stopping.is_set():
-            job = self._lease_or_stop()
-            if job is None:
-                continue
-            try:
-                self._process(job, call)
-            except Exception:
-                log.exception("job %d: the worker could not record its outcome; it will be "
-                              "leased again when its lease expires", job.id)
-
-    def _lease_or_stop(self) -> Job | None:
+        ahead: collections.deque[Job] = collections.deque()  # leased, not started yet
+        prefetch = 1
         try:
-            return self._lease()
+            while not self.stopping.is_set():
+                if not ahead:
+                    ahead.extend(self._lease_or_stop(prefetch))
+                    continue
+                job = ahead.popleft()
+                started = time.monotonic()
+                try:
+                    self._process(job, call)
+                except Exception:
+                    log.exception("job %d: the worker could not record its outcome; it will be "
+                                  "leased again when its lease expires", job.id)
+                if time.monotonic() - started < FAST_TASK_SECONDS:
+                    prefetch = min(prefetch * 2, PREFETCH_MAX)
+                else:  # slow tasks: one at a time, and the others' jobs go back to the queue
+                    prefetch = 1
+                    self._give_back(ahead, "its slot met a slow task")
+                    ahead.clear()
+        finally:
+            self._give_back(ahead, "worker stopped before it started")
+
+    def _lease_or_stop(self, n: int = 1) -> list[Job]:
+        try:
+            return self._lease(n)
         except LogqError as exc:  # the queue is closed or its log failed: nothing more to do
             log.error("worker stops: %s", exc)
             self.stopping.set()
         except Exception:
             log.exception("leasing failed; trying again in %.1fs", self.poll)
             self.stopping.wait(self.poll)
-        return None
+        return []
 
     def _process(self, job: Job, call: Callable[[Task[Any], Job, "Worker"], Any]) -> None:
         task = self.queue._tasks[job.name]
@@ -297,7 +326,16 @@ class Worker:
         with self._lock:
             running = list(self._running.values())
             self._running.clear()
-        for job in running:
+        self._release(running, reason)
+
+    def _give_back(self, jobs: Iterable[Job], reason: str) -> None:
+        """Release jobs a slot leased ahead, unless a hard stop released them already."""
+        with self._lock:
+            mine = [job for job in jobs if self._running.pop(job.id, None) is not None]
+        self._release(mine, reason)
+
+    def _release(self, jobs: list[Job], reason: str) -> None:
+        for job in jobs:
             try:
                 self.queue.release(job)
                 self.queue.metrics.record(job.name, "released", 0.0)
@@ -335,9 +373,10 @@ class Worker:
 
     async def _async_slot(self, loop: asyncio.AbstractEventLoop, pool: ThreadPoolExecutor) -> None:
         while not self.stopping.is_set():
-            job = await loop.run_in_executor(pool, self._lease_or_stop)
-            if job is None:
+            jobs = await loop.run_in_executor(pool, self._lease_or_stop)
+            if not jobs:
                 continue
+            job = jobs[0]
             task = self.queue._tasks[job.name]
             with self._lock:
                 self._running[job.id] = job

@@ -9,7 +9,12 @@ import pytest
 
 import logq
 from logq import Backoff, ClosedError, InvalidArgument, InvalidTransition, JobNotFound, LeaseLostError, Queue
+from logq._jobrec import LEASE
+from logq._record import FLAG_CONTINUED, FLAG_FIRST
+from logq._segment import scan
 from logq.testing import FakeClock
+
+from .helpers import segment_paths
 
 
 @pytest.fixture
@@ -215,6 +220,55 @@ def test_ack_with_a_lost_lease_raises_and_changes_nothing(q, clock):
         q.fail(mine, "x")
     assert q.stats().last_seq == before
     q.ack(theirs)
+
+
+def test_lease_many_takes_due_jobs_in_lease_order(q, clock):
+    low = q.enqueue("t", b"low")
+    high = q.enqueue("t", b"high", priority=5)
+    later = q.enqueue("t", b"later", delay=10)
+    other = q.enqueue("u", b"other")
+    jobs = q.lease_many(10, "t", lease_time=70)
+    assert [(j.id, j.attempts, j.lease_expires_at) for j in jobs] == [(high, 1, clock.time() + 70),
+                                                                      (low, 1, clock.time() + 70)]
+    assert [q.get(i).state for i in (high, low, later, other)] == ["active", "active", "pending", "pending"]
+    assert q.lease_many(10, "t") == []  # `later` is not due, `other` is not wanted
+    clock.advance(10)
+    assert [j.id for j in q.lease_many(1)] == [other]  # n caps the batch; ids break the run_at tie
+    assert [j.id for j in q.lease_many(5)] == [later]
+
+
+def test_lease_many_is_one_atomic_batch_of_leases(q, clock):
+    ids = q.enqueue_many([("t", b"%d" % i) for i in range(4)])
+    jobs = q.lease_many(3)
+    assert [j.id for j in jobs] == ids[:3] and [j.payload for j in jobs] == [b"0", b"1", b"2"]
+    q.sync()
+    records: list = []
+    for path in segment_paths(q.path):
+        with open(path, "rb") as f:
+            scan(f.read(), path, records.append)
+    leases = [r for r in records if r.type == LEASE]
+    assert len(leases) == 3  # one batch: the first opens it, the others continue it
+    assert [bool(r.flags & FLAG_FIRST) for r in leases] == [True, False, False]
+    assert [bool(r.flags & FLAG_CONTINUED) for r in leases] == [True, True, False]
+    q2 = reopen(q, clock)  # the holder of the leases is gone: every lease of the batch counted
+    assert [(q2.get(i).state, q2.get(i).attempts) for i in ids] == [("pending", 1)] * 3 + [("pending", 0)]
+    q2.close()
+
+
+def test_lease_many_refuses_a_bad_count_and_changes_nothing(q):
+    q.enqueue("t", b"x")
+    for bad in (0, -1, True, 1.5, "2", 10**9):
+        with pytest.raises(InvalidArgument, match="n must be an int"):
+            q.lease_many(bad)  # type: ignore[arg-type]
+    assert q.stats().counts["pending"] == 1
+
+
+def test_lease_many_reclaims_expired_leases_first(q, clock):
+    jid = q.enqueue("t", b"x")
+    q.lease(lease_time=1)
+    clock.advance(2)
+    [job] = q.lease_many(4)
+    assert (job.id, job.attempts) == (jid, 2)
 
 
 def test_lease_lost_in_a_crash_counts_the_attempt(q, clock):

@@ -350,3 +350,65 @@ def test_an_unexpected_error_in_a_slot_does_not_kill_it(q):
     finally:
         worker.stop()
         t.join(30)
+
+
+def test_stopping_gives_back_the_jobs_a_slot_leased_ahead(q):
+    worker = q.worker(concurrency=1)
+    batch_sizes: list[int] = []
+    lease_many = q.lease_many
+
+    def spying_lease_many(n, *args, **kwargs):
+        batch_sizes.append(n)
+        return lease_many(n, *args, **kwargs)
+    q.lease_many = spying_lease_many  # type: ignore[method-assign]
+    calls: list[int] = []
+
+    @q.task()
+    def quick(i):
+        calls.append(i)
+        if len(calls) == 10:
+            worker.stop()
+
+    ids = [quick.enqueue(i).id for i in range(40)]
+    worker.run()
+    assert len(calls) == 10 and max(batch_sizes) > 1  # fast tasks: the slot leased ahead
+    states = [(q.get(i).state, q.get(i).attempts) for i in ids]
+    assert states.count(("done", 1)) == 10
+    assert states.count(("pending", 0)) == 30  # given back with the attempt not counted
+
+
+def test_a_slow_task_gives_back_what_its_slot_leased_ahead_and_each_job_runs_once(q):
+    calls: list[int] = []
+
+    @q.task()
+    def job(i):
+        calls.append(i)
+        if i % 10 == 9:
+            time.sleep(0.005)  # the workload: slower than a fast task
+
+    handles = [job.enqueue(i) for i in range(40)]
+    worker = q.worker(concurrency=2)
+    t = start(worker)
+    try:
+        for h in handles:
+            h.result(timeout=30)
+    finally:
+        worker.stop()
+        t.join(30)
+    assert sorted(calls) == list(range(40))  # exactly once each
+    assert all(q.get(h.id).attempts == 1 for h in handles)  # a give-back does not count an attempt
+
+
+def test_give_back_releases_once_even_after_a_hard_stop_released(q):
+    @q.task()
+    def noop():
+        return None
+
+    ids = [noop.enqueue().id for _ in range(3)]
+    worker = q.worker(concurrency=1)
+    jobs = worker._lease(3)
+    assert [j.id for j in jobs] == ids and all(q.get(i).state == "active" for i in ids)
+    worker._release_running("hard stop")  # what a second signal does
+    worker._give_back(jobs, "slot exits")  # nothing left to give back: no error, no second release
+    assert [(q.get(i).state, q.get(i).attempts) for i in ids] == [("pending", 0)] * 3
+    assert q.metrics.snapshot()[noop.name].released == 3
