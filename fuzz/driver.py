@@ -190,6 +190,29 @@ class Driver:
                    lambda: self.queue().lease(names, lease_time=lease_time), outcomes,
                    key=lambda r: None if r is None else r.id, check=check, before=before)
 
+    def lease_many(self, n: int, lease_time: float = 10.0) -> None:
+        s0, now = self.state, self.clock.time()
+        gone = m.expired(s0, now)
+        s = m.expire(s0, now, "lease expired")
+        before = [(f"expire {[j.id for j in gone]} (in lease_many)", s)] if gone else []
+        taken: list[Any] = []
+        while len(taken) < n:
+            job = m.due(s, now, None)
+            if job is None:
+                break
+            taken.append(job)
+            s = m.lease(s, job.id, now, lease_time)
+
+        def check(result: Any) -> None:
+            got = [(j.id, j.name, j.payload, j.attempts) for j in result]
+            want = [(j.id, j.name, j.payload, j.attempts + 1) for j in taken]
+            if got != want:
+                raise Violation(f"lease_many returned {got!r}, the model expected {want!r}")
+        self._call(f"lease_many({n}, lease_time={lease_time})",
+                   lambda: self.queue().lease_many(n, lease_time=lease_time),
+                   {tuple(j.id for j in taken): s},
+                   key=lambda r: tuple(j.id for j in r), check=check, before=before)
+
     def ack(self, jid: int, result: bytes = b"") -> None:
         self._call(f"ack({jid})", lambda: self.queue().ack(jid, result=result),
                    {None: m.ack(self.state, jid, result)})

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 `CrashMachine` draws a sync mode and a file-system seed, then a sequence of
-rules: the queue calls (enqueue, enqueue_many, lease, ack, fail, release,
+rules: the queue calls (enqueue, enqueue_many, lease, lease_many, ack, fail, release,
 cancel, expire_leases, compact when the Queue has it), clock moves, `sync`,
 a clean `reopen`, an immediate `crash(fault)` (optionally crashing again
 inside the recovery), and two arming rules: an EIO on the nth next write /
@@ -80,6 +80,10 @@ class CrashMachine(RuleBasedStateMachine):
     @rule(names=st.none() | st.sets(NAMES, min_size=1).map(sorted), lease_time=st.sampled_from([2, 10]))
     def lease(self, names: list[str] | None, lease_time: float) -> None:
         self.drv.lease(names, lease_time)
+
+    @rule(n=st.integers(1, 4), lease_time=st.sampled_from([2, 10]))
+    def lease_many(self, n: int, lease_time: float) -> None:
+        self.drv.lease_many(n, lease_time)
 
     @precondition(lambda self: self.d is not None and self.d.active())
     @rule(data=st.data(), result=st.binary(max_size=16))

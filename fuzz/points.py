@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A workload is a list of named steps on a `Driver` (the standard one below
-covers enqueue, a unique key, a batch, lease/ack/fail/release/cancel,
+covers enqueue, a unique key, a batch, lease/lease_many/ack/fail/release/cancel,
 expiry, rollover, sync, compaction when present, and a clean reopen). A dry
 run counts its file operations N. Then for every point n in 1..N the
 workload runs again on fresh simulated files until the process halts right
@@ -97,7 +97,7 @@ def standard_workload() -> list[Step]:
         ("lease", lambda d: d.lease(lease_time=2)),
         ("advance 3", lambda d: d.advance(3)),
         ("expire_leases", lambda d: d.expire_leases()),
-        ("lease (left active)", lambda d: d.lease(lease_time=5)),
+        ("lease_many 2 (left active)", lambda d: d.lease_many(2, lease_time=5)),
         ("reopen", lambda d: d.reopen()),
         ("enqueue after reopen", lambda d: d.enqueue("a", b"last")),
     ]
@@ -110,6 +110,7 @@ def random_workload(seed: int, length: int = 24) -> list[Step]:
                  d.enqueue("a", p, key=k)),
         lambda: ("enqueue_many", lambda d, n=rng.randint(1, 4): d.enqueue_many([("a", BIG[:300])] * n)),
         lambda: ("lease", lambda d, t=rng.choice([2, 10]): d.lease(lease_time=t)),
+        lambda: ("lease_many", lambda d, n=rng.randint(1, 3): d.lease_many(n, lease_time=10)),
         lambda: ("ack", lambda d: _on_active(d, lambda d, j: d.ack(j))),
         lambda: ("fail", lambda d, r=rng.random() < 0.5: _on_active(d, lambda d, j: d.fail(j, r))),
         lambda: ("release", lambda d: _on_active(d, lambda d, j: d.release(j))),
