@@ -306,21 +306,22 @@ class Queue:
         return expires[0]
 
     def _on_lease(self, job: Job | int, rtype: int, build: Callable[[Entry, float], bytes],
-                  sync: str | None,
-                  then: Callable[[Entry, float, bytes], list[tuple[int, bytes]]] | None = None) -> None:
-        job_id, attempt = _job_id(job), (job.attempts if isinstance(job, Job) else None)
+                  sync: str | None) -> None:
         with self._lock:
             self._check_open()
-            e = self._index.jobs.get(job_id)
-            if attempt is not None and e is not None and (e.state != ACTIVE or e.attempts != attempt):
-                raise LeaseLostError(f"the lease of job {job_id} (attempt {attempt}) was lost: it "
-                                     f"is now {e.state}, attempt {e.attempts}; do not {_verb(rtype)} it")
-            e = self._index.check(rtype, job_id)
-            now = self.clock.time()
-            record = build(e, now)
-            items = [(rtype, record)] + (then(e, now, record) if then is not None else [])
-            appended = self._append_locked(items, sync)
+            e = self._leased_entry(job, rtype)
+            appended = self._append_locked([(rtype, build(e, self.clock.time()))], sync)
         self._log.commit(appended)
+
+    def _leased_entry(self, job: Job | int, rtype: int) -> Entry:
+        """The entry a `rtype` record for `job` would change; raise if the caller's lease is
+        lost (a `Job` names its attempt) or the transition is illegal."""
+        job_id, attempt = _job_id(job), (job.attempts if isinstance(job, Job) else None)
+        e = self._index.jobs.get(job_id)
+        if attempt is not None and e is not None and (e.state != ACTIVE or e.attempts != attempt):
+            raise LeaseLostError(f"the lease of job {job_id} (attempt {attempt}) was lost: it "
+                                 f"is now {e.state}, attempt {e.attempts}; do not {_verb(rtype)} it")
+        return self._index.check(rtype, job_id)
 
     def _failure(self, e: Entry, now: float, error: str, retry: bool) -> bytes:
         if not retry or e.attempts >= e.max_attempts:
@@ -507,24 +508,52 @@ class Queue:
             self.enqueue(name, _slot_payload(slot), delay=slot - now, key=_periodic_key(name))
 
     def _complete(self, job: Job, *, result: bytes = b"", error: BaseException | str | None = None) -> None:
-        """Ack (no `error`) or fail a leased job; for a periodic task whose run is
-        now final, queue its next run in the same atomic batch."""
+        """Ack (no `error`) or fail a leased job; see `_complete_many`."""
+        failed = self._complete_many([(job, result, error)])[0]
+        if failed is not None:
+            raise failed
+
+    def _complete_many(self, outcomes: Sequence[tuple[Job, bytes, BaseException | str | None]]
+                       ) -> list[LogqError | None]:
+        """Ack (error None) or fail leased jobs, all in one atomic batch.
+
+        For a periodic task whose run is now final, its next run is queued in
+        the same batch. A job whose lease was lost (or is no longer active)
+        gets its error in the returned list, at its position, and the others
+        are recorded all the same. A closed or failed queue raises.
+        """
+        with self._lock:
+            self._check_open()
+            now = self.clock.time()
+            items: list[tuple[int, bytes]] = []
+            errors: list[LogqError | None] = []
+            for job, result, error in outcomes:
+                rtype = ACK if error is None else FAIL
+                try:
+                    e = self._leased_entry(job, rtype)
+                except LogqError as exc:
+                    errors.append(exc)
+                    continue
+                errors.append(None)
+                if error is None:
+                    items.append((ACK, encode_job_at(e.id, now, bytes(result))))
+                else:
+                    items.append((FAIL, self._failure(e, now, _error_text(error), True)))
+                items.extend(self._next_run(job, e, now, final=error is None or bool(items[-1][1][16])))
+            appended = self._append_locked(items, None) if items else None
+        if appended is not None:
+            self._log.commit(appended)
+        return errors
+
+    def _next_run(self, job: Job, e: Entry, now: float, final: bool) -> list[tuple[int, bytes]]:
+        """The ENQUEUE of a periodic task's next run, once this run is final (else none)."""
         task = self._tasks.get(job.name)
         every = task.options.every if task is not None else None
-
-        def build(e: Entry, now: float) -> bytes:
-            if error is None:
-                return encode_job_at(e.id, now, bytes(result))
-            return self._failure(e, now, _error_text(error), True)
-
-        def then(e: Entry, now: float, record: bytes) -> list[tuple[int, bytes]]:
-            final = error is None or record[16]  # FAIL's dead flag
-            if every is None or not final:
-                return []
-            slot = _next_slot(json.loads(job.payload)["slot"], every, now)
-            return [(ENQUEUE, encode_enqueue(Enqueue(now, slot, e.priority, e.max_attempts, job.name,
-                                                     _periodic_key(job.name), None, _slot_payload(slot))))]
-        self._on_lease(job, ACK if error is None else FAIL, build, None, then)
+        if every is None or not final:
+            return []
+        slot = _next_slot(json.loads(job.payload)["slot"], every, now)
+        return [(ENQUEUE, encode_enqueue(Enqueue(now, slot, e.priority, e.max_attempts, job.name,
+                                                 _periodic_key(job.name), None, _slot_payload(slot))))]
 
     # --------------------------------------------------------------- compaction
 

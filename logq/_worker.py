@@ -16,13 +16,15 @@ Theory of operation
   coroutine. Queue calls run in a thread pool, off the loop.
 
 While a thread or process slot's tasks are fast (under FAST_TASK_SECONDS),
-it leases ahead: up to PREFETCH_MAX jobs in one `lease_many` batch, run one
-after the other (each acked as it finishes). A slow task drops it back to one
-job at a time and gives back what it leased ahead, so slow tasks hold
-jobs back from other slots for at most one task's run.
-Jobs leased ahead count as running: the heartbeat extends them, a stop
-releases them (attempt not counted), and a crash returns them with their
-attempt counted, like any lease.
+it leases ahead: up to PREFETCH_MAX jobs in one `lease_many` batch, runs
+them one after the other, and records their outcomes (acks, failures) in
+one batch once it has run them all, so an ack waits for at most
+PREFETCH_MAX fast runs. A slow task puts the slot back to one job at a time
+and gives back what it leased ahead, so jobs wait behind a slow task for at
+most one run. Jobs leased ahead count as running: the heartbeat extends
+them, a stop releases them (attempt not counted), and a crash returns them
+with their attempt counted, like any lease; so does a crash before a
+batch of outcomes is recorded (the jobs run again: at-least-once).
 
 A heartbeat thread extends the lease of every running job each third of the
 lease time, so long tasks keep their lease. Stopping (first SIGINT/SIGTERM,
@@ -45,7 +47,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
 
 from ._errors import InvalidArgument, LeaseLostError, LogqError
 from ._jobs import Job
@@ -63,6 +65,17 @@ Hook = Callable[[Job, Any], None]
 
 class TaskTimeout(LogqError):
     """A task ran longer than its timeout; the attempt counts as failed."""
+
+
+class _Outcome(NamedTuple):
+    """A finished run, waiting to be recorded in the queue."""
+
+    task: Task[Any]
+    job: Job
+    value: Any  # the task's return value (None if it raised)
+    error: BaseException | None
+    seconds: float
+    result: bytes  # the encoded value, as stored by the ack
 
 
 class _Stopped(Exception):
@@ -210,26 +223,27 @@ class Worker:
         """Lease and run jobs until stopped. An unexpected error is logged and the slot
         goes on: a slot never dies silently while `run` still waits for it."""
         ahead: collections.deque[Job] = collections.deque()  # leased, not started yet
+        done: list[_Outcome] = []  # finished, not recorded yet (fast tasks only)
         prefetch = 1
         try:
             while not self.stopping.is_set():
                 if not ahead:
+                    self._record(done)
                     ahead.extend(self._lease_or_stop(prefetch))
                     continue
                 job = ahead.popleft()
-                started = time.monotonic()
-                try:
-                    self._process(job, call)
-                except Exception:
-                    log.exception("job %d: the worker could not record its outcome; it will be "
-                                  "leased again when its lease expires", job.id)
-                if time.monotonic() - started < FAST_TASK_SECONDS:
+                outcome = self._run(job, call)
+                if outcome is not None:
+                    done.append(outcome)
+                if outcome is not None and outcome.seconds < FAST_TASK_SECONDS:
                     prefetch = min(prefetch * 2, PREFETCH_MAX)
                 else:  # slow tasks: one at a time, and the others' jobs go back to the queue
                     prefetch = 1
+                    self._record(done)
                     self._give_back(ahead, "its slot met a slow task")
                     ahead.clear()
         finally:
+            self._record(done)
             self._give_back(ahead, "worker stopped before it started")
 
     def _lease_or_stop(self, n: int = 1) -> list[Job]:
@@ -243,20 +257,20 @@ class Worker:
             self.stopping.wait(self.poll)
         return []
 
-    def _process(self, job: Job, call: Callable[[Task[Any], Job, "Worker"], Any]) -> None:
+    def _run(self, job: Job, call: Callable[[Task[Any], Job, "Worker"], Any]) -> _Outcome | None:
+        """Run a leased job's task; None if a hard stop released it meanwhile."""
         task = self.queue._tasks[job.name]
         with self._lock:
             self._running[job.id] = job
         started = time.monotonic()
         try:
             value = call(task, job, self)
+            return _Outcome(task, job, value, None, time.monotonic() - started, task.encode_result(value))
         except _Stopped:
-            return  # released by _release_running
-        except BaseException as exc:  # the task's own error is data, not ours
-            self._finish_failed(task, job, exc, time.monotonic() - started)
-        else:
-            self._finish_ok(task, job, value, time.monotonic() - started)
-        finally:
+            return None  # released by _release_running
+        except BaseException as exc:  # the task's own error (or its unencodable result) is data
+            return _Outcome(task, job, None, exc, time.monotonic() - started, b"")
+        finally:  # finished: a stop no longer releases it, its outcome is about to be recorded
             with self._lock:
                 self._running.pop(job.id, None)
 
@@ -287,32 +301,45 @@ class Worker:
 
     # ----------------------------------------------------------------- outcomes
 
-    def _finish_ok(self, task: Task[Any], job: Job, value: Any, seconds: float) -> None:
-        try:
-            self.queue._complete(job, result=task.encode_result(value))
-        except LeaseLostError as exc:
-            log.warning("job %d finished but its lease was lost; result discarded: %s", job.id, exc)
+    def _record(self, done: list[_Outcome]) -> None:
+        """Ack or fail finished jobs in one batch, then count them and call the hooks.
+        Empties `done`; an error is logged, never raised (the slot goes on)."""
+        if not done:
             return
+        outcomes, done[:] = list(done), []
+        try:
+            errors: list[LogqError | None] = self.queue._complete_many(
+                [(o.job, o.result, o.error) for o in outcomes])
         except LogqError as exc:
-            log.error("job %d finished but could not be acked: %s", job.id, exc)
-            return
-        self.queue.metrics.record(task.name, "succeeded", seconds)
-        self._hook("succeeded", job, value)
+            errors = [exc] * len(outcomes)
+        for o, err in zip(outcomes, errors):
+            try:
+                self._report(o, err)
+            except Exception:
+                log.exception("job %d: reporting its outcome failed", o.job.id)
 
-    def _finish_failed(self, task: Task[Any], job: Job, exc: BaseException, seconds: float) -> None:
-        dead = job.attempts >= job.max_attempts
-        try:
-            self.queue._complete(job, error=exc)
-        except LogqError as err:
+    def _report(self, o: _Outcome, err: LogqError | None) -> None:
+        job, task = o.job, o.task
+        if o.error is None:
+            if isinstance(err, LeaseLostError):
+                log.warning("job %d finished but its lease was lost; result discarded: %s", job.id, err)
+            elif err is not None:
+                log.error("job %d finished but could not be acked: %s", job.id, err)
+            else:
+                self.queue.metrics.record(task.name, "succeeded", o.seconds)
+                self._hook("succeeded", job, o.value)
+            return
+        if err is not None:
             log.warning("job %d failed but the failure could not be recorded: %s", job.id, err)
             return
+        dead = job.attempts >= job.max_attempts
         outcome = "dead" if dead else "failed"
-        if isinstance(exc, TaskTimeout):
+        if isinstance(o.error, TaskTimeout):
             self.queue.metrics.record(task.name, "timeouts", 0.0)
-        self.queue.metrics.record(task.name, outcome, seconds)
+        self.queue.metrics.record(task.name, outcome, o.seconds)
         log.log(logging.ERROR if dead else logging.WARNING, "job %d (%s) attempt %d failed%s: %r",
-                job.id, task.name, job.attempts, ", now dead" if dead else "", exc)
-        self._hook(outcome, job, exc)
+                job.id, task.name, job.attempts, ", now dead" if dead else "", o.error)
+        self._hook(outcome, job, o.error)
 
     def _hook(self, outcome: str, job: Job, value: Any) -> None:
         hook = self.hooks.get(outcome)
@@ -383,15 +410,14 @@ class Worker:
             started = time.monotonic()
             try:
                 value = await self._await_task(loop, pool, task, job)
+                outcome = _Outcome(task, job, value, None, time.monotonic() - started, task.encode_result(value))
             except asyncio.CancelledError:
                 raise  # hard stop: _release_running gives the job back
             except BaseException as exc:
-                outcome = functools.partial(self._finish_failed, task, job, exc, time.monotonic() - started)
-            else:
-                outcome = functools.partial(self._finish_ok, task, job, value, time.monotonic() - started)
+                outcome = _Outcome(task, job, None, exc, time.monotonic() - started, b"")
             with self._lock:
                 self._running.pop(job.id, None)
-            await loop.run_in_executor(pool, outcome)
+            await loop.run_in_executor(pool, self._record, [outcome])
 
     @staticmethod
     async def _await_task(loop: asyncio.AbstractEventLoop, pool: ThreadPoolExecutor,

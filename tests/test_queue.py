@@ -271,6 +271,20 @@ def test_lease_many_reclaims_expired_leases_first(q, clock):
     assert (job.id, job.attempts) == (jid, 2)
 
 
+def test_complete_many_records_every_outcome_but_a_lost_lease_in_one_batch(q, clock):
+    ids = q.enqueue_many([("t", b"%d" % i) for i in range(3)])
+    first = q.lease_many(3, lease_time=1)
+    clock.advance(2)
+    again = q.lease_many(3)  # the first leases expired: these are attempt 2
+    before = q._log.last_seq
+    errors = q._complete_many([(again[0], b"ok", None), (first[1], b"", None), (again[2], b"", "boom")])
+    assert errors[0] is None and isinstance(errors[1], LeaseLostError) and errors[2] is None
+    assert q._log.last_seq == before + 2  # the two that held their lease, one batch
+    assert (q.get(ids[0]).state, q.get(ids[0]).result) == ("done", b"ok")
+    assert q.get(ids[1]).state == "active"  # the lost lease changed nothing
+    assert (q.get(ids[2]).state, q.get(ids[2]).last_error) == ("pending", "boom")
+
+
 def test_lease_lost_in_a_crash_counts_the_attempt(q, clock):
     jid = q.enqueue("t", b"x", max_attempts=2)
     q.lease()

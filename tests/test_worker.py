@@ -412,3 +412,58 @@ def test_give_back_releases_once_even_after_a_hard_stop_released(q):
     worker._give_back(jobs, "slot exits")  # nothing left to give back: no error, no second release
     assert [(q.get(i).state, q.get(i).attempts) for i in ids] == [("pending", 0)] * 3
     assert q.metrics.snapshot()[noop.name].released == 3
+
+
+def _spy_batches(q) -> list[int]:
+    sizes: list[int] = []
+    complete_many = q._complete_many
+
+    def spying(outcomes):
+        sizes.append(len(outcomes))
+        return complete_many(outcomes)
+    q._complete_many = spying
+    return sizes
+
+
+def test_fast_tasks_are_recorded_in_batches_and_each_exactly_once(q):
+    sizes = _spy_batches(q)
+    seen: list[int] = []
+
+    @q.task()
+    def quick(i):
+        seen.append(i)
+        return i * 2
+
+    handles = [quick.enqueue(i) for i in range(60)]
+    worker = q.worker(concurrency=1)
+    t = start(worker)
+    try:
+        assert [h.result(timeout=30) for h in handles] == [i * 2 for i in range(60)]
+    finally:
+        worker.stop()
+        t.join(30)
+    assert sorted(seen) == list(range(60)) and sum(sizes) == 60 and max(sizes) > 1
+    assert q.metrics.snapshot()[quick.name].succeeded == 60
+
+
+def test_slow_tasks_are_recorded_one_at_a_time(q):
+    sizes = _spy_batches(q)
+
+    @q.task()
+    def slow(i):
+        time.sleep(0.003)  # the workload: slower than a fast task
+        if i == 2:
+            raise ValueError("two")
+
+    handles = [slow.enqueue(i) for i in range(5)]
+    worker = q.worker(concurrency=1)
+    t = start(worker)
+    try:
+        for h in handles[:2] + handles[3:]:
+            h.result(timeout=30)
+        with pytest.raises(TaskFailed):
+            handles[2].result(timeout=30)
+    finally:
+        worker.stop()
+        t.join(30)
+    assert sizes and set(sizes) == {1}
