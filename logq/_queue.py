@@ -24,6 +24,7 @@ forever.
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import json
 import logging
@@ -165,14 +166,21 @@ class Queue:
                      sync: str | None = None) -> list[int]:
         """Add (name, payload) jobs as one atomic batch with one fsync; return their ids.
 
-        After a crash either every job of the batch exists or none does.
+        After a crash either every job of the batch exists or none does. All
+        its jobs share one enqueue time.
         """
-        records = []
+        records: list[tuple[int, bytes]] = []
+        heads: dict[str, bytes] = {}  # per task name, the ENQUEUE bytes before the payload
+        head = functools.partial(self._enqueue_record, payload=b"", delay=delay, priority=priority,
+                                 max_attempts=max_attempts, key=None, backoff=None, now=self.clock.time())
         for item in items:
-            if not isinstance(item, tuple) or len(item) != 2:
+            if type(item) is not tuple or len(item) != 2:
                 raise InvalidArgument(f"enqueue_many takes (name, payload) pairs, not {item!r:.60}")
-            records.append((ENQUEUE, self._enqueue_record(item[0], item[1], delay, priority,
-                                                          max_attempts, None, None)))
+            name, payload = item
+            prefix = heads.get(name) if type(name) is str else None
+            if prefix is None:
+                prefix = heads[name] = head(name)
+            records.append((ENQUEUE, prefix + self._checked_payload(payload)))
         if not records:
             return []
         with self._lock:
@@ -182,13 +190,10 @@ class Queue:
         return list(range(appended.first_seq, appended.last_seq + 1))
 
     def _enqueue_record(self, name: str, payload: bytes, delay: float, priority: int,
-                        max_attempts: int | None, key: str | None, backoff: Backoff | None) -> bytes:
+                        max_attempts: int | None, key: str | None, backoff: Backoff | None,
+                        now: float | None = None) -> bytes:
         _check_name("name", name)
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise InvalidArgument(f"payload must be bytes, not {type(payload).__name__}: encode it first")
-        if len(payload) > self.max_payload:
-            raise InvalidArgument(f"payload of {len(payload)} bytes exceeds max_payload={self.max_payload}: "
-                                  "store large data elsewhere and enqueue a reference")
+        payload = self._checked_payload(payload)
         _check_seconds("delay", delay)
         _check_int("priority", priority, *_I32)
         if max_attempts is not None:
@@ -197,9 +202,19 @@ class Queue:
             _check_name("key", key)
         if backoff is not None and not isinstance(backoff, Backoff):
             raise InvalidArgument(f"backoff must be a logq.Backoff, not {type(backoff).__name__}")
-        now = self.clock.time()
+        now = self.clock.time() if now is None else now
         return encode_enqueue(Enqueue(now, now + delay, priority, max_attempts or self.max_attempts,
-                                      name, key, backoff.as_tuple() if backoff else None, bytes(payload)))
+                                      name, key, backoff.as_tuple() if backoff else None, payload))
+
+    def _checked_payload(self, payload: object) -> bytes:
+        if type(payload) is not bytes:
+            if not isinstance(payload, (bytes, bytearray, memoryview)):
+                raise InvalidArgument(f"payload must be bytes, not {type(payload).__name__}: encode it first")
+            payload = bytes(payload)
+        if len(payload) > self.max_payload:
+            raise InvalidArgument(f"payload of {len(payload)} bytes exceeds max_payload={self.max_payload}: "
+                                  "store large data elsewhere and enqueue a reference")
+        return payload
 
     # ------------------------------------------------------------------- lease
 

@@ -52,6 +52,34 @@ def test_enqueue_many_returns_consecutive_ids_and_is_one_batch(q):
     assert q.enqueue_many([]) == []
 
 
+def test_enqueue_many_shares_options_and_one_enqueue_time(q, clock):
+    ids = q.enqueue_many([("a", b"1"), ("b", bytearray(b"2")), ("a", memoryview(b"3"))],
+                         delay=5, priority=3, max_attempts=7)
+    infos = [q.get(i) for i in ids]
+    assert [i.payload for i in infos] == [b"1", b"2", b"3"] and [i.name for i in infos] == ["a", "b", "a"]
+    assert {(i.priority, i.max_attempts, i.run_at, i.enqueued_at) for i in infos} == {
+        (3, 7, clock.time() + 5, clock.time())}
+
+
+@pytest.mark.parametrize("bad", [
+    [("a", b"1"), ("", b"2")],
+    [("a", b"1"), (["a"], b"2")],
+    [("a", b"1"), ("a", "text")],
+    [("a", b"1"), ("a", b"x" * 2000)],
+    [("a", b"1"), ("a", b"2", b"3")],
+    [("a", b"1"), ["a", b"2"]],
+])
+def test_enqueue_many_with_one_bad_item_writes_nothing(qdir, bad):
+    q = Queue(qdir, max_payload=1000)
+    with pytest.raises(InvalidArgument):
+        q.enqueue_many(bad)
+    for kw in ({"delay": -1}, {"priority": 2**40}, {"max_attempts": 0}):
+        with pytest.raises(InvalidArgument):
+            q.enqueue_many([("a", b"1")], **kw)
+    assert q.stats().counts["pending"] == 0 and q._log.last_seq == 0
+    q.close()
+
+
 def test_unique_key_returns_live_job_and_writes_nothing(q):
     first = q.enqueue("mail", b"a", key="order-42")
     before = q.stats().last_seq
