@@ -47,7 +47,6 @@ Recovery rules:
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 from dataclasses import dataclass, field
@@ -73,7 +72,7 @@ _STRENGTH = {m: i for i, m in enumerate(SYNC_MODES)}
 DEFAULT_SEGMENT_SIZE = 64 << 20
 GATHER_SECONDS = 0.0005  # how long a sync leader waits for the other appenders to queue
 
-ReplayCallback = Callable[..., None]  # called as replay(record, base=segment base)
+ReplayCallback = Callable[[Record, int], None]  # called as replay(record, segment base)
 
 
 @dataclass(frozen=True)
@@ -241,7 +240,7 @@ class Log:
         last_seq = 0
         for i, base in enumerate(bases):
             is_last = i == len(bases) - 1
-            deliver = _no_replay if replay is None else functools.partial(replay, base=base)
+            deliver = _no_replay if replay is None else _delivering(replay, base)
             last_seq = self._recover_segment(base, is_last, last_seq, deliver, salvage, report)
         if self._segments:
             self._adopt(self._segments[-1].base)
@@ -764,6 +763,13 @@ def _merge(a: ScanResult, b: ScanResult) -> ScanResult:
     b.records += a.records
     b.lost = a.lost + b.lost
     return b
+
+
+def _delivering(replay: ReplayCallback, base: int) -> Callable[[Record], None]:
+    """`replay` bound to segment `base` (a closure: cheaper per record than a keyword partial)."""
+    def deliver(rec: Record) -> None:
+        replay(rec, base)
+    return deliver
 
 
 def _no_replay(rec: Record) -> None:
