@@ -41,7 +41,7 @@ from ._jobrec import (
     decode_enqueue,
     encode_enqueue, encode_job_at, encode_lease, encode_outcome,
 )
-from ._jobs import ACTIVE, PENDING, STATES, Backoff, CompactionReport, Job, JobInfo, Stats
+from ._jobs import ACTIVE, FINAL_STATES, PENDING, STATES, Backoff, CompactionReport, Job, JobInfo, Stats
 from ._log import DEFAULT_SEGMENT_SIZE, Appended, Log, RecoveryReport
 from ._fs import FileSystem
 from ._record import Record
@@ -94,6 +94,8 @@ class Queue:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._waiters = 0  # threads in _changed.wait: appends notify only when there are some
+        self._finished = threading.Condition(self._lock)  # `wait`: a watched job became final
+        self._watched: dict[int, int] = {}  # job id -> threads in `wait` for it
         self._closed = False
         self._tasks: dict[str, Task[Any]] = {}
         self._periodic: dict[str, tuple[float, bool]] = {}  # name -> (seconds, run_now)
@@ -433,12 +435,18 @@ class Queue:
             while True:
                 self._check_open()
                 e = self._index.check_exists(job_id)
-                if e.state in ("done", "dead", "cancelled"):
+                if e.state in FINAL_STATES:
                     return self._info(e)
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise WaitTimeout(f"job {job_id} is still {e.state} after {timeout}s")
-                self._wait_changed(remaining)
+                self._watched[job_id] = self._watched.get(job_id, 0) + 1
+                try:
+                    self._finished.wait(remaining)
+                finally:
+                    left = self._watched.pop(job_id) - 1
+                    if left:
+                        self._watched[job_id] = left
 
     # -------------------------------------------------------------------- tasks
 
@@ -653,6 +661,7 @@ class Queue:
                 return
             self._closed = True
             self._changed.notify_all()
+            self._finished.notify_all()
         self._compact_wanted.set()
         if self._compactor is not None and self._compactor is not threading.current_thread():
             self._compactor.join()
@@ -681,16 +690,20 @@ class Queue:
 
     def _append_locked(self, items: Sequence[tuple[int, bytes]], sync: str | None) -> Appended:
         appended = self._log.write(items, sync=sync)
-        apply = self._index.apply
+        apply, watched, finished = self._index.apply, self._watched, False
         for i, (rtype, payload) in enumerate(items):
-            apply(rtype, appended.first_seq + i, payload, appended.segment, appended.offsets[i],
-                  appended.sizes[i])
+            e = apply(rtype, appended.first_seq + i, payload, appended.segment, appended.offsets[i],
+                      appended.sizes[i])
+            if watched and e.id in watched and e.state in FINAL_STATES:
+                finished = True
         if self._waiters:
             self._changed.notify_all()
+        if finished:
+            self._finished.notify_all()
         return appended
 
     def _wait_changed(self, timeout: float | None) -> None:
-        """Wait (queue lock held) until an append or close, or `timeout` seconds."""
+        """Wait (queue lock held) until an append or close, or `timeout` seconds (`lease`)."""
         self._waiters += 1
         try:
             self._changed.wait(timeout)

@@ -143,6 +143,61 @@ def test_lease_wait_returns_when_a_job_arrives(q):
     assert not t.is_alive() and got[0].id == jid
 
 
+def _waiting_spy(q, expected: int) -> threading.Event:
+    """An event set once `expected` threads are inside Queue.wait's wait for a final state."""
+    entered, inside = threading.Event(), [0]
+    real_wait = q._finished.wait
+
+    def wait(timeout=None):
+        inside[0] += 1  # the queue lock is held here
+        if inside[0] >= expected:
+            entered.set()
+        return real_wait(timeout)
+    q._finished.wait = wait
+    return entered
+
+
+def test_wait_wakes_when_the_job_is_final_and_only_then(q):
+    jid, other = q.enqueue("t", b"mine"), q.enqueue("t", b"other", priority=1)
+    entered = _waiting_spy(q, 2)
+    got: list = []
+    waiters = [threading.Thread(target=lambda: got.append(q.wait(jid, timeout=30))) for _ in range(2)]
+    for t in waiters:
+        t.start()
+    assert entered.wait(30)
+    notified = []
+    real_notify = q._finished.notify_all
+    q._finished.notify_all = lambda: (notified.append(1), real_notify())[1]
+    q.ack(q.lease())  # `other`: a change, but not of the watched job
+    assert not notified and q._watched == {jid: 2}
+    q.ack(q.lease())
+    for t in waiters:
+        t.join(30)
+    assert [(i.id, i.state, i.payload) for i in got] == [(jid, "done", b"mine")] * 2
+    assert notified == [1] and q._watched == {} and q.get(other).state == "done"
+
+
+def test_wait_times_out_and_a_close_wakes_it(q):
+    jid = q.enqueue("t", b"x")
+    with pytest.raises(logq.WaitTimeout):
+        q.wait(jid, timeout=0.01)
+    assert q._watched == {}
+    entered = _waiting_spy(q, 1)
+    errors: list = []
+
+    def waiter():
+        try:
+            q.wait(jid)
+        except ClosedError as exc:
+            errors.append(exc)
+    t = threading.Thread(target=waiter)
+    t.start()
+    assert entered.wait(30)
+    q.close()
+    t.join(30)
+    assert not t.is_alive() and len(errors) == 1
+
+
 def test_lease_wait_gives_up_with_none(qdir):
     with Queue(qdir) as q:
         assert q.lease(wait=0.01) is None
