@@ -619,14 +619,44 @@ class Log:
             rec = None
         path = self._seg_path(segment)
         if rec is None:
-            head = f.pread(RECORD_HEADER_SIZE, offset)
-            rec = read_record(head, 0, salt, path)  # verifies the header, so its length
-            if rec is None and len(head) == RECORD_HEADER_SIZE:
-                size = int.from_bytes(head[4:8], "little")
-                rec = read_record(head + f.pread(padded(size), offset + RECORD_HEADER_SIZE), 0, salt, path)
+            try:
+                head = f.pread(RECORD_HEADER_SIZE, offset)
+                rec = read_record(head, 0, salt, path)  # verifies the header, so its length
+                if rec is None and len(head) == RECORD_HEADER_SIZE:
+                    size = int.from_bytes(head[4:8], "little")
+                    rec = read_record(head + f.pread(padded(size), offset + RECORD_HEADER_SIZE), 0, salt, path)
+            except CorruptionError as exc:  # it saw the record alone: give the file offset
+                raise type(exc)(exc.reason, path=path, offset=offset) from None
         if rec is None:
             raise CorruptionError("record is truncated", path=path, offset=offset)
         return rec._replace(offset=offset)
+
+    def read_many(self, segment: int, places: Sequence[tuple[int, int]]) -> list[Record]:
+        """`read` for several (offset, size) places of one segment, with one pread when
+        they lie close together (at most READ_SPAN bytes from first to last)."""
+        start = min(o for o, _ in places)
+        end = max(o + n for o, n in places)
+        with self._lock:
+            self.check_usable()
+            pending = segment == self._segments[-1].base and end > self._end - self._pending_size
+            if not pending and end - start <= READ_SPAN:
+                f, salt = self._reader(segment), self._read_salt(segment)
+                span = f.pread(end - start, start)
+            else:
+                span = None
+        out = []
+        for offset, size in places:
+            rec = None
+            if span is not None:
+                try:
+                    rec = read_record(span, offset - start, salt)
+                except CorruptionError:
+                    rec = None  # `read` finds out what is wrong, with the path in the message
+            if rec is None or rec.size != size:
+                out.append(self.read(segment, offset, size))
+            else:
+                out.append(_new_tuple(Record, (rec.seq, rec.type, rec.flags, rec.payload, offset, size)))
+        return out
 
     def _reader(self, base: int) -> File:
         f = self._readers.get(base)
@@ -728,6 +758,7 @@ class Log:
 
 
 REPLAY_WINDOW = 8 << 20  # bytes of a segment read at a time during replay
+READ_SPAN = 256 << 10  # read_many reads records this close together with one pread
 
 
 def _scan_windows(f: File, size: int, path: str, deliver: Callable[[Record], None], *,

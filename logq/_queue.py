@@ -270,15 +270,21 @@ class Queue:
                 expires = now + lease_time
                 leases = [(LEASE, encode_lease(e.id, e.attempts + 1, now, expires)) for e in taken]
                 expiries.append(self._append_locked(leases, sync))
-                return [self._leased_job(e, expires) for e in taken]
+                return self._leased_jobs(taken, expires)
         finally:
             for done in expiries:
                 self._log.commit(done)
 
-    def _leased_job(self, e: Entry, expires: float) -> Job:
-        enq = self._enqueue_of(e)
-        return Job(e.id, enq.name, enq.payload, e.attempts, enq.priority, enq.enqueued_at, expires,
-                   enq.max_attempts)
+    def _leased_jobs(self, taken: list[Entry], expires: float) -> list[Job]:
+        """The jobs just leased, their ENQUEUE records read back (in one read when they
+        lie close together in one segment, as jobs leased in order mostly do)."""
+        if len(taken) > 1 and all(e.segment == taken[0].segment for e in taken):
+            records = self._log.read_many(taken[0].segment, [(e.offset, e.size) for e in taken])
+            enqs = [decode_enqueue(r.payload) for r in records]
+        else:
+            enqs = [self._enqueue_of(e) for e in taken]
+        return [Job(e.id, enq.name, enq.payload, e.attempts, enq.priority, enq.enqueued_at, expires,
+                    enq.max_attempts) for e, enq in zip(taken, enqs)]
 
     def _wait_locked(self, deadline: float, now: float) -> bool:
         remaining = deadline - time.monotonic()

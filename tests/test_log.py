@@ -15,6 +15,7 @@ from logq import (
     ClosedError, CorruptionError, InvalidArgument, LockedError, Log, NotALogqDirectory,
     UnsupportedVersionError, WriterFailedError,
 )
+from logq import _log as log_module
 from logq._record import SEGMENT_HEADER_SIZE
 
 from .helpers import FaultyFS, flip_bit, segment_paths, truncate
@@ -52,6 +53,31 @@ def test_read_sees_records_still_pending_in_always_mode(tmp_path):
         assert log.read(a.segment, a.offsets[0]).payload == b"not yet written"
         log.commit(a)
         assert log.durable_seq >= a.last_seq
+
+
+def test_read_many_equals_read_near_far_and_pending(tmp_path, monkeypatch):
+    monkeypatch.setattr(log_module, "READ_SPAN", 4096)
+    with Log(tmp_path, sync="always", segment_size=1 << 20) as log:
+        written = [log.append([(16, b"%d" % i * (i + 1))]) for i in range(40)]  # ~10 KiB in all
+        pending = log.write([(17, b"pending one")])
+        places = [(a.offsets[0], a.sizes[0]) for a in written + [pending]]
+        for chosen in (places[:5], places[10:12] + places[30:31], places[-3:]):  # near, far, pending
+            got = log.read_many(pending.segment, chosen)
+            assert got == [log.read(pending.segment, o, n) for o, n in chosen]
+            assert [r.offset for r in got] == [o for o, _ in chosen]
+        log.commit(pending)
+
+
+def test_read_many_reports_damage_like_read(tmp_path):
+    with Log(tmp_path, sync="always") as log:
+        appended = [log.append([(16, b"payload %d" % i)]) for i in range(3)]
+        places = [(a.offsets[0], a.sizes[0]) for a in appended]
+        path = segment_paths(tmp_path)[0]
+        flip_bit(path, places[1][0] + 40)  # inside the second record's payload, under the open log
+        with pytest.raises(CorruptionError) as info:
+            log.read_many(appended[0].segment, places)
+        assert info.value.path == path and info.value.offset == places[1][0]
+        flip_bit(path, places[1][0] + 40)  # put it back, so that the log closes healthy
 
 
 def test_rollover_seals_segments_and_sequence_numbers_are_never_reused(tmp_path):
