@@ -50,7 +50,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence, TypeVar
 
 from ._errors import (
     ClosedError, CorruptionError, InvalidArgument, LockedError, NotALogqDirectory,
@@ -127,7 +127,28 @@ def stronger(a: str, b: str | None) -> str:
     return a if _STRENGTH[a] >= _STRENGTH[b] else b
 
 
-class Log:
+_C = TypeVar("_C", bound="ClosesOnExit")
+
+
+class ClosesOnExit:
+    """`with` support: close on exit. A close that fails (WriterFailedError) is raised,
+    unless an exception is already on its way out, which it would hide."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        try:
+            self.close()
+        except WriterFailedError:
+            if exc_type is None:
+                raise
+
+
+class Log(ClosesOnExit):
     """An open, locked log directory. Thread-safe.
 
     Records are appended in batches; a batch is atomic (after a crash either
@@ -601,49 +622,22 @@ class Log:
 
         With the record's `size` (from `Appended.sizes`) it takes one read.
         """
-        with self._lock:
-            self.check_usable()
-            written_end = self._end - self._pending_size
-            if segment == self._segments[-1].base and offset >= written_end:
-                rec = read_record(b"".join(self._pending), offset - written_end, self._encoder.salt64)
-            else:
-                f, salt = self._reader(segment), self._read_salt(segment)
-                rec = None
-        if rec is None and size is not None:
-            try:
-                rec = read_record(f.pread(size, offset), 0, salt)
-            except CorruptionError:
-                rec = None  # find out below what is wrong, with the path in the message
-            if rec is not None and rec.size == size:
-                return rec._replace(offset=offset)
-            rec = None
-        path = self._seg_path(segment)
-        if rec is None:
-            try:
-                head = f.pread(RECORD_HEADER_SIZE, offset)
-                rec = read_record(head, 0, salt, path)  # verifies the header, so its length
-                if rec is None and len(head) == RECORD_HEADER_SIZE:
-                    size = int.from_bytes(head[4:8], "little")
-                    rec = read_record(head + f.pread(padded(size), offset + RECORD_HEADER_SIZE), 0, salt, path)
-            except CorruptionError as exc:  # it saw the record alone: give the file offset
-                raise type(exc)(exc.reason, path=path, offset=offset) from None
-        if rec is None:
-            raise CorruptionError("record is truncated", path=path, offset=offset)
-        return rec._replace(offset=offset)
+        if size is None:
+            return self._read_alone(segment, offset)
+        return self.read_many(segment, [(offset, size)])[0]
 
     def read_many(self, segment: int, places: Sequence[tuple[int, int]]) -> list[Record]:
-        """`read` for several (offset, size) places of one segment, with one pread when
-        they lie close together (at most READ_SPAN bytes from first to last)."""
-        start = min(o for o, _ in places)
-        end = max(o + n for o, n in places)
+        """`read` for (offset, size) places of one segment, with one pread when they lie
+        close together (at most READ_SPAN bytes from first to last) and are written."""
+        start = min(offset for offset, _ in places)
+        end = max(offset + size for offset, size in places)
         with self._lock:
             self.check_usable()
             pending = segment == self._segments[-1].base and end > self._end - self._pending_size
+            span = None
             if not pending and end - start <= READ_SPAN:
                 f, salt = self._reader(segment), self._read_salt(segment)
                 span = f.pread(end - start, start)
-            else:
-                span = None
         out = []
         for offset, size in places:
             rec = None
@@ -651,12 +645,36 @@ class Log:
                 try:
                     rec = read_record(span, offset - start, salt)
                 except CorruptionError:
-                    rec = None  # `read` finds out what is wrong, with the path in the message
+                    rec = None  # `_read_alone` finds out what is wrong, with the path in the message
             if rec is None or rec.size != size:
-                out.append(self.read(segment, offset, size))
+                out.append(self._read_alone(segment, offset))
             else:
                 out.append(_new_tuple(Record, (rec.seq, rec.type, rec.flags, rec.payload, offset, size)))
         return out
+
+    def _read_alone(self, segment: int, offset: int) -> Record:
+        """The record at `offset`, its header read and verified first so that its length
+        can be trusted; from the pending buffer if it is not written yet."""
+        with self._lock:
+            self.check_usable()
+            written_end = self._end - self._pending_size
+            if segment == self._segments[-1].base and offset >= written_end:
+                rec = read_record(b"".join(self._pending), offset - written_end, self._encoder.salt64)
+                if rec is not None:
+                    return rec._replace(offset=offset)
+            f, salt = self._reader(segment), self._read_salt(segment)
+        path = self._seg_path(segment)
+        try:
+            head = f.pread(RECORD_HEADER_SIZE, offset)
+            rec = read_record(head, 0, salt, path)  # verifies the header, so its length
+            if rec is None and len(head) == RECORD_HEADER_SIZE:
+                size = int.from_bytes(head[4:8], "little")
+                rec = read_record(head + f.pread(padded(size), offset + RECORD_HEADER_SIZE), 0, salt, path)
+        except CorruptionError as exc:  # it saw the record alone: give the file offset
+            raise type(exc)(exc.reason, path=path, offset=offset) from None
+        if rec is None:
+            raise CorruptionError("record is truncated", path=path, offset=offset)
+        return rec._replace(offset=offset)
 
     def _reader(self, base: int) -> File:
         f = self._readers.get(base)
@@ -725,17 +743,6 @@ class Log:
         if self._lockfile is not None:
             self._lockfile.release()
             self._lockfile = None
-
-    def __enter__(self) -> "Log":
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        """Close; a close failure is raised unless it would hide an exception already raised."""
-        try:
-            self.close()
-        except WriterFailedError:
-            if exc_type is None:
-                raise
 
     # ------------------------------------------------------------------ failure
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import gc
+import itertools
 import json
 import logging
 import math
@@ -35,14 +36,14 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 
 from ._clock import Clock, SystemClock
-from ._errors import ClosedError, InvalidArgument, LeaseLostError, LogqError, WriterFailedError
+from ._errors import ClosedError, InvalidArgument, LeaseLostError, LogqError
 from ._jobrec import (
     ACK, CANCEL, ENQUEUE, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES, Enqueue,
     decode_enqueue,
     encode_enqueue, encode_job_at, encode_lease, encode_outcome,
 )
 from ._jobs import ACTIVE, FINAL_STATES, PENDING, STATES, Backoff, CompactionReport, Job, JobInfo, Stats
-from ._log import DEFAULT_SEGMENT_SIZE, Appended, Log, RecoveryReport
+from ._log import DEFAULT_SEGMENT_SIZE, Appended, ClosesOnExit, Log, RecoveryReport
 from ._fs import FileSystem
 from ._record import Record
 from ._state import Entry, Index
@@ -57,7 +58,7 @@ MAX_NAME = 1000
 _I32 = (-(2**31), 2**31 - 1)
 
 
-class Queue:
+class Queue(ClosesOnExit):
     """A persistent job queue in directory `path` (created if missing).
 
     Options are keyword-only and checked at construction:
@@ -249,7 +250,7 @@ class Queue:
         lease_time = self.lease_time if lease_time is None else _check_seconds("lease_time", lease_time, True)
         _check_seconds("wait", wait)
         deadline = time.monotonic() + wait
-        expiries: list[Appended] = []  # committed before returning, like any other record
+        appended: list[Appended] = []  # this call's batches, expiries and leases: committed before it returns
         try:
             with self._lock:
                 while True:
@@ -257,34 +258,36 @@ class Queue:
                     now = self.clock.time()
                     expired = self._expire_locked(now)
                     if expired is not None:
-                        expiries.append(expired)
+                        appended.append(expired)
                     self._index.promote(now)
-                    taken = self._index.take_ready(wanted, n)
+                    taken = self._index.best_ready_many(wanted, n)
                     if taken:
                         break
-                    for done in expiries:  # do not hold a group commit open while waiting
+                    for done in appended:  # do not hold a group commit open while waiting
                         self._log.commit(done)
-                    expiries.clear()
+                    appended.clear()
                     if not self._wait_locked(deadline, now):
                         return []
                 expires = now + lease_time
                 leases = [(LEASE, encode_lease(e.id, e.attempts + 1, now, expires)) for e in taken]
-                expiries.append(self._append_locked(leases, sync))
+                appended.append(self._append_locked(leases, sync))
                 return self._leased_jobs(taken, expires)
         finally:
-            for done in expiries:
+            for done in appended:
                 self._log.commit(done)
 
     def _leased_jobs(self, taken: list[Entry], expires: float) -> list[Job]:
-        """The jobs just leased, their ENQUEUE records read back (in one read when they
-        lie close together in one segment, as jobs leased in order mostly do)."""
-        if len(taken) > 1 and all(e.segment == taken[0].segment for e in taken):
-            records = self._log.read_many(taken[0].segment, [(e.offset, e.size) for e in taken])
-            enqs = [decode_enqueue(r.payload) for r in records]
-        else:
-            enqs = [self._enqueue_of(e) for e in taken]
-        return [Job(e.id, enq.name, enq.payload, e.attempts, enq.priority, enq.enqueued_at, expires,
-                    enq.max_attempts) for e, enq in zip(taken, enqs)]
+        """The jobs just leased, their ENQUEUE records read back a segment at a time (one
+        read when they lie close together, as jobs leased in order mostly do)."""
+        jobs = []
+        for segment, group in itertools.groupby(taken, key=lambda e: e.segment):
+            entries = list(group)
+            records = self._log.read_many(segment, [(e.offset, e.size) for e in entries])
+            for e, rec in zip(entries, records):
+                enq = decode_enqueue(rec.payload)
+                jobs.append(Job(e.id, enq.name, enq.payload, e.attempts, enq.priority, enq.enqueued_at,
+                                expires, enq.max_attempts))
+        return jobs
 
     def _wait_locked(self, deadline: float, now: float) -> bool:
         remaining = deadline - time.monotonic()
@@ -568,7 +571,8 @@ class Queue:
                     items.append((ACK, encode_job_at(e.id, now, bytes(result))))
                 else:
                     items.append((FAIL, self._failure(e, now, _error_text(error), True)))
-                items.extend(self._next_run(job, e, now, final=error is None or bool(items[-1][1][16])))
+                dead = error is not None and bool(items[-1][1][16])  # FAIL's dead flag, as _failure decided
+                items.extend(self._next_run(job, e, now, final=error is None or dead))
             appended = self._append_locked(items, None) if items else None
         if appended is not None:
             self._log.commit(appended)
@@ -677,17 +681,6 @@ class Queue:
     @property
     def closed(self) -> bool:
         return self._closed
-
-    def __enter__(self) -> "Queue":
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        """Close; a close failure is raised unless it would hide an exception already raised."""
-        try:
-            self.close()
-        except WriterFailedError:
-            if exc_type is None:
-                raise
 
     def __repr__(self) -> str:
         return f"<logq.Queue {self.path!r}{' closed' if self._closed else ''}>"

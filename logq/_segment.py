@@ -167,7 +167,7 @@ class _Scan:
         reports exactly what is wrong with it. A batch still open when it stops
         is handed over in `self.batch`.
         """
-        buf, size, deliver = self.raw, len(self.raw), self.deliver
+        buf, view, size, deliver = self.raw, self.buf, len(self.raw), self.deliver
         salt, salt32, last = self.salt, self.salt & 0xFFFFFFFF, self.last_seq
         unpack, xxh32, xxh64, new = _HEADER.unpack_from, xxhash.xxh32_intdigest, xxhash.xxh64_intdigest, tuple.__new__
         first_flag, cont_flag, user, rec_t, origin = FLAG_FIRST, FLAG_CONTINUED, FIRST_USER_TYPE, Record, self.origin
@@ -182,7 +182,8 @@ class _Scan:
                     or end > size or (flags & first_flag) == bool(batch) * first_flag
                     or check != xxh32(buf[pos + 4:start], salt32)):
                 break
-            payload = buf[start:start + n]
+            # a batch keeps offsets and copies payloads when it delivers; a lone record copies now
+            payload = (view if flags & cont_flag or batch else buf)[start:start + n]
             if pcheck != xxh64(payload, salt) or (end - start != n and any(buf[start + n:end])):
                 break
             if flags & cont_flag or batch:

@@ -299,22 +299,20 @@ class Index:
                 del self._ready[name]
         return None if best is None else jobs[best[2]]
 
-    def take_ready(self, names: frozenset[str] | None, limit: int) -> list[Entry]:
-        """Up to `limit` jobs to lease, best first, off their ready heaps.
-
-        They stay pending until their LEASE records are applied; the caller
-        applies one to each at once (after a failed write the log is poisoned
-        and the index is rebuilt by replay, so taken-but-unleased jobs do not
-        linger).
-        """
-        taken: list[Entry] = []
-        while len(taken) < limit:
+    def best_ready_many(self, names: frozenset[str] | None, limit: int) -> list[Entry]:
+        """Up to `limit` jobs to lease next, best first (`best_ready` repeated); the
+        index is left as it was: the LEASE records applied next take them off."""
+        best: list[Entry] = []
+        looked_past = []
+        while len(best) < limit:
             e = self.best_ready(names)
             if e is None:
                 break
-            heappop(self._ready[e.name])  # best_ready leaves the winner on top of its heap
-            taken.append(e)
-        return taken
+            best.append(e)
+            looked_past.append(heappop(self._ready[e.name]))  # best_ready leaves it on top
+        for e, item in zip(best, looked_past):  # put them back
+            heappush(self._ready.setdefault(e.name, []), item)
+        return best
 
     def expired(self, now: float) -> Iterator[Entry]:
         """Active jobs whose lease ended at or before `now` (they stay active until applied)."""

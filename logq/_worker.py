@@ -77,6 +77,15 @@ class _Outcome(NamedTuple):
     seconds: float
     result: bytes  # the encoded value, as stored by the ack
 
+    @classmethod
+    def ok(cls, task: Task[Any], job: Job, value: Any, started: float) -> "_Outcome":
+        """A run that returned `value` (raises if the task cannot encode it)."""
+        return cls(task, job, value, None, time.monotonic() - started, task.encode_result(value))
+
+    @classmethod
+    def failed(cls, task: Task[Any], job: Job, error: BaseException, started: float) -> "_Outcome":
+        return cls(task, job, None, error, time.monotonic() - started, b"")
+
 
 class _Stopped(Exception):
     """Internal: the worker stopped hard while this job ran; release it."""
@@ -258,18 +267,16 @@ class Worker:
         return []
 
     def _run(self, job: Job, call: Callable[[Task[Any], Job, "Worker"], Any]) -> _Outcome | None:
-        """Run a leased job's task; None if a hard stop released it meanwhile."""
+        """Run a leased job's task (in `_running` since `_lease`); None if a hard stop
+        released it meanwhile."""
         task = self.queue._tasks[job.name]
-        with self._lock:
-            self._running[job.id] = job
         started = time.monotonic()
         try:
-            value = call(task, job, self)
-            return _Outcome(task, job, value, None, time.monotonic() - started, task.encode_result(value))
+            return _Outcome.ok(task, job, call(task, job, self), started)
         except _Stopped:
             return None  # released by _release_running
         except BaseException as exc:  # the task's own error (or its unencodable result) is data
-            return _Outcome(task, job, None, exc, time.monotonic() - started, b"")
+            return _Outcome.failed(task, job, exc, started)
         finally:  # finished: a stop no longer releases it, its outcome is about to be recorded
             with self._lock:
                 self._running.pop(job.id, None)
@@ -403,18 +410,15 @@ class Worker:
             jobs = await loop.run_in_executor(pool, self._lease_or_stop)
             if not jobs:
                 continue
-            job = jobs[0]
+            job = jobs[0]  # in `_running` since `_lease`
             task = self.queue._tasks[job.name]
-            with self._lock:
-                self._running[job.id] = job
             started = time.monotonic()
             try:
-                value = await self._await_task(loop, pool, task, job)
-                outcome = _Outcome(task, job, value, None, time.monotonic() - started, task.encode_result(value))
+                outcome = _Outcome.ok(task, job, await self._await_task(loop, pool, task, job), started)
             except asyncio.CancelledError:
                 raise  # hard stop: _release_running gives the job back
             except BaseException as exc:
-                outcome = _Outcome(task, job, None, exc, time.monotonic() - started, b"")
+                outcome = _Outcome.failed(task, job, exc, started)
             with self._lock:
                 self._running.pop(job.id, None)
             await loop.run_in_executor(pool, self._record, [outcome])

@@ -147,25 +147,21 @@ def register(queue: Queue, registry: CollectorRegistry | None = None, *, name: s
 
 def _add_stats(f: dict[str, _Family], label: str, stats: Stats) -> None:
     for state in STATES:
-        _add(f["jobs"], [label, state], stats.counts.get(state, 0))
+        f["jobs"].add_metric([label, state], stats.counts.get(state, 0))
     age = stats.oldest_pending_age
     for key, value in (("due", stats.due), ("age", 0.0 if age is None else max(0.0, age)),
                        ("segments", stats.segments), ("disk", stats.bytes_on_disk),
                        ("live", stats.live_bytes), ("durable", stats.durable_seq), ("last", stats.last_seq)):
-        _add(f[key], [label], value)
+        f[key].add_metric([label], value)
 
 
 def _add_tasks(f: dict[str, _Family], label: str, tasks: dict[str, TaskMetrics]) -> None:
     for task, m in sorted(tasks.items()):
         for outcome in _OUTCOMES:
-            _add(f["runs"], [label, task, outcome], getattr(m, outcome))
+            f["runs"].add_metric([label, task, outcome], getattr(m, outcome))
         for key, value in (("timeouts", m.timeouts), ("released", m.released),
                            ("seconds", m.seconds_total), ("max", m.seconds_max)):
-            _add(f[key], [label, task], value)
-
-
-def _add(family: _Family, labels: list[str], value: float) -> None:
-    family.add_metric(labels, value)
+            f[key].add_metric([label, task], value)
 
 
 __all__ = ["PrometheusClientMissing", "QueueCollector", "register"]
