@@ -52,6 +52,11 @@ from typing import Any, Callable
 
 import logq
 
+if __package__:
+    from .machine import CpuSampler, git_state
+else:  # run as a script: python benchmarks/<name>.py
+    from machine import CpuSampler, git_state  # type: ignore[no-redef,import-not-found]
+
 MiB = 1 << 20
 PAYLOAD = b"x" * 100
 NAME = "job"
@@ -64,40 +69,6 @@ MAX_AHEAD = 10_000
 LAT_INTERVAL = 0.0005
 
 clock = time.perf_counter
-
-
-# ------------------------------------------------------------------ machine load
-
-class CpuSampler:
-    """Cores busy machine-wide, and by this process, between start() and stop()."""
-
-    def __init__(self) -> None:
-        self.ncpu = os.cpu_count() or 1
-
-    @staticmethod
-    def _stat() -> tuple[int, int]:
-        try:
-            with open("/proc/stat") as fh:
-                parts = [int(x) for x in fh.readline().split()[1:]]
-        except OSError:
-            return 0, 0
-        idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
-        return sum(parts) - idle, sum(parts)
-
-    def start(self) -> "CpuSampler":
-        self.t0, self.cpu0, self.stat0 = clock(), time.process_time(), self._stat()
-        self.load0 = os.getloadavg()[0]
-        return self
-
-    def stop(self) -> dict[str, float]:
-        wall, cpu = clock() - self.t0, time.process_time() - self.cpu0
-        busy1, total1 = self._stat()
-        busy0, total0 = self.stat0
-        machine = (busy1 - busy0) / (total1 - total0) * self.ncpu if total1 > total0 else float("nan")
-        ours = cpu / wall if wall > 0 else 0.0
-        return {"wall_s": wall, "cpu_s": cpu, "cores_ours": ours, "cores_machine": machine,
-                "cores_others": max(0.0, machine - ours), "load1_before": self.load0,
-                "load1_after": os.getloadavg()[0]}
 
 
 def load_text(ld: dict[str, float]) -> str:
@@ -572,20 +543,6 @@ def report(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def git_state(here: str) -> str:
-    """The commit measured, and whether logq/ had uncommitted changes (others edit concurrently)."""
-    import subprocess
-    try:
-        top = os.path.dirname(here)
-        head = subprocess.run(["git", "-C", top, "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", top, "status", "--porcelain", "--", "logq"], capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-        return head + (" +uncommitted logq changes" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="100,000 jobs in (a), 200,000 in (b) (under a minute)")
@@ -607,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(args.dir, exist_ok=True)
     root = tempfile.mkdtemp(prefix="logq-bench-compact-", dir=args.dir)
     start = clock()
-    res: dict[str, Any] = {"mode": "quick" if args.quick else "full", "git": git_state(here),
+    res: dict[str, Any] = {"mode": "quick" if args.quick else "full", "git": git_state(),
                            "python": sys.version.split()[0],
                            "platform": platform.platform(), "cpus": os.cpu_count(),
                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "errors": []}

@@ -39,6 +39,7 @@ projection is pessimistic, as freed-but-retained allocator memory is scaled too)
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import platform
@@ -80,29 +81,39 @@ def timed_loop(op: Callable[[], Any], duration: float) -> tuple[int, float]:
     return n, clock() - start
 
 
-def run_threads(n: int, make_op: Callable[[int], Callable[[], Any]], duration: float) -> tuple[int, float]:
-    """Run `n` threads, each calling its op in a loop for `duration`; return (total calls, seconds)."""
+def run_threads(n: int, make_op: Callable[[int], Callable[[], Any]], duration: float,
+                profiles: list[cProfile.Profile] | None = None) -> tuple[int, float]:
+    """Run `n` threads, each calling its op (made in that thread) in a loop for `duration`
+    or until it returns False; return (total calls, seconds). With `profiles`, each
+    thread's loop is profiled and its profile appended there."""
     counts = [0] * n
     errors: list[BaseException] = []
     barrier = threading.Barrier(n + 1)
     deadline = [0.0]
 
     def worker(i: int) -> None:
+        c = 0
+        prof = cProfile.Profile() if profiles is not None else None
         try:
             op = make_op(i)
             barrier.wait()
-            c, end = 0, deadline[0]
-            while True:
-                op()
+            end = deadline[0]
+            if prof is not None:
+                prof.enable()
+            while op() is not False:
                 c += 1
                 if clock() >= end:
                     break
-            counts[i] = c
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
             barrier.abort()
+        finally:
+            if prof is not None:
+                prof.disable()
+                profiles.append(prof)  # type: ignore[union-attr]
+            counts[i] = c
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
     for t in threads:
         t.start()
     start = clock()

@@ -46,7 +46,6 @@ import json
 import os
 import platform
 import pstats
-import resource
 import shutil
 import sys
 import tempfile
@@ -57,6 +56,11 @@ from typing import Any, Callable
 import logq
 from logq._worker import Worker
 
+if __package__:
+    from .machine import CpuSampler, git_state
+else:  # run as a script: python benchmarks/<name>.py
+    from machine import CpuSampler, git_state  # type: ignore[no-redef,import-not-found]
+
 TARGET_THREAD = 20_000.0
 PAYLOAD = b"[[],{}]"  # what noop.enqueue() writes: JSON [args, kwargs]
 TASK = "bench.noop"
@@ -64,43 +68,6 @@ CHUNK = 10_000
 RUN_TIMEOUT = 300.0
 
 clock = time.perf_counter
-
-
-# ------------------------------------------------------------------ machine load
-
-class CpuSampler:
-    """Cores busy machine-wide, and by this process, between start() and stop()."""
-
-    def __init__(self) -> None:
-        self.ncpu = os.cpu_count() or 1
-
-    @staticmethod
-    def _stat() -> tuple[int, int]:
-        try:
-            with open("/proc/stat") as fh:
-                parts = [int(x) for x in fh.readline().split()[1:]]
-        except OSError:
-            return 0, 0
-        idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
-        return sum(parts) - idle, sum(parts)
-
-    def start(self) -> None:
-        self.t0, self.cpu0, self.stat0 = clock(), time.process_time(), self._stat()
-        self.load0 = os.getloadavg()
-        self.ru0 = resource.getrusage(resource.RUSAGE_SELF)
-
-    def stop(self) -> dict[str, float]:
-        wall, cpu = clock() - self.t0, time.process_time() - self.cpu0
-        ru1, ru0 = resource.getrusage(resource.RUSAGE_SELF), self.ru0
-        busy1, total1 = self._stat()
-        busy0, total0 = self.stat0
-        machine = (busy1 - busy0) / (total1 - total0) * self.ncpu if total1 > total0 else float("nan")
-        ours = cpu / wall if wall > 0 else 0.0
-        return {"wall_s": wall, "cpu_s": cpu, "cores_ours": ours, "cores_machine": machine,
-                "cores_others": max(0.0, machine - ours), "load1_before": self.load0[0],
-                "load1_after": os.getloadavg()[0], "user_s": ru1.ru_utime - ru0.ru_utime,
-                "sys_s": ru1.ru_stime - ru0.ru_stime,
-                "ctx_switches": (ru1.ru_nvcsw - ru0.ru_nvcsw) + (ru1.ru_nivcsw - ru0.ru_nivcsw)}
 
 
 # ------------------------------------------------------------------- the runs
@@ -529,20 +496,6 @@ def report(res: dict[str, Any]) -> str:
         out.append(f"  {t['what']:<44} {t['value']:>10,.0f}/s  (target >= {t['target']:,.0f}/s)  "
                    f"{'met' if t['met'] else 'MISSED'}")
     return "\n".join(out)
-
-
-def git_state() -> str:
-    """The commit measured, and whether logq/ had uncommitted changes (others edit concurrently)."""
-    import subprocess
-    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        head = subprocess.run(["git", "-C", top, "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", top, "status", "--porcelain", "--", "logq"], capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-        return head + (" +uncommitted logq changes" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

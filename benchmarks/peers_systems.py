@@ -67,8 +67,17 @@ class Store:
     def close(self) -> None:
         pass
 
+    def connection(self) -> Any:
+        """The SQLite connection under this store (None if it has none)."""
+        return None
+
     def pragmas(self) -> dict[str, Any]:
-        return {}
+        """The journal mode and synchronous setting its SQLite connection runs with."""
+        c = self.connection()
+        if c is None:
+            return {}
+        return dict(journal_mode=c.execute("PRAGMA journal_mode").fetchone()[0],
+                    synchronous=c.execute("PRAGMA synchronous").fetchone()[0])
 
 
 class System:
@@ -81,8 +90,11 @@ class System:
     has_worker = False
     staged_build = False  # built one call at a time: fill on the staging disk, then copy
 
+    dist = ""  # the distribution whose version describe() reports
+
     def version(self) -> str:
-        return ""
+        from importlib.metadata import version
+        return version(self.dist) if self.dist else ""
 
     def open(self, path: str) -> Store:
         raise NotImplementedError
@@ -199,10 +211,8 @@ class SqliteStore(Store):
     def close(self) -> None:
         self.sq.close()
 
-    def pragmas(self) -> dict[str, Any]:
-        c = self.sq.con
-        return dict(journal_mode=c.execute("PRAGMA journal_mode").fetchone()[0],
-                    synchronous=c.execute("PRAGMA synchronous").fetchone()[0])
+    def connection(self) -> Any:
+        return self.sq.con
 
 
 class Sqlite(System):
@@ -259,10 +269,8 @@ class PersistQueueStore(Store):
     def close(self) -> None:
         self.q.close()
 
-    def pragmas(self) -> dict[str, Any]:
-        c: Any = self.q._putter  # read-only look at the settings it runs with
-        return dict(journal_mode=c.execute("PRAGMA journal_mode").fetchone()[0],
-                    synchronous=c.execute("PRAGMA synchronous").fetchone()[0])
+    def connection(self) -> Any:
+        return self.q._putter  # read-only look at the settings it runs with
 
 
 class PersistQueue(System):
@@ -273,9 +281,7 @@ class PersistQueue(System):
     note = "WAL, a commit per put/get/ack, SQLite's default synchronous (FULL)"
     staged_build = True
 
-    def version(self) -> str:
-        from importlib.metadata import version
-        return version("persist-queue")
+    dist = "persist-queue"
 
     def import_lib(self) -> None:
         import persistqueue  # noqa: F401
@@ -316,10 +322,8 @@ class LiteQueueStore(Store):
     def close(self) -> None:
         self.q.close()
 
-    def pragmas(self) -> dict[str, Any]:
-        c = self.q.conn
-        return dict(journal_mode=c.execute("PRAGMA journal_mode").fetchone()[0],
-                    synchronous=c.execute("PRAGMA synchronous").fetchone()[0])
+    def connection(self) -> Any:
+        return self.q.conn
 
 
 class LiteQueue(System):
@@ -330,9 +334,7 @@ class LiteQueue(System):
     note = "WAL, synchronous=NORMAL (set by litequeue): commits are not fsynced"
     staged_build = True
 
-    def version(self) -> str:
-        from importlib.metadata import version
-        return version("litequeue")
+    dist = "litequeue"
 
     def import_lib(self) -> None:
         import litequeue  # noqa: F401
@@ -381,10 +383,8 @@ class HueyStore(Store):
     def close(self) -> None:
         self.huey.storage.close()
 
-    def pragmas(self) -> dict[str, Any]:
-        c = self.huey.storage.conn
-        return dict(journal_mode=c.execute("PRAGMA journal_mode").fetchone()[0],
-                    synchronous=c.execute("PRAGMA synchronous").fetchone()[0])
+    def connection(self) -> Any:
+        return self.huey.storage.conn
 
 
 class Huey(System):
@@ -396,9 +396,7 @@ class Huey(System):
     has_worker = True
     staged_build = True
 
-    def version(self) -> str:
-        from importlib.metadata import version
-        return version("huey")
+    dist = "huey"
 
     def import_lib(self) -> None:
         import huey  # noqa: F401

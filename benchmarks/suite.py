@@ -47,6 +47,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from benchmarks.machine import cpu_jiffies
 from benchmarks.peers_systems import all_systems, by_key
 from benchmarks.workloads import FULL_N, WORKLOADS, Ctx, Row, fs_type, make_stage, profile_logq
 
@@ -183,6 +184,19 @@ def fmt_ratio(r: float | None) -> str:
     return f"{r:.2f}x" if r >= 0.1 else f"{r:.2g}x"
 
 
+def target_figure(t: dict[str, Any], rate_unit: str, projection: bool) -> str:
+    """A target's measured figure: a ratio with its detail, a rate, or seconds."""
+    if t["value"] is None:
+        return "not measured"
+    if t["kind"] == "ratio":
+        return f"{t['value']:.2f}x ({t.get('detail', '')})"
+    if t["kind"] == "rate":
+        return f"{t['value']:,.0f}{rate_unit}" + (f" ({t['detail']})" if t.get("detail") else "")
+    if projection and t.get("projected"):
+        return f"{t['value']:.2f} s (measured {t['measured']:.2f} s at {t['jobs']:,}, projected)"
+    return f"{t['value']:.2f} s"
+
+
 def target_text(t: dict[str, Any]) -> str:
     if t["kind"] == "ratio":
         return f">= {t['threshold']:g}x"
@@ -227,15 +241,7 @@ def _system_order(key: str) -> int:
 def print_targets(targets: list[dict[str, Any]]) -> None:
     print("\ntargets (ratios to the SQLite baseline of the same run)")
     for t in targets:
-        if t["value"] is None:
-            shown = "not measured"
-        elif t["kind"] == "ratio":
-            shown = f"{t['value']:.2f}x ({t.get('detail', '')})"
-        elif t["kind"] == "rate":
-            shown = f"{t['value']:,.0f}/s" + (f" ({t['detail']})" if t.get("detail") else "")
-        else:
-            shown = f"{t['value']:.2f} s" + (f" (measured {t['measured']:.2f} s at {t['jobs']:,}, projected)"
-                                              if t.get("projected") else "")
+        shown = target_figure(t, "/s", projection=True)
         extra = f"  -- {t['shortfall']}" if t.get("shortfall") else ""
         print(f"  {t['name']:<52} {shown:<40} {target_text(t):<20} {status_text(t)}{extra}")
 
@@ -272,14 +278,7 @@ def markdown(rows: list[Row], targets: list[dict[str, Any]], n_big: int, base: d
     out.append("| target | figure | target | status |")
     out.append("| --- | ---: | ---: | --- |")
     for t in targets:
-        if t["value"] is None:
-            shown = "not measured"
-        elif t["kind"] == "ratio":
-            shown = f"{t['value']:.2f}x ({t.get('detail', '')})"
-        elif t["kind"] == "rate":
-            shown = f"{t['value']:,.0f} jobs/s" + (f" ({t['detail']})" if t.get("detail") else "")
-        else:
-            shown = f"{t['value']:.2f} s"
+        shown = target_figure(t, " jobs/s", projection=False)
         miss = f" ({t['shortfall']})" if t.get("shortfall") else ""
         out.append(f"| {t['name']} | {shown} | {target_text(t)} | {status_text(t)}{miss} |")
     return "\n".join(out) + "\n"
@@ -348,13 +347,6 @@ def chart(rows: list[Row], targets: list[dict[str, Any]], n_big: int, path: str,
 
 # ----------------------------------------------------------- environment
 
-def _cpu_jiffies() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        parts = [int(x) for x in f.readline().split()[1:]]
-    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
-    return sum(parts[:8]) - idle, sum(parts[:8])
-
-
 class LoadMeter:
     """CPU used by other processes during the run, and load averages sampled every 5 s."""
 
@@ -368,7 +360,7 @@ class LoadMeter:
             self.samples.append(os.getloadavg()[0])
 
     def start(self) -> None:
-        self.busy0, _ = _cpu_jiffies()
+        self.busy0, _ = cpu_jiffies()
         self.own0 = sum(os.times()[:4])
         self.wall0 = time.monotonic()
         self.samples.append(os.getloadavg()[0])
@@ -376,7 +368,7 @@ class LoadMeter:
 
     def stop(self) -> dict[str, Any]:
         self._stop.set()
-        busy1, _ = _cpu_jiffies()
+        busy1, _ = cpu_jiffies()
         own1 = sum(os.times()[:4])
         wall = time.monotonic() - self.wall0
         hz = os.sysconf("SC_CLK_TCK")

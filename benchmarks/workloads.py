@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
 
-from benchmarks.bench_queue import timed_loop
+from benchmarks.bench_queue import run_threads, timed_loop
 from benchmarks.peers_systems import (
     CHILD, TASK, Huey, Logq, Sqlite, Store, System, all_systems, by_key, copy_store, make_huey, store_bytes,
 )
@@ -120,47 +120,7 @@ def loop_until(op: Callable[[], bool], seconds: float) -> tuple[int, float]:
 def threads_until(ops: list[Callable[[], Any]], seconds: float,
                   profiles: list[cProfile.Profile] | None = None) -> tuple[int, float]:
     """Run each op in its own thread until `seconds` pass or it returns False; (total calls, seconds)."""
-    n = len(ops)
-    counts = [0] * n
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(n + 1)
-    deadline = [0.0]
-
-    def worker(i: int) -> None:
-        op, c = ops[i], 0
-        prof = cProfile.Profile() if profiles is not None else None
-        try:
-            barrier.wait()
-            end = deadline[0]
-            if prof is not None:
-                prof.enable()
-            while op() is not False:
-                c += 1
-                if clock() >= end:
-                    break
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
-            errors.append(exc)
-            barrier.abort()
-        finally:
-            if prof is not None:
-                prof.disable()
-                profiles.append(prof)  # type: ignore[union-attr]
-            counts[i] = c
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    start = clock()
-    deadline[0] = start + seconds
-    try:
-        barrier.wait()
-    except threading.BrokenBarrierError:
-        pass
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return sum(counts), clock() - start
+    return run_threads(len(ops), lambda i: ops[i], seconds, profiles)
 
 
 def drain_op(store: Store) -> Callable[[], bool]:
