@@ -14,11 +14,12 @@ Append protocol (the numbers name the steps that the fault tests target):
   2. Modes `batch` and `none`: write the pending buffer to the file before
      returning, so the records survive a crash of the process.
   3. Mode `always`: the caller waits until a fdatasync covers its last record.
-     One caller at a time is the leader: it first waits (at most
-     GATHER_SECONDS) until every thread inside an `always` append has queued
-     its records, then writes everything pending in one write, notes the last
-     written sequence number, fdatasyncs outside the lock and wakes every
-     caller that the sync covered (group commit).
+     Callers form cohorts: a caller parks on a gate of its own while a sync
+     is in flight or while its cohort is still filling (as many callers as
+     the last sync covered; GATHER_SECONDS at most). The caller that fills
+     the cohort leads: it writes everything pending in one write, notes the
+     last written sequence number, fdatasyncs outside the lock and wakes the
+     callers the sync covered, one after another (group commit).
   4. Mode `batch`: a background thread does step 3 at most every
      `sync_interval` seconds while there are unsynced records.
 A failed write or fsync poisons the log: the error is kept, every waiting and
@@ -49,6 +50,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
+from _thread import LockType, allocate_lock as _allocate_lock
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Sequence, TypeVar
 
@@ -70,7 +73,7 @@ TORN_SUFFIX = ".torn"
 SYNC_MODES = ("none", "batch", "always")
 _STRENGTH = {m: i for i, m in enumerate(SYNC_MODES)}
 DEFAULT_SEGMENT_SIZE = 64 << 20
-GATHER_SECONDS = 0.0005  # how long a sync leader waits for the other appenders to queue
+GATHER_SECONDS = 0.001  # how long a parked caller waits for its cohort to fill before leading
 
 ReplayCallback = Callable[[Record, int], None]  # called as replay(record, segment base)
 
@@ -172,11 +175,10 @@ class Log(ClosesOnExit):
         self._cond = threading.Condition(self._lock)
         self._pending: list[bytes] = []
         self._pending_size = 0
-        self._syncing = False
-        self._appenders = 0  # threads between write() and the end of commit() in `always` mode
-        self._queued = 0  # of those, how many have records in the pending buffer
-        self._gathering = False
-        self._gathered = threading.Condition(self._lock)
+        self._syncing = False  # a leader is between flushing and the end of its lead
+        self._waiters: list[tuple[int, LockType]] = []  # (sequence number, gate) parked in sync_through
+        self._chain: deque[LockType] = deque()  # gates of synced callers not yet woken
+        self._cohort = 1  # callers the next sync waits for: as many as the last one covered
         self._failed: BaseException | None = None
         self._closed = False
         self._readers: dict[int, File] = {}
@@ -402,7 +404,7 @@ class Log(ClosesOnExit):
         with self._lock:
             if self._failed is not None or self._closed:
                 self.check_usable()
-            if len(items) == 1 and mode != "always" and not self._pending:
+            if len(items) == 1 and (mode == "always" or not self._pending):
                 simple = self._write_one(items[0], mode)
                 if simple is not None:
                     return simple
@@ -413,22 +415,18 @@ class Log(ClosesOnExit):
             self._end += sum(sizes)
             if mode != "always":
                 self._flush_locked()
-            else:
-                self._appenders += 1
-                self._queued += 1
-                if self._gathering and self._queued >= self._appenders:
-                    self._gathered.notify()
             return Appended(first, self._next_seq - 1, self._segments[-1].base, offsets, sizes, mode)
 
     def commit(self, appended: Appended) -> None:
         """Step 3: return once `appended` is as durable as its mode promised."""
         if appended.sync == "always":
-            self.sync_through(appended.last_seq, appender=True)
+            self.sync_through(appended.last_seq)
         elif self._failed is not None:
             raise self._failure()
 
     def _write_one(self, item: tuple[int, bytes], mode: str) -> Appended | None:
-        """Steps 1-2 for the common case, one record written at once; None if not applicable."""
+        """Steps 1-2 for the common case of one record: written at once (`batch`, `none`)
+        or queued for the next sync (`always`); None if the general path must do it."""
         rtype, payload = item
         if type(payload) is not bytes or not FIRST_USER_TYPE <= rtype <= 255:
             return None
@@ -437,13 +435,18 @@ class Log(ClosesOnExit):
             return None  # the general path rolls over
         seq = self._next_seq
         chunk = self._encoder.encode(seq, rtype, payload, FLAG_FIRST)
-        try:
-            self._active.write(chunk)
-        except OSError as exc:
-            self._poison(exc)
-            raise self._failure() from exc
         size = len(chunk)
-        self._end, self._next_seq, self._written_seq = end + size, seq + 1, seq
+        if mode == "always":
+            self._pending.append(chunk)
+            self._pending_size += size
+        else:
+            try:
+                self._active.write(chunk)
+            except OSError as exc:
+                self._poison(exc)
+                raise self._failure() from exc
+            self._written_seq = seq
+        self._end, self._next_seq = end + size, seq + 1
         return _new_tuple(Appended, (seq, seq, self._segments[-1].base, (end,), (size,), mode))
 
     def _encode_batch(self, items: Sequence[tuple[int, bytes]]) -> tuple[list[bytes], tuple[int, ...], int]:
@@ -475,58 +478,113 @@ class Log(ClosesOnExit):
             self._poison(exc)
             raise self._failure() from exc
         self._pending.clear()
-        self._pending_size = self._queued = 0
+        self._pending_size = 0
         self._written_seq = self._next_seq - 1
 
-    def sync_through(self, seq: int, *, appender: bool = False) -> None:
-        """Return once every record up to `seq` is fsynced (group commit)."""
-        with self._cond:
-            try:
-                while True:
-                    self.check_usable()
-                    if self._synced_seq >= seq:
-                        return
-                    if not self._syncing:
-                        break
-                    self._cond.wait()
-                target, f = self._start_sync_locked()
-            finally:
-                if appender:
-                    self._appenders -= 1
-                    if self._gathering and self._queued >= self._appenders:
-                        self._gathered.notify()
-        self._finish_sync(target, f)
+    def sync_through(self, seq: int) -> None:
+        """Return once every record up to `seq` is fsynced (group commit).
 
-    def _start_sync_locked(self) -> tuple[int, File]:
+        Callers gather into cohorts: each parks on a gate of its own until a
+        sync covers it, and the caller that completes the cohort (as many
+        callers as the last sync covered) leads the next sync. A cohort that
+        does not fill within GATHER_SECONDS shrinks to the callers present.
+        """
+        lock = self._lock
+        lock.acquire()
+        while True:
+            if self._synced_seq >= seq:
+                lock.release()
+                return
+            if self._failed is not None or self._closed:
+                lock.release()
+                self.check_usable()
+            if not self._syncing and len(self._waiters) + 1 >= self._cohort:
+                break
+            gate = _allocate_lock()
+            gate.acquire()
+            waiter = (seq, gate)
+            self._waiters.append(waiter)
+            lock.release()
+            woken = gate.acquire(True, GATHER_SECONDS)
+            lock.acquire()
+            if self._chain:
+                self._wake_next_locked(gate)
+            if not woken and waiter in self._waiters:  # the cohort did not fill: lead those present
+                self._waiters.remove(waiter)
+                if not self._syncing:
+                    self._cohort = len(self._waiters) + 1
         self._syncing = True
-        if self._queued < self._appenders:  # others are about to queue: let them join this sync
-            self._gathering = True
-            self._gathered.wait(GATHER_SECONDS)
-            self._gathering = False
+        self._lead()
+
+    def _lead(self) -> None:
+        """Step 3 as leader: entered holding the lock with `_syncing` claimed; returns
+        without the lock once the sync is done and the callers it covered are woken."""
+        lock = self._lock
         try:
             self._flush_locked()
         except BaseException:
-            self._syncing = False
-            self._cond.notify_all()
+            self._end_lead_locked()
+            lock.release()
             raise
-        return self._written_seq, self._active
-
-    def _finish_sync(self, target: int, f: File) -> None:
+        target, f = self._written_seq, self._active
+        lock.release()
         try:
             f.fdatasync()
         except OSError as exc:
-            with self._cond:
-                self._syncing = False
+            with lock:
                 self._poison(exc)
+                self._end_lead_locked()
             raise self._failure() from exc
-        with self._cond:
-            self._syncing = False
-            self._synced_seq = max(self._synced_seq, target)
-            self._cond.notify_all()
+        with lock:
+            if target > self._synced_seq:
+                self._synced_seq = target
+            covered = self._wake_covered_locked()
+            self._cohort = covered + 1 + len(self._waiters)
+            self._end_lead_locked()
+
+    def _end_lead_locked(self) -> None:
+        self._syncing = False
+        self._cond.notify_all()  # rollover and close wait for the sync in flight
+
+    def _wake_covered_locked(self) -> int:
+        """Wake the parked callers whose records are synced; return how many.
+
+        They are woken one after another: each, once running, wakes the next
+        (`_wake_next_locked`), so they do not all wake at once only to queue
+        for the interpreter lock.
+        """
+        synced, keep, chain = self._synced_seq, [], self._chain
+        for waiter in self._waiters:
+            if waiter[0] <= synced:
+                chain.append(waiter[1])
+            else:
+                keep.append(waiter)
+        woken = len(self._waiters) - len(keep)
+        self._waiters = keep
+        if chain:
+            self._wake_next_locked(None)
+        return woken
+
+    def _wake_next_locked(self, own: LockType | None) -> None:
+        """Release the next gate of the wake-up chain (not the caller's `own`)."""
+        chain = self._chain
+        while chain:
+            gate = chain.popleft()
+            if gate is not own:
+                gate.release()
+                return
+
+    def _wake_all_locked(self) -> None:
+        for _, gate in self._waiters:
+            gate.release()
+        self._waiters = []
+        while self._chain:
+            self._chain.popleft().release()
 
     def sync(self) -> None:
         """Make every record appended so far durable."""
         with self._lock:
+            self.check_usable()
             last = self._next_seq - 1
         self.sync_through(last)
 
@@ -556,6 +614,7 @@ class Log(ClosesOnExit):
             raise self._failure() from exc
         self._next_seq = self._written_seq = self._synced_seq = seal_seq
         self._next_seq += 1
+        self._wake_covered_locked()
         old = self._segments[-1]
         old.sealed, old.last_seq = True, seal_seq
         old.size = self._end + RECORD_HEADER_SIZE
@@ -720,7 +779,7 @@ class Log(ClosesOnExit):
                 except (OSError, WriterFailedError) as exc:
                     error = exc
             self._closed = True
-            self._cond.notify_all()
+            self._wake_all_locked()
         self._stop.set()
         if self._syncer is not None and self._syncer is not threading.current_thread():
             self._syncer.join()
@@ -749,7 +808,7 @@ class Log(ClosesOnExit):
     def _poison(self, exc: BaseException) -> None:
         if self._failed is None:
             self._failed = exc
-        self._cond.notify_all()
+        self._wake_all_locked()
 
     def _failure(self) -> WriterFailedError:
         return WriterFailedError(

@@ -267,6 +267,47 @@ def test_group_commit_shares_one_write_and_one_fsync(tmp_path):
     log.close()
 
 
+def test_callers_parked_during_a_sync_are_synced_together_even_if_their_cohort_never_fills(
+        tmp_path, monkeypatch):
+    """Seven callers park while the leader's fsync runs, so the next sync expects a
+    cohort of eight; the eighth never comes, so those present lead themselves after
+    GATHER_SECONDS: one write and one fsync for the seven, and nobody hangs."""
+    fs = FaultyFS()
+    log = Log(tmp_path, sync="always", fs=fs)
+    release, entered, all_parked = threading.Event(), threading.Event(), threading.Event()
+    real_hit, real_allocate, gates = fs.hit, log_module._allocate_lock, []
+
+    def hit(op: str, path: str = "") -> None:
+        real_hit(op, path)
+        if op == "fsync" and not release.is_set():
+            entered.set()
+            release.wait()
+
+    def allocate():  # a caller takes a gate just before it parks
+        gates.append(real_allocate())
+        if len(gates) == 7:
+            all_parked.set()
+        return gates[-1]
+
+    fs.hit = hit  # type: ignore[method-assign]
+    monkeypatch.setattr(log_module, "_allocate_lock", allocate)
+    leader = threading.Thread(target=log.append, args=([(16, b"first")],))
+    leader.start()
+    assert entered.wait(10)  # the leader is inside its fsync
+    writes, fsyncs = fs.calls["write"], fs.calls["fsync"]
+    followers = [threading.Thread(target=log.append, args=([(16, b"%d" % i)],)) for i in range(7)]
+    for th in followers:
+        th.start()
+    assert all_parked.wait(10)
+    release.set()
+    for th in [leader] + followers:
+        th.join(10)
+        assert not th.is_alive()
+    assert (fs.calls["write"] - writes, fs.calls["fsync"] - fsyncs) == (1, 1)
+    assert log.durable_seq == 8
+    log.close()
+
+
 def test_batch_mode_syncs_in_the_background(tmp_path):
     fs = FaultyFS()
     with Log(tmp_path, sync="batch", sync_interval=0.001, fs=fs) as log:
