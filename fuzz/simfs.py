@@ -361,7 +361,7 @@ class SimFS:
 
 
 class SimFile:
-    """An open file of a `SimFS`; writes append."""
+    """An open file of a `SimFS`; `write` appends, `pwrite` writes at an offset."""
 
     def __init__(self, fs: SimFS, ino: int, path: str, gen: int, readonly: bool) -> None:
         self.fs, self.ino, self.path, self.gen, self.readonly = fs, ino, path, gen, readonly
@@ -374,17 +374,25 @@ class SimFile:
         return self.fs.inodes[self.ino]
 
     def write(self, data: bytes) -> None:
+        with self.fs._mutex:
+            self._write_at(data, None)
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        with self.fs._mutex:
+            self._write_at(data, offset)
+
+    def _write_at(self, data: bytes, offset: int | None) -> None:
         fs = self.fs
-        with fs._mutex:
-            node = self._node(writing=True)
-            data = bytes(data)
-            try:
-                fs._step("write", self.path)
-            except OSError:
-                _append(node, data[: fs.rng.randint(0, len(data))])
-                raise
-            _append(node, data)
-            fs._after()
+        node = self._node(writing=True)
+        data = bytes(data)
+        at = len(node.data) if offset is None else offset
+        try:
+            fs._step("write", self.path)
+        except OSError:
+            _put(node, at, data[: fs.rng.randint(0, len(data))])
+            raise
+        _put(node, at, data)
+        fs._after()
 
     def pread(self, size: int, offset: int) -> bytes:
         with self.fs._mutex:
@@ -481,10 +489,12 @@ def _replay(durable: bytes, ops: list[Op]) -> bytes:
     return bytes(buf)
 
 
-def _append(node: Inode, data: bytes) -> None:
+def _put(node: Inode, offset: int, data: bytes) -> None:
     if data:
-        node.unsynced.append((len(node.data), data))
-        node.data += data
+        node.unsynced.append((offset, data))
+        if len(node.data) < offset:
+            _resize(node.data, offset)
+        node.data[offset:offset + len(data)] = data
 
 
 def _resize(buf: bytearray, size: int) -> None:

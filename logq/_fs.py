@@ -27,9 +27,11 @@ except ImportError:  # pragma: no cover - non-POSIX
 
 
 class File(Protocol):
-    """An open file. `write` appends at the end and writes all bytes or raises."""
+    """An open file. `write` appends at the end, `pwrite` writes at an offset
+    (past the end, the gap reads as zeros); both write all bytes or raise."""
 
     def write(self, data: bytes) -> None: ...
+    def pwrite(self, data: bytes, offset: int) -> None: ...
     def pread(self, size: int, offset: int) -> bytes: ...
     def size(self) -> int: ...
     def fsync(self) -> None: ...
@@ -57,7 +59,7 @@ class Lock(Protocol):
 
 
 class OsFile:
-    """A file opened with `os.open`; writes go to the end (O_APPEND)."""
+    """A file opened with `os.open` (not O_APPEND, which would make pwrite append too)."""
 
     __slots__ = ("fd", "path")
 
@@ -65,11 +67,15 @@ class OsFile:
         self.path, self.fd = path, fd
 
     def write(self, data: bytes) -> None:
-        written = os.write(self.fd, data)
+        self.pwrite(data, os.lseek(self.fd, 0, os.SEEK_END))
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        written = os.pwrite(self.fd, data, offset)
         if written < len(data):  # a short write: finish it
             view = memoryview(data)[written:]
             while view:
-                view = view[os.write(self.fd, view):]
+                n = os.pwrite(self.fd, view, offset + written)
+                view, written = view[n:], written + n
 
     def pread(self, size: int, offset: int) -> bytes:
         chunks, fd = [], self.fd
@@ -119,7 +125,7 @@ class OsFileSystem:
     """`FileSystem` on the real operating system."""
 
     def open(self, path: str, *, create: bool = False, exclusive: bool = False, readonly: bool = False) -> OsFile:
-        flags = os.O_RDONLY if readonly else os.O_RDWR | os.O_APPEND
+        flags = os.O_RDONLY if readonly else os.O_RDWR
         if create:
             flags |= os.O_CREAT
         if exclusive:

@@ -43,7 +43,7 @@ from ._record import (
     ALIGN, FLAG_CONTINUED, FLAG_ZSTD, FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
     SEGMENT_MAGIC, TYPE_SEAL, Record, decode_segment_header, read_record,
 )
-from ._segment import ScanResult, parse_segment_name, scan
+from ._segment import ScanResult, is_unwritten, parse_segment_name, scan
 from ._state import Entry, Index
 from ._verify import Problem, Verification, segment_files, verify
 
@@ -171,7 +171,7 @@ def _read(target: Target, sink: _Sink) -> Verification:
         out.problems.append(Problem(target.path, exc.offset or 0, str(exc)))
         return out
     out.segments.append((target.path, result))
-    if result.end < len(data):
+    if result.end < len(data) and not is_unwritten(data[result.end:]):
         out.tail = (target.path, result.end, len(data))
     return out
 

@@ -12,7 +12,10 @@ Append protocol (the numbers name the steps that the fault tests target):
   1. Under the lock, assign sequence numbers and encode the batch into the
      pending buffer; if it would overflow the active segment, roll over first.
   2. Modes `batch` and `none`: write the pending buffer to the file before
-     returning, so the records survive a crash of the process.
+     returning, so the records survive a crash of the process. Writes go at
+     the log's end over zeros the file already has: the active segment grows
+     PREALLOCATE bytes of zeros at a time, so an append changes no file size
+     and fdatasync has only data to flush.
   3. Mode `always`: the caller waits until a fdatasync covers its last record.
      Callers form cohorts: a caller parks on a gate of its own while a sync
      is in flight or while its cohort is still filling (as many callers as
@@ -29,7 +32,8 @@ what is really on disk.
 
 Rollover protocol:
   R1. wait until no sync is in flight; write the pending buffer;
-  R2. append a SEAL record and fsync the segment (it is now sealed);
+  R2. append a SEAL record, cut the zeros after it, fsync the segment (it is
+      now sealed);
   R3. create the next segment, named by the SEAL's sequence number + 1, write
       its header and fsync it;
   R4. fsync the directory so the new name is durable.
@@ -43,7 +47,9 @@ Recovery rules:
     and reports the lost ranges instead);
   * the last segment is cut after its last complete batch; the cut bytes are
     first saved to `<segment>.<offset>.torn` (fsynced, directory fsynced), then
-    the file is truncated and fsynced, before any new append.
+    the file is truncated and fsynced, before any new append;
+  * zeros after the last complete batch are preallocated space, not a torn
+    tail: they are kept (after a SEAL, cut) and nothing is reported.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ from ._record import (
     TYPE_SEAL, Encoder, Record, decode_segment_header, encode_segment_header, padded, read_record,
 )
 from . import _compact
-from ._segment import LostRange, ScanResult, is_unborn, parse_segment_name, scan, segment_name
+from ._segment import LostRange, ScanResult, is_unborn, is_unwritten, parse_segment_name, scan, segment_name
 
 META_NAME = "logq.meta"
 LOCK_NAME = "logq.lock"
@@ -275,6 +281,7 @@ class Log(ClosesOnExit):
         self._next_seq = max(last_seq + 1, active.base)
         self._written_seq = self._synced_seq = self._next_seq - 1
         self._end = active.size
+        self._allocated = self._active.size()  # the file's size: `_end` plus preallocated zeros
         if self._seal_at_open:  # salvaged damage must not be cut by a later normal open
             with self._lock:
                 self._rollover_locked()
@@ -318,7 +325,13 @@ class Log(ClosesOnExit):
                                           path=path, offset=result.end)
                 report.lost.append(LostRange(path, result.end, size, "segment not sealed"))
         elif result.end < size:
-            self._cut_tail(path, result.end, f.pread(size - result.end, result.end), report)
+            tail = f.pread(size - result.end, result.end)
+            if is_unwritten(tail):  # preallocated space, not a torn write
+                report.lost[:] = [r for r in report.lost if r.path != path or r.start < result.end]
+                if result.sealed:  # a sealed segment ends at its SEAL
+                    self._cut_tail(path, result.end, b"", report)
+            else:
+                self._cut_tail(path, result.end, tail.rstrip(b"\0"), report)
         seg_last = result.last_seq if result.last_seq is not None else max(last_seq, base - 1)
         self._segments.append(_Segment(base, result.end, result.sealed or not is_last, seg_last))
         return seg_last
@@ -361,7 +374,9 @@ class Log(ClosesOnExit):
         report.torn.append(TornTail(path, offset, len(tail), side))
 
     def _cut_tail(self, path: str, end: int, tail: bytes, report: RecoveryReport) -> None:
-        self._keep_aside(path, end, tail, report)
+        """Cut the file at `end`; keep the cut bytes aside (`tail`, zeros dropped) first."""
+        if tail:
+            self._keep_aside(path, end, tail, report)
         f = self.fs.open(path)
         try:
             f.truncate(end)
@@ -441,7 +456,9 @@ class Log(ClosesOnExit):
             self._pending_size += size
         else:
             try:
-                self._active.write(chunk)
+                if end + size > self._allocated:
+                    self._preallocate(end + size)
+                self._active.pwrite(chunk, end)
             except OSError as exc:
                 self._poison(exc)
                 raise self._failure() from exc
@@ -472,14 +489,25 @@ class Log(ClosesOnExit):
         if not self._pending:
             return
         data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        offset = self._end - self._pending_size
         try:
-            self._active.write(data)
+            if self._end > self._allocated:
+                self._preallocate(self._end)
+            self._active.pwrite(data, offset)
         except OSError as exc:
             self._poison(exc)
             raise self._failure() from exc
         self._pending.clear()
         self._pending_size = 0
         self._written_seq = self._next_seq - 1
+
+    def _preallocate(self, needed: int) -> None:
+        """Grow the active segment with zeros to at least `needed` bytes, PREALLOCATE at a
+        time (to the next multiple) up to the segment size, so that appends overwrite bytes the file already
+        has and fdatasync need not also commit a new file size."""
+        new = max(needed, min((self._allocated // PREALLOCATE + 1) * PREALLOCATE, self.segment_size))
+        self._active.pwrite(bytes(new - self._allocated), self._allocated)
+        self._allocated = new
 
     def sync_through(self, seq: int) -> None:
         """Return once every record up to `seq` is fsynced (group commit).
@@ -607,7 +635,10 @@ class Log(ClosesOnExit):
         self._flush_locked()
         seal_seq = self._next_seq
         try:
-            self._active.write(self._encoder.encode(seal_seq, TYPE_SEAL, b"", FLAG_FIRST))  # R2
+            seal = self._encoder.encode(seal_seq, TYPE_SEAL, b"", FLAG_FIRST)  # R2
+            self._active.pwrite(seal, self._end)
+            if self._allocated > self._end + len(seal):
+                self._active.truncate(self._end + len(seal))  # a sealed segment ends at its SEAL
             self._active.fsync()
         except OSError as exc:
             self._poison(exc)
@@ -627,7 +658,7 @@ class Log(ClosesOnExit):
         except OSError as exc:
             self._poison(exc)
             raise self._failure() from exc
-        self._end = SEGMENT_HEADER_SIZE
+        self._end = self._allocated = SEGMENT_HEADER_SIZE
         if self._on_rollover is not None:
             self._on_rollover()
 
@@ -774,6 +805,9 @@ class Log(ClosesOnExit):
             if self._failed is None:
                 try:
                     self._flush_locked()
+                    if self._allocated > self._end:  # a closed log keeps no preallocated zeros
+                        self._active.truncate(self._end)
+                        self._allocated = self._end
                     self._active.fdatasync()
                     self._synced_seq = self._written_seq
                 except (OSError, WriterFailedError) as exc:
@@ -825,6 +859,7 @@ class Log(ClosesOnExit):
 
 REPLAY_WINDOW = 8 << 20  # bytes of a segment read at a time during replay
 READ_SPAN = 256 << 10  # read_many reads records this close together with one pread
+PREALLOCATE = 1 << 20  # bytes of zeros the active segment grows by ahead of its appends
 
 
 def _scan_windows(f: File, size: int, path: str, deliver: Callable[[Record], None], *,

@@ -34,6 +34,12 @@ SEGMENT_SUFFIX = ".seg"
 _NAME = re.compile(r"^([0-9]{20})\.seg$")
 
 
+def is_unwritten(tail: bytes) -> bool:
+    """True if `tail`, the bytes after the last complete batch of the last segment,
+    is all zeros: space the writer preallocated, not a torn write."""
+    return tail.count(0) == len(tail)
+
+
 def is_unborn(data: bytes, path: str) -> bool:
     """A last segment whose creation did not finish: no longer than a header, and no valid one.
 

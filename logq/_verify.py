@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ._compact import SWAP
 from ._errors import CorruptionError, LogqError
 from ._record import Record
-from ._segment import ScanResult, is_unborn, parse_segment_name, scan
+from ._segment import ScanResult, is_unborn, is_unwritten, parse_segment_name, scan
 
 
 @dataclass
@@ -96,7 +96,7 @@ def _verify_once(path: str, records: list[Record] | None) -> Verification:
             elif not result.sealed:
                 out.problems.append(Problem(seg, result.end, "sealed segment does not end with SEAL"))
                 last_seq = 0
-        elif result.end < len(data):
+        elif result.end < len(data) and not is_unwritten(data[result.end:]):
             out.tail = (seg, result.end, len(data))
     return out
 

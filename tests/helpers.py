@@ -19,6 +19,10 @@ class FaultyFile:
         self._fs.hit("write", self._inner.path)
         self._inner.write(data)
 
+    def pwrite(self, data: bytes, offset: int) -> None:
+        self._fs.hit("write", self._inner.path)
+        self._inner.pwrite(data, offset)
+
     def fsync(self) -> None:
         self._fs.hit("fsync", self._inner.path)
         self._inner.fsync()

@@ -46,7 +46,7 @@ def test_recovery_makes_a_segment_born_in_a_crashed_rollover_durable() -> None:
     fs = SimFS(0)
     q = Queue(PATH, fs=fs, **ROLLOVER)
     fill_first_segment(q)
-    fs.crash_after(fs.ops + 4)  # rollover: SEAL write, fsync, create, header write | crash
+    fs.crash_after(fs.ops + 5)  # rollover: SEAL write, cut the zeros after it, fsync, create, header write | crash
     with pytest.raises(WriterFailedError):  # does not fit: rolls over, and the process dies
         q.enqueue("a", b"y" * 900)
     assert fs.halted and [kind for kind, _ in fs.trace[-2:]] == ["create", "write"]  # its header

@@ -117,8 +117,9 @@ def test_truncated_trailing_record_is_dropped_at_every_offset(tmp_path):
         assert [p for _, _, p in got] == [b"p%d" % i for i in range(4)]
         if cut > last_start:
             torn = log.report.torn[0]
-            assert (torn.offset, torn.length) == (last_start, cut - last_start)
-            assert open(torn.saved_to, "rb").read() == whole[last_start:cut]
+            kept = whole[last_start:cut].rstrip(b"\0")  # trailing zeros are not kept aside
+            assert (torn.offset, torn.length) == (last_start, len(kept))
+            assert open(torn.saved_to, "rb").read() == kept
         assert os.path.getsize(segment_paths(d)[0]) == last_start  # cut made durable at open
         assert log.append([(16, b"after")]).last_seq == 5  # sequence continues after the cut
         log.close()
@@ -605,3 +606,96 @@ def test_windowed_replay_names_the_file_offset_of_damage(tmp_path, small_window)
     with pytest.raises(CorruptionError) as info:
         Log(tmp_path)
     assert info.value.path == first and 4000 < info.value.offset <= 5000
+
+
+# ------------------------------------------------------------ preallocated space
+
+
+def crashed(log: Log) -> None:
+    """What a crash leaves: no close, so no final fsync and no trim of preallocated zeros."""
+    log._closed = True
+    log._stop.set()
+    log._release_files()
+
+
+def test_appends_overwrite_preallocated_zeros_instead_of_growing_the_file(tmp_path):
+    log = Log(tmp_path, sync="always")
+    log.append([(16, b"first")])
+    seg = segment_paths(tmp_path)[0]
+    grown = os.path.getsize(seg)
+    for i in range(100):
+        log.append([(16, b"x" * 100)])
+    assert grown == os.path.getsize(seg) == log_module.PREALLOCATE  # the file did not grow
+    assert grown > log.segments()[-1][1]  # the log's own end is short of it
+    log.close()
+    assert os.path.getsize(seg) == log.segments()[-1][1]  # close trims the zeros
+
+
+def test_preallocated_zeros_left_by_a_crash_are_kept_not_cut(tmp_path):
+    log = Log(tmp_path, sync="always")
+    for i in range(10):
+        log.append([(16, b"r%d" % i)])
+    end = log.segments()[-1][1]
+    crashed(log)
+    seg = segment_paths(tmp_path)[0]
+    assert os.path.getsize(seg) > end
+    log, got = replayed(tmp_path, sync="always")
+    assert [p for _, _, p in got] == [b"r%d" % i for i in range(10)]
+    assert log.report.torn == [] and log.report.lost == []
+    assert os.path.getsize(seg) > end  # the space is still there to write into
+    assert log.append([(16, b"next")]).last_seq == 11
+    log.close()
+    log, got = replayed(tmp_path)
+    log.close()
+    assert got[-1] == (11, 16, b"next") and len(got) == 11
+
+
+def test_torn_record_before_preallocated_zeros_is_kept_aside_without_them(tmp_path):
+    log = Log(tmp_path, sync="always")
+    for i in range(3):
+        log.append([(16, b"r%d" % i)])
+    last = log.append([(16, b"y" * 64)])
+    crashed(log)
+    seg = segment_paths(tmp_path)[0]
+    start = last.offsets[0]
+    with open(seg, "r+b") as f:  # a write torn in the middle of the last record
+        f.seek(start + 40)
+        f.write(bytes(last.sizes[0] - 40))
+        f.seek(start)
+        torn = f.read(40)
+    log, got = replayed(tmp_path)
+    assert [p for _, _, p in got] == [b"r0", b"r1", b"r2"]
+    [cut] = log.report.torn
+    assert (cut.offset, open(cut.saved_to, "rb").read()) == (start, torn.rstrip(b"\0"))
+    assert os.path.getsize(seg) == start
+    log.close()
+
+
+def test_zeros_after_a_seal_are_trimmed_without_a_torn_report(tmp_path):
+    d, plain = tmp_path / "log", tmp_path / "plain"
+    fill(d, 300, segment_size=4096)
+    paths = segment_paths(d)
+    os.unlink(paths[-1])  # a crash after sealing, before the next segment
+    sealed_size = os.path.getsize(paths[-2])
+    shutil.copytree(d, plain)
+    log, expected = replayed(plain, segment_size=4096)
+    log.close()
+    with open(paths[-2], "ab") as f:  # ... and before the zeros after the SEAL were cut
+        f.write(bytes(1000))
+    log, got = replayed(d, segment_size=4096)
+    assert log.report.torn == [] and got == expected
+    assert os.path.getsize(paths[-2]) == sealed_size
+    log.close()
+    log, got = replayed(d, segment_size=4096)  # and it is a well-formed sealed segment
+    log.close()
+    assert got == expected
+
+
+def test_sealed_segments_end_at_their_seal(tmp_path):
+    with Log(tmp_path, sync="batch", segment_size=64 << 10) as log:
+        for i in range(2000):
+            log.append([(16, b"z" * 100)])
+        sizes = {base: size for base, size, sealed in log.segments() if sealed}
+    assert len(sizes) >= 2
+    for path in segment_paths(tmp_path)[:-1]:
+        assert os.path.getsize(path) == sizes[int(os.path.basename(path)[:20])]

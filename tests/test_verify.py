@@ -30,6 +30,21 @@ def test_partial_header_of_a_new_segment_is_not_damage(tmp_path):
     Log(tmp_path).close()  # and the log agrees: it opens
 
 
+def test_preallocated_zeros_of_a_crashed_writer_are_not_a_torn_tail(tmp_path):
+    log = Log(tmp_path, sync="always")
+    log.append([(16, b"only")])
+    log._closed = True  # a crash: no close, so the zeros after the record stay
+    log._release_files()
+    seg = segment_paths(tmp_path)[0]
+    assert os.path.getsize(seg) > log.segments()[-1][1]
+    v = verify(str(tmp_path))
+    assert v.ok and v.tail is None
+    with open(seg, "r+b") as f:  # a stray byte among the zeros is a torn tail again
+        f.seek(log.segments()[-1][1] + 100)
+        f.write(b"\x01")
+    assert verify(str(tmp_path)).tail is not None
+
+
 def test_damage_is_reported_once_without_a_false_missing_segment(tmp_path):
     fill(tmp_path)
     first = segment_paths(tmp_path)[0]
