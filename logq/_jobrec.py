@@ -75,6 +75,12 @@ def encode_enqueue(e: Enqueue) -> bytes:
     return b"".join((head, name, key, back, e.payload))
 
 
+def enqueue_head(enqueued_at: float, run_at: float, priority: int, max_attempts: int, name: bytes) -> bytes:
+    """The bytes of a plain ENQUEUE payload (no key, no backoff) up to the job payload:
+    `encode_enqueue` of such a job is this followed by the payload."""
+    return _ENQ.pack(enqueued_at, run_at, priority, max_attempts, 0, len(name), 0) + name
+
+
 def enqueue_meta(buf: bytes | memoryview) -> tuple[float, float, int, int, str, str | None, int]:
     """The fixed fields of an ENQUEUE payload and the offset where the job payload starts."""
     try:

@@ -40,7 +40,7 @@ from ._errors import ClosedError, InvalidArgument, LeaseLostError, LogqError
 from ._jobrec import (
     ACK, CANCEL, ENQUEUE, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES, Enqueue,
     decode_enqueue,
-    encode_enqueue, encode_job_at, encode_lease, encode_outcome,
+    encode_enqueue, enqueue_head, encode_job_at, encode_lease, encode_outcome,
 )
 from ._jobs import ACTIVE, FINAL_STATES, PENDING, STATES, Backoff, CompactionReport, Job, JobInfo, Stats
 from ._log import DEFAULT_SEGMENT_SIZE, Appended, ClosesOnExit, Log, RecoveryReport
@@ -95,6 +95,7 @@ class Queue(ClosesOnExit):
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._waiters = 0  # threads in _changed.wait: appends notify only when there are some
+        self._encoded_names: dict[str, bytes] = {}  # task names already checked, with their UTF-8 bytes
         self._finished = threading.Condition(self._lock)  # `wait`: a watched job became final
         self._watched: dict[int, int] = {}  # job id -> threads in `wait` for it
         self._closed = False
@@ -195,17 +196,26 @@ class Queue(ClosesOnExit):
     def _enqueue_record(self, name: str, payload: bytes, delay: float, priority: int,
                         max_attempts: int | None, key: str | None, backoff: Backoff | None,
                         now: float | None = None) -> bytes:
-        _check_name("name", name)
+        encoded = self._encoded_names.get(name) if type(name) is str else None
+        if encoded is None:
+            _check_name("name", name)
+            encoded = name.encode()
+            if len(self._encoded_names) < MAX_CACHED_NAMES:
+                self._encoded_names[name] = encoded
         payload = self._checked_payload(payload)
-        _check_seconds("delay", delay)
-        _check_int("priority", priority, *_I32)
+        if type(delay) is not float or not 0.0 <= delay < math.inf:  # (the common case passes at once)
+            delay = _check_seconds("delay", delay)
+        if type(priority) is not int or not _I32[0] <= priority <= _I32[1]:
+            _check_int("priority", priority, *_I32)
         if max_attempts is not None:
             _check_int("max_attempts", max_attempts, 1, 2**32 - 1)
+        now = self.clock.time() if now is None else now
+        if key is None and backoff is None:
+            return enqueue_head(now, now + delay, priority, max_attempts or self.max_attempts, encoded) + payload
         if key is not None:
             _check_name("key", key)
         if backoff is not None and not isinstance(backoff, Backoff):
             raise InvalidArgument(f"backoff must be a logq.Backoff, not {type(backoff).__name__}")
-        now = self.clock.time() if now is None else now
         return encode_enqueue(Enqueue(now, now + delay, priority, max_attempts or self.max_attempts,
                                       name, key, backoff.as_tuple() if backoff else None, payload))
 
@@ -690,9 +700,9 @@ class Queue(ClosesOnExit):
     def _append_locked(self, items: Sequence[tuple[int, bytes]], sync: str | None) -> Appended:
         appended = self._log.write(items, sync=sync)
         apply, watched, finished = self._index.apply, self._watched, False
+        seq, segment, offsets, sizes = appended.first_seq, appended.segment, appended.offsets, appended.sizes
         for i, (rtype, payload) in enumerate(items):
-            e = apply(rtype, appended.first_seq + i, payload, appended.segment, appended.offsets[i],
-                      appended.sizes[i])
+            e = apply(rtype, seq + i, payload, segment, offsets[i], sizes[i])
             if watched and e.id in watched and e.state in FINAL_STATES:
                 finished = True
         if self._waiters:
@@ -715,6 +725,7 @@ class Queue(ClosesOnExit):
         self._log.check_usable()
 
 
+MAX_CACHED_NAMES = 10_000  # task names kept checked and encoded for enqueue
 MAX_LEASE_MANY = 100_000  # jobs per lease_many call (one batch record each)
 TRIM_AFTER_RECORDS = 100_000  # a replay this long leaves freed heap pages worth returning
 

@@ -130,3 +130,20 @@ def test_newer_segment_version_is_refused_by_name():
     head = body + struct.pack("<Q", xxhash.xxh64_intdigest(body, 0))
     with pytest.raises(UnsupportedVersionError, match="upgrade logq"):
         decode_segment_header(head, "x.seg")
+
+
+# ------------------------------------------------------------------ job records
+
+from logq._jobrec import Enqueue, decode_enqueue, encode_enqueue, enqueue_head  # noqa: E402
+
+
+@given(st.floats(0, 2e9), st.floats(0, 1e6), st.integers(-(2**31), 2**31 - 1), st.integers(1, 2**32 - 1),
+       st.text(min_size=1, max_size=40), st.binary(max_size=300))
+def test_plain_enqueue_head_plus_payload_is_the_enqueue_record(at, delay, prio, attempts, name, payload):
+    try:
+        raw = name.encode()
+    except UnicodeEncodeError:  # lone surrogates: the queue refuses such names before encoding
+        return
+    job = Enqueue(at, at + delay, prio, attempts, name, None, None, payload)
+    assert enqueue_head(at, at + delay, prio, attempts, raw) + payload == encode_enqueue(job)
+    assert decode_enqueue(encode_enqueue(job)) == job
