@@ -859,7 +859,7 @@ class Log(ClosesOnExit):
 
 REPLAY_WINDOW = 8 << 20  # bytes of a segment read at a time during replay
 READ_SPAN = 256 << 10  # read_many reads records this close together with one pread
-PREALLOCATE = 1 << 20  # bytes of zeros the active segment grows by ahead of its appends
+PREALLOCATE = 64 << 10  # bytes of zeros the active segment grows by ahead of its appends
 
 
 def _scan_windows(f: File, size: int, path: str, deliver: Callable[[Record], None], *,
