@@ -502,9 +502,9 @@ class Log(ClosesOnExit):
         self._written_seq = self._next_seq - 1
 
     def _preallocate(self, needed: int) -> None:
-        """Grow the active segment with zeros to at least `needed` bytes, PREALLOCATE at a
-        time (to the next multiple) up to the segment size, so that appends overwrite bytes the file already
-        has and fdatasync need not also commit a new file size."""
+        """Grow the active segment with zeros to at least `needed` bytes: to the next
+        multiple of PREALLOCATE, at most the segment size. Appends then overwrite
+        bytes the file already has, and fdatasync need not commit a new file size."""
         new = max(needed, min((self._allocated // PREALLOCATE + 1) * PREALLOCATE, self.segment_size))
         self._active.pwrite(bytes(new - self._allocated), self._allocated)
         self._allocated = new
@@ -535,7 +535,9 @@ class Log(ClosesOnExit):
             lock.release()
             woken = gate.acquire(True, GATHER_SECONDS)
             lock.acquire()
-            if self._chain:
+            if not woken and gate in self._chain:  # covered just as it timed out: not a link now
+                self._chain.remove(gate)
+            if self._chain:  # every caller that wakes passes the wake-up on
                 self._wake_next_locked(gate)
             if not woken and waiter in self._waiters:  # the cohort did not fill: lead those present
                 self._waiters.remove(waiter)
