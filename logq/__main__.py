@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from . import _inspect
+from . import _inspect, _inspect_text
 from ._errors import LogqError, NotALogqDirectory
 from ._queue import Queue
 
@@ -209,7 +209,7 @@ def _compact(ns: argparse.Namespace) -> int:
         after = q.stats().bytes_on_disk
     fields = {name: getattr(report, name) for name in report.__dataclass_fields__}
     if ns.json:
-        print(_inspect.to_json(dict(fields, bytes_on_disk_before=before, bytes_on_disk_after=after)))
+        print(_inspect_text.to_json(dict(fields, bytes_on_disk_before=before, bytes_on_disk_after=after)))
         return 0
     print(f"compacted {report.segments_in} segment(s): {report.jobs_swept:,} jobs swept, "
           f"{report.records_kept:,} records kept, {report.records_dropped:,} dropped in {report.seconds:.2f}s")
@@ -224,7 +224,7 @@ def _stats(ns: argparse.Namespace) -> int:
         s = q.stats()
     fields = {name: getattr(s, name) for name in s.__dataclass_fields__}
     if ns.json:
-        print(_inspect.to_json(fields))
+        print(_inspect_text.to_json(fields))
         return 0
     print(f"jobs: {', '.join(f'{n:,} {state}' for state, n in s.counts.items())}")
     print(f"due now: {s.due:,}")
