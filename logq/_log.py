@@ -19,7 +19,8 @@ Append protocol (the numbers name the steps that the fault tests target):
   3. Mode `always`: the caller waits until a fdatasync covers its last record.
      Callers form cohorts: a caller parks on a gate of its own while a sync
      is in flight or while its cohort is still filling (as many callers as
-     the last sync covered; GATHER_SECONDS at most). The caller that fills
+     the last sync covered; for at most three times as long as the last
+     cohort took to fill, within GATHER_SECONDS). The caller that fills
      the cohort leads: it writes everything pending in one write, notes the
      last written sequence number, fdatasyncs outside the lock and wakes the
      callers the sync covered, one after another (group commit).
@@ -57,6 +58,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
+from time import monotonic as _monotonic
 from _thread import LockType, allocate_lock as _allocate_lock
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Sequence, TypeVar
@@ -79,7 +81,7 @@ TORN_SUFFIX = ".torn"
 SYNC_MODES = ("none", "batch", "always")
 _STRENGTH = {m: i for i, m in enumerate(SYNC_MODES)}
 DEFAULT_SEGMENT_SIZE = 64 << 20
-GATHER_SECONDS = 0.001  # how long a parked caller waits for its cohort to fill before leading
+GATHER_SECONDS = (0.00005, 0.001)  # bounds of how long a parked caller waits for its cohort to fill
 
 ReplayCallback = Callable[[Record, int], None]  # called as replay(record, segment base)
 
@@ -185,6 +187,8 @@ class Log(ClosesOnExit):
         self._waiters: list[tuple[int, LockType]] = []  # (sequence number, gate) parked in sync_through
         self._chain: deque[LockType] = deque()  # gates of synced callers not yet woken
         self._cohort = 1  # callers the next sync waits for: as many as the last one covered
+        self._gather = GATHER_SECONDS[1]  # how long they wait: 3x the time the last cohort took to fill
+        self._lead_ended = 0.0  # time.monotonic() when the last sync woke its callers
         self._failed: BaseException | None = None
         self._closed = False
         self._readers: dict[int, File] = {}
@@ -515,7 +519,8 @@ class Log(ClosesOnExit):
         Callers gather into cohorts: each parks on a gate of its own until a
         sync covers it, and the caller that completes the cohort (as many
         callers as the last sync covered) leads the next sync. A cohort that
-        does not fill within GATHER_SECONDS shrinks to the callers present.
+        does not fill in time (`_gather`) shrinks to the callers present, so a
+        caller that joined once does not hold the others back for long.
         """
         lock = self._lock
         lock.acquire()
@@ -527,13 +532,15 @@ class Log(ClosesOnExit):
                 lock.release()
                 self.check_usable()
             if not self._syncing and len(self._waiters) + 1 >= self._cohort:
+                took = 3 * (_monotonic() - self._lead_ended)  # the cohort filled: learn how fast
+                self._gather = min(max(took, GATHER_SECONDS[0]), GATHER_SECONDS[1])
                 break
             gate = _allocate_lock()
             gate.acquire()
             waiter = (seq, gate)
             self._waiters.append(waiter)
             lock.release()
-            woken = gate.acquire(True, GATHER_SECONDS)
+            woken = gate.acquire(True, self._gather)
             lock.acquire()
             if not woken and gate in self._chain:  # covered just as it timed out: not a link now
                 self._chain.remove(gate)
@@ -570,6 +577,7 @@ class Log(ClosesOnExit):
                 self._synced_seq = target
             covered = self._wake_covered_locked()
             self._cohort = covered + 1 + len(self._waiters)
+            self._lead_ended = _monotonic()
             self._end_lead_locked()
 
     def _end_lead_locked(self) -> None:

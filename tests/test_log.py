@@ -272,7 +272,7 @@ def test_callers_parked_during_a_sync_are_synced_together_even_if_their_cohort_n
         tmp_path, monkeypatch):
     """Seven callers park while the leader's fsync runs, so the next sync expects a
     cohort of eight; the eighth never comes, so those present lead themselves after
-    GATHER_SECONDS: one write and one fsync for the seven, and nobody hangs."""
+    their wait (`_gather`): one write and one fsync for the seven, and nobody hangs."""
     fs = FaultyFS()
     log = Log(tmp_path, sync="always", fs=fs)
     release, entered, all_parked = threading.Event(), threading.Event(), threading.Event()
@@ -307,6 +307,24 @@ def test_callers_parked_during_a_sync_are_synced_together_even_if_their_cohort_n
     assert (fs.calls["write"] - writes, fs.calls["fsync"] - fsyncs) == (1, 1)
     assert log.durable_seq == 8
     log.close()
+
+
+def test_cohort_wait_follows_how_fast_the_last_cohort_filled(tmp_path, monkeypatch):
+    """A parked caller waits for its cohort three times as long as the last one took to
+    fill (within GATHER_SECONDS), so one that joined a sync once does not hold a
+    steady caller back for the longest wait each time."""
+    now = [100.0]
+    monkeypatch.setattr(log_module, "_monotonic", lambda: now[0])
+    shortest, longest = log_module.GATHER_SECONDS
+    with Log(tmp_path, sync="always") as log:
+        log.append([(16, b"a")])  # the first fill is measured from no sync at all: capped
+        assert log._gather == longest
+        now[0] += 0.0001  # the caller is back 100 us after its sync ended
+        log.append([(16, b"b")])
+        assert log._gather == pytest.approx(0.0003)
+        now[0] += 0.000001
+        log.append([(16, b"c")])
+        assert log._gather == shortest
 
 
 def test_batch_mode_syncs_in_the_background(tmp_path):
