@@ -539,8 +539,10 @@ class Log(ClosesOnExit):
             gate.acquire()
             waiter = (seq, gate)
             self._waiters.append(waiter)
+            # behind a sync in flight, the longest wait: a slow fsync should not wake it often
+            wait = GATHER_SECONDS[1] if self._syncing else self._gather
             lock.release()
-            woken = gate.acquire(True, self._gather)
+            woken = gate.acquire(True, wait)
             lock.acquire()
             if not woken and gate in self._chain:  # covered just as it timed out: not a link now
                 self._chain.remove(gate)

@@ -329,6 +329,40 @@ def test_cohort_wait_follows_how_fast_the_last_cohort_filled(tmp_path, monkeypat
         assert log._gather == shortest
 
 
+def test_callers_behind_a_slow_fsync_wait_the_longest_not_the_learned_wait(tmp_path, monkeypatch):
+    """Parked behind a sync in flight, a caller wakes at most once per GATHER_SECONDS[1],
+    even when cohorts have been filling fast (the learned wait is 50 us)."""
+    import time
+
+    fs = FaultyFS()
+    log = Log(tmp_path, sync="always", fs=fs)
+    release, entered, parks = threading.Event(), threading.Event(), []
+    real_hit, real_allocate = fs.hit, log_module._allocate_lock
+
+    def hit(op: str, path: str = "") -> None:
+        real_hit(op, path)
+        if op == "fsync" and not release.is_set():
+            entered.set()
+            release.wait()
+
+    fs.hit = hit  # type: ignore[method-assign]
+    monkeypatch.setattr(log_module, "_allocate_lock", lambda: parks.append(1) or real_allocate())
+    leader = threading.Thread(target=log.append, args=([(16, b"first")],))
+    leader.start()
+    assert entered.wait(10)
+    log._gather = log_module.GATHER_SECONDS[0]  # as after cohorts that filled at once
+    followers = [threading.Thread(target=log.append, args=([(16, b"%d" % i)],)) for i in range(3)]
+    for th in followers:
+        th.start()
+    time.sleep(0.05)  # the slow fsync: it takes 50 ms
+    release.set()
+    for th in [leader] + followers:
+        th.join(10)
+    assert log.durable_seq == 4
+    assert len(parks) <= 3 * (50 + 10)  # at most once a millisecond each; the 50 us wait: about 3,000
+    log.close()
+
+
 def test_batch_mode_syncs_in_the_background(tmp_path):
     fs = FaultyFS()
     with Log(tmp_path, sync="batch", sync_interval=0.001, fs=fs) as log:
