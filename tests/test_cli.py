@@ -255,6 +255,22 @@ def test_inspect_never_writes_or_locks(tmp_path):
 
 # --------------------------------------------------------------------- damage
 
+def test_preallocated_zeros_of_a_crashed_writer_are_not_a_torn_tail(tmp_path):
+    path = str(tmp_path / "q")
+    build(path)
+    seg = segment_paths(path)[-1]
+    size = os.path.getsize(seg)
+    with open(seg, "ab") as f:  # what a writer that died leaves: zeros it had preallocated
+        f.write(bytes(65536 - size % 65536))
+    d = inspect_json(path)
+    assert d["ok"] is True and d["tail"] is None and d["segments"][-1]["check"] == "ok"
+    assert "torn tail: none" in cli("inspect", path).stdout
+    single = inspect_json(seg)  # one segment file on its own: the same
+    assert single["tail"] is None
+    with Queue(path) as q:  # and opening agrees: nothing cut, nothing reported
+        assert q.recovery.torn == []
+
+
 def test_torn_tail_is_reported_and_not_repaired(tmp_path):
     path = str(tmp_path / "q")
     build(path)
