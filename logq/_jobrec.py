@@ -68,17 +68,20 @@ class Outcome(NamedTuple):
 
 
 def encode_enqueue(e: Enqueue) -> bytes:
-    name, key = e.name.encode(), (e.key.encode() if e.key is not None else b"")
-    opts = (_OPT_KEY if e.key is not None else 0) | (_OPT_BACKOFF if e.backoff else 0)
-    head = _ENQ.pack(e.enqueued_at, e.run_at, e.priority, e.max_attempts, opts, len(name), len(key))
-    back = _BACKOFF.pack(*e.backoff) if e.backoff else b""
-    return b"".join((head, name, key, back, e.payload))
+    key = e.key.encode() if e.key is not None else None
+    return enqueue_head(e.enqueued_at, e.run_at, e.priority, e.max_attempts, e.name.encode(), key,
+                        e.backoff) + e.payload
 
 
-def enqueue_head(enqueued_at: float, run_at: float, priority: int, max_attempts: int, name: bytes) -> bytes:
-    """The bytes of a plain ENQUEUE payload (no key, no backoff) up to the job payload:
-    `encode_enqueue` of such a job is this followed by the payload."""
-    return _ENQ.pack(enqueued_at, run_at, priority, max_attempts, 0, len(name), 0) + name
+def enqueue_head(enqueued_at: float, run_at: float, priority: int, max_attempts: int, name: bytes,
+                 key: bytes | None = None, backoff: tuple[float, float, float, float] | None = None) -> bytes:
+    """The bytes of an ENQUEUE payload up to the job payload (name and key UTF-8 encoded):
+    `encode_enqueue` is this followed by the payload."""
+    opts = (_OPT_KEY if key is not None else 0) | (_OPT_BACKOFF if backoff else 0)
+    head = _ENQ.pack(enqueued_at, run_at, priority, max_attempts, opts, len(name), len(key or b"")) + name
+    if key is not None:
+        head += key
+    return (head + _BACKOFF.pack(*backoff)) if backoff else head
 
 
 def enqueue_meta(buf: bytes | memoryview) -> tuple[float, float, int, int, str, str | None, int]:

@@ -459,13 +459,7 @@ class Log(ClosesOnExit):
             self._pending.append(chunk)
             self._pending_size += size
         else:
-            try:
-                if end + size > self._allocated:
-                    self._preallocate(end + size)
-                self._active.pwrite(chunk, end)
-            except OSError as exc:
-                self._poison(exc)
-                raise self._failure() from exc
+            self._put_locked(chunk, end)
             self._written_seq = seq
         self._end, self._next_seq = end + size, seq + 1
         return _new_tuple(Appended, (seq, seq, self._segments[-1].base, (end,), (size,), mode))
@@ -493,17 +487,27 @@ class Log(ClosesOnExit):
         if not self._pending:
             return
         data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-        offset = self._end - self._pending_size
+        self._put_locked(data, self._end - self._pending_size)
+        self._pending.clear()
+        self._pending_size = 0
+        self._written_seq = self._next_seq - 1
+
+    def _put_locked(self, data: bytes, offset: int) -> None:
+        """Write `data` at `offset` of the active segment, over preallocated zeros;
+        a failure poisons the log."""
         try:
-            if self._end > self._allocated:
-                self._preallocate(self._end)
+            if offset + len(data) > self._allocated:
+                self._preallocate(offset + len(data))
             self._active.pwrite(data, offset)
         except OSError as exc:
             self._poison(exc)
             raise self._failure() from exc
-        self._pending.clear()
-        self._pending_size = 0
-        self._written_seq = self._next_seq - 1
+
+    def _cut_zeros_locked(self, end: int) -> None:
+        """Truncate the active segment's preallocated zeros after `end` (a SEAL, a close)."""
+        if self._allocated > end:
+            self._active.truncate(end)
+            self._allocated = end
 
     def _preallocate(self, needed: int) -> None:
         """Grow the active segment with zeros to at least `needed` bytes: to the next
@@ -649,8 +653,7 @@ class Log(ClosesOnExit):
         try:
             seal = self._encoder.encode(seal_seq, TYPE_SEAL, b"", FLAG_FIRST)  # R2
             self._active.pwrite(seal, self._end)
-            if self._allocated > self._end + len(seal):
-                self._active.truncate(self._end + len(seal))  # a sealed segment ends at its SEAL
+            self._cut_zeros_locked(self._end + len(seal))  # a sealed segment ends at its SEAL
             self._active.fsync()
         except OSError as exc:
             self._poison(exc)
@@ -817,9 +820,7 @@ class Log(ClosesOnExit):
             if self._failed is None:
                 try:
                     self._flush_locked()
-                    if self._allocated > self._end:  # a closed log keeps no preallocated zeros
-                        self._active.truncate(self._end)
-                        self._allocated = self._end
+                    self._cut_zeros_locked(self._end)  # a closed log keeps no preallocated zeros
                     self._active.fdatasync()
                     self._synced_seq = self._written_seq
                 except (OSError, WriterFailedError) as exc:

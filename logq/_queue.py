@@ -209,15 +209,13 @@ class Queue(ClosesOnExit):
             _check_int("priority", priority, *_I32)
         if max_attempts is not None:
             _check_int("max_attempts", max_attempts, 1, 2**32 - 1)
-        now = self.clock.time() if now is None else now
-        if key is None and backoff is None:
-            return enqueue_head(now, now + delay, priority, max_attempts or self.max_attempts, encoded) + payload
         if key is not None:
             _check_name("key", key)
         if backoff is not None and not isinstance(backoff, Backoff):
             raise InvalidArgument(f"backoff must be a logq.Backoff, not {type(backoff).__name__}")
-        return encode_enqueue(Enqueue(now, now + delay, priority, max_attempts or self.max_attempts,
-                                      name, key, backoff.as_tuple() if backoff else None, payload))
+        now = self.clock.time() if now is None else now
+        return enqueue_head(now, now + delay, priority, max_attempts or self.max_attempts, encoded,
+                            None if key is None else key.encode(), backoff.as_tuple() if backoff else None) + payload
 
     def _checked_payload(self, payload: object) -> bytes:
         if type(payload) is not bytes:

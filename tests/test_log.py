@@ -243,7 +243,9 @@ def test_concurrent_appenders_in_always_mode_all_survive_reopen(tmp_path):
     assert len({p for _, _, p in got}) == 1200
 
 
-def test_group_commit_shares_one_write_and_one_fsync(tmp_path):
+def leader_inside_fsync(tmp_path):
+    """An `always` log whose first fsync blocks until `release` is set: (log, fs, release,
+    leader), the leader a thread appending b"first", returned once it is inside that fsync."""
     fs = FaultyFS()
     log = Log(tmp_path, sync="always", fs=fs)
     release, entered = threading.Event(), threading.Event()
@@ -258,7 +260,12 @@ def test_group_commit_shares_one_write_and_one_fsync(tmp_path):
     fs.hit = hit  # type: ignore[method-assign]
     leader = threading.Thread(target=log.append, args=([(16, b"first")],))
     leader.start()
-    assert entered.wait(10)  # the leader is inside its fsync
+    assert entered.wait(10)
+    return log, fs, release, leader
+
+
+def test_group_commit_shares_one_write_and_one_fsync(tmp_path):
+    log, fs, release, leader = leader_inside_fsync(tmp_path)
     queued = [log.write([(16, b"%d" % i)]) for i in range(7)]  # followers' records pile up
     writes, fsyncs = fs.calls["write"], fs.calls["fsync"]
     release.set()
@@ -275,16 +282,8 @@ def test_callers_parked_during_a_sync_are_synced_together_even_if_their_cohort_n
     """Seven callers park while the leader's fsync runs, so the next sync expects a
     cohort of eight; the eighth never comes, so those present lead themselves after
     their wait (`_gather`): one write and one fsync for the seven, and nobody hangs."""
-    fs = FaultyFS()
-    log = Log(tmp_path, sync="always", fs=fs)
-    release, entered, all_parked = threading.Event(), threading.Event(), threading.Event()
-    real_hit, real_allocate, gates = fs.hit, log_module._allocate_lock, []
-
-    def hit(op: str, path: str = "") -> None:
-        real_hit(op, path)
-        if op == "fsync" and not release.is_set():
-            entered.set()
-            release.wait()
+    log, fs, release, leader = leader_inside_fsync(tmp_path)
+    all_parked, real_allocate, gates = threading.Event(), log_module._allocate_lock, []
 
     def allocate():  # a caller takes a gate just before it parks
         gates.append(real_allocate())
@@ -292,11 +291,7 @@ def test_callers_parked_during_a_sync_are_synced_together_even_if_their_cohort_n
             all_parked.set()
         return gates[-1]
 
-    fs.hit = hit  # type: ignore[method-assign]
     monkeypatch.setattr(log_module, "_allocate_lock", allocate)
-    leader = threading.Thread(target=log.append, args=([(16, b"first")],))
-    leader.start()
-    assert entered.wait(10)  # the leader is inside its fsync
     writes, fsyncs = fs.calls["write"], fs.calls["fsync"]
     followers = [threading.Thread(target=log.append, args=([(16, b"%d" % i)],)) for i in range(7)]
     for th in followers:
@@ -334,22 +329,9 @@ def test_callers_behind_a_slow_fsync_wait_the_longest_not_the_learned_wait(tmp_p
     even when cohorts have been filling fast (the learned wait is 50 us)."""
     import time
 
-    fs = FaultyFS()
-    log = Log(tmp_path, sync="always", fs=fs)
-    release, entered, parks = threading.Event(), threading.Event(), []
-    real_hit, real_allocate = fs.hit, log_module._allocate_lock
-
-    def hit(op: str, path: str = "") -> None:
-        real_hit(op, path)
-        if op == "fsync" and not release.is_set():
-            entered.set()
-            release.wait()
-
-    fs.hit = hit  # type: ignore[method-assign]
+    log, fs, release, leader = leader_inside_fsync(tmp_path)
+    parks, real_allocate = [], log_module._allocate_lock
     monkeypatch.setattr(log_module, "_allocate_lock", lambda: parks.append(1) or real_allocate())
-    leader = threading.Thread(target=log.append, args=([(16, b"first")],))
-    leader.start()
-    assert entered.wait(10)
     log._gather = log_module.GATHER_SECONDS[0]  # as after cohorts that filled at once
     followers = [threading.Thread(target=log.append, args=([(16, b"%d" % i)],)) for i in range(3)]
     for th in followers:
