@@ -414,6 +414,9 @@ class SimFile:
     def fdatasync(self) -> None:
         self.fsync()
 
+    def map_through(self, size: int) -> None:
+        """A write through a map means what pwrite means: the model keeps to pwrite."""
+
     def truncate(self, size: int) -> None:
         fs = self.fs
         with fs._mutex:

@@ -15,6 +15,7 @@ from ._errors import (
     LeaseLostError, LockedError, LogqError, NotALogqDirectory, UnsupportedVersionError,
     WriterFailedError,
 )
+from ._fs import OsFileSystem
 from ._jobs import Backoff, CompactionReport, Job, JobInfo, Stats
 from ._log import Appended, Log, RecoveryReport, TornTail
 from ._queue import Queue
@@ -31,7 +32,7 @@ __all__ = [
     "Appended", "Backoff", "ChecksumError", "CompactionReport", "Clock", "ClosedError", "CorruptionError", "Handle",
     "InvalidArgument", "InvalidTransition", "JSONSerializer", "Job", "JobInfo", "JobNotFound",
     "LeaseLostError", "LockedError", "Log", "LogqError", "LostRange", "Metrics", "NotALogqDirectory",
-    "Queue", "Record", "RecoveryReport", "Serializer", "Stats", "SystemClock", "Task", "TaskCancelled",
+    "OsFileSystem", "Queue", "Record", "RecoveryReport", "Serializer", "Stats", "SystemClock", "Task", "TaskCancelled",
     "TaskFailed", "TaskMetrics", "TaskTimeout", "TornTail", "UnsupportedVersionError", "WaitTimeout",
     "Worker", "WriterFailedError",
 ]

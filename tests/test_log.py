@@ -16,6 +16,7 @@ from logq import (
     UnsupportedVersionError, WriterFailedError,
 )
 from logq import _log as log_module
+from logq._fs import OsFileSystem
 from logq._record import SEGMENT_HEADER_SIZE
 
 from .helpers import FaultyFS, flip_bit, segment_paths, truncate
@@ -735,3 +736,72 @@ def test_sealed_segments_end_at_their_seal(tmp_path):
     assert len(sizes) >= 2
     for path in segment_paths(tmp_path)[:-1]:
         assert os.path.getsize(path) == sizes[int(os.path.basename(path)[:20])]
+
+
+# ------------------------------------------------------------ writes through a map
+
+
+def counting_pwrites(monkeypatch):
+    calls = []
+    real = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, offset: calls.append(offset) or real(fd, data, offset))
+    return calls
+
+
+def test_writes_inside_the_mapped_stretch_take_no_system_call_and_are_the_files_bytes(tmp_path, monkeypatch):
+    path = str(tmp_path / "f")
+    fs = OsFileSystem(map_writes=True)
+    f, reader = fs.open(path, create=True), None
+    f.pwrite(bytes(8192), 0)
+    f.map_through(8192)
+    calls = counting_pwrites(monkeypatch)
+    f.pwrite(b"abc", 4000)
+    assert calls == []  # stored through the map
+    reader = fs.open(path, readonly=True)
+    assert reader.pread(3, 4000) == b"abc" and reader.size() == 8192
+    f.pwrite(b"tail", 8190)  # reaches past the map: a real pwrite, and the file grows
+    assert calls == [8190] and reader.size() == 8194 and reader.pread(4, 8190) == b"tail"
+    f.truncate(100)  # ends the map: a store past the end of the file would be a SIGBUS
+    f.pwrite(b"z", 5000)
+    assert calls == [8190, 5000] and reader.pread(5001, 0) == b"\0" * 100 + bytes(4900) + b"z"
+    f.close()
+    reader.close()
+
+
+def test_map_writes_off_keeps_to_pwrite(tmp_path, monkeypatch):
+    f = OsFileSystem(map_writes=False).open(str(tmp_path / "f"), create=True)
+    f.pwrite(bytes(4096), 0)
+    f.map_through(4096)
+    calls = counting_pwrites(monkeypatch)
+    f.pwrite(b"abc", 10)
+    assert calls == [10]
+    f.close()
+
+
+def test_the_log_writes_records_through_the_map_and_reads_them_back(tmp_path, monkeypatch):
+    log = Log(tmp_path, sync="batch", fs=OsFileSystem(map_writes=True))
+    log.append([(16, b"first")])  # grows the segment with zeros (a pwrite) and maps them
+    calls = counting_pwrites(monkeypatch)
+    places = [log.append([(16, b"r%d" % i)]) for i in range(100)]
+    assert calls == []
+    assert [log.read(a.segment, a.offsets[0], a.sizes[0]).payload for a in places] == [b"r%d" % i for i in range(100)]
+    log.close()
+    monkeypatch.undo()
+    log, got = replayed(tmp_path)
+    log.close()
+    assert [p for _, _, p in got] == [b"first"] + [b"r%d" % i for i in range(100)]
+
+
+def test_records_written_through_the_map_survive_a_sigkill_without_any_fsync(tmp_path):
+    code = ("import logq, os, signal, sys\n"
+            "log = logq.Log(sys.argv[1], sync='none')\n"
+            "for i in range(5000):\n"
+            "    log.append([(16, b'k%d' % i)])\n"
+            "assert log._active._mapped > 0, 'not written through a map'\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == -9, out.stderr
+    log, got = replayed(tmp_path)
+    log.close()
+    assert [p for _, _, p in got] == [b"k%d" % i for i in range(5000)]
+    assert log.report.torn == []
