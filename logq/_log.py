@@ -744,8 +744,12 @@ class Log(ClosesOnExit):
     def read_many(self, segment: int, places: Sequence[tuple[int, int]]) -> list[Record]:
         """`read` for (offset, size) places of one segment, with one pread when they lie
         close together (at most READ_SPAN bytes from first to last) and are written."""
-        start = min(offset for offset, _ in places)
-        end = max(offset + size for offset, size in places)
+        if len(places) == 1:
+            start, size = places[0]
+            end = start + size
+        else:
+            start = min(offset for offset, _ in places)
+            end = max(offset + size for offset, size in places)
         with self._lock:
             self.check_usable()
             pending = segment == self._segments[-1].base and end > self._end - self._pending_size

@@ -256,7 +256,8 @@ class Queue(ClosesOnExit):
                wait: float, sync: str | None) -> list[Job]:
         wanted = _names(names)
         lease_time = self.lease_time if lease_time is None else _check_seconds("lease_time", lease_time, True)
-        _check_seconds("wait", wait)
+        if type(wait) is not float or not 0.0 <= wait < math.inf:  # (the common case passes at once)
+            _check_seconds("wait", wait)
         deadline = time.monotonic() + wait
         appended: list[Appended] = []  # this call's batches, expiries and leases: committed before it returns
         try:
@@ -288,9 +289,10 @@ class Queue(ClosesOnExit):
         """The jobs just leased, their ENQUEUE records read back a segment at a time (one
         read when they lie close together, as jobs leased in order mostly do)."""
         jobs = []
-        for segment, group in itertools.groupby(taken, key=lambda e: e.segment):
-            entries = list(group)
-            records = self._log.read_many(segment, [(e.offset, e.size) for e in entries])
+        groups = ((taken[0].segment, taken) if len(taken) == 1 else
+                  (segment, list(group)) for segment, group in itertools.groupby(taken, key=_segment_of))
+        for segment, entries in groups:
+            records = self._log.read_many(segment, [(e.loc >> 32, e.loc & 0xFFFFFFFF) for e in entries])
             for e, rec in zip(entries, records):
                 enq = decode_enqueue(rec.payload)
                 jobs.append(Job(e.id, enq.name, enq.payload, e.attempts, enq.priority, enq.enqueued_at,
@@ -350,7 +352,10 @@ class Queue(ClosesOnExit):
     def _leased_entry(self, job: Job | int, rtype: int) -> Entry:
         """The entry a `rtype` record for `job` would change; raise if the caller's lease is
         lost (a `Job` names its attempt) or the transition is illegal."""
-        job_id, attempt = _job_id(job), (job.attempts if isinstance(job, Job) else None)
+        if isinstance(job, Job):
+            job_id, attempt = job.id, job.attempts
+        else:
+            job_id, attempt = _plain_id(job), None
         e = self._index.jobs.get(job_id)
         if attempt is not None and e is not None and (e.state != ACTIVE or e.attempts != attempt):
             raise LeaseLostError(f"the lease of job {job_id} (attempt {attempt}) was lost: it "
@@ -379,7 +384,7 @@ class Queue(ClosesOnExit):
         return appended.last_seq - appended.first_seq + 1
 
     def _expire_locked(self, now: float) -> Appended | None:
-        expired = list(self._index.expired(now))
+        expired = self._index.expired(now)
         if not expired:
             return None
         return self._append_locked([(EXPIRE, self._expiry(e, now, "lease expired")) for e in expired], None)
@@ -743,6 +748,10 @@ def _job_of(rec: Record) -> int:
     return rec.seq if rec.type == ENQUEUE else int.from_bytes(rec.payload[:8], "little")
 
 
+def _segment_of(e: Entry) -> int:
+    return e.segment
+
+
 def _task_name(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', '') or ''}.{getattr(fn, '__qualname__', repr(fn))}".lstrip(".")
 
@@ -762,12 +771,6 @@ def _next_slot(slot: float, every: float, now: float) -> float:
 
 def _optional_seconds(what: str, value: float | None) -> float | None:
     return None if value is None else _check_seconds(what, value, positive=True)
-
-
-def _job_id(job: Job | int) -> int:
-    if isinstance(job, Job):
-        return job.id
-    return _plain_id(job)
 
 
 def _plain_id(job_id: int) -> int:

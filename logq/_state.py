@@ -129,10 +129,11 @@ class Index:
         """Apply one record to the index and return the job it changed."""
         if rtype == ENQUEUE:
             return self._enqueue(seq, payload, segment, offset << 32 | size)
-        if rtype not in _HANDLERS:
+        handling = _HANDLERS.get(rtype)
+        if handling is None:
             raise CorruptionError(f"unknown job record type {rtype} at sequence {seq}: "
                                   "written by a newer logq? upgrade logq")
-        decode, handler = _HANDLERS[rtype]
+        decode, handler = handling
         rec: Any = decode(bytes(payload))
         e = self.check(rtype, rec.job_id)
         handler(self, e, rec)
@@ -302,6 +303,9 @@ class Index:
     def best_ready_many(self, names: frozenset[str] | None, limit: int) -> list[Entry]:
         """Up to `limit` jobs to lease next, best first (`best_ready` repeated); the
         index is left as it was: the LEASE records applied next take them off."""
+        if limit == 1:
+            one = self.best_ready(names)
+            return [] if one is None else [one]
         best: list[Entry] = []
         looked_past = []
         while len(best) < limit:
@@ -314,16 +318,18 @@ class Index:
             heappush(self._ready.setdefault(e.name, []), item)
         return best
 
-    def expired(self, now: float) -> Iterator[Entry]:
+    def expired(self, now: float) -> list[Entry]:
         """Active jobs whose lease ended at or before `now` (they stay active until applied)."""
         leases, jobs = self._leases, self.jobs
+        if not leases or leases[0][0] > now:
+            return []
         found = []
         while leases and leases[0][0] <= now:
             item = heappop(leases)
             e = jobs.get(item[1])
             if e is not None and e.slot is item:
                 found.append(e)
-        return iter(found)
+        return found
 
     def next_wakeup(self) -> float | None:
         """The earliest time at which a delayed job becomes due or a lease expires."""
