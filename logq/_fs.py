@@ -117,6 +117,8 @@ class OsFile:
                 view, written = view[n:], written + n
 
     def pread(self, size: int, offset: int) -> bytes:
+        if offset + size <= self._mapped:
+            return self._map[offset:offset + size]  # type: ignore[index]
         chunks, fd = [], self.fd
         while size > 0:
             chunk = os.pread(fd, size, offset)

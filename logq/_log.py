@@ -752,10 +752,11 @@ class Log(ClosesOnExit):
             end = max(offset + size for offset, size in places)
         with self._lock:
             self.check_usable()
-            pending = segment == self._segments[-1].base and end > self._end - self._pending_size
+            active = segment == self._segments[-1].base
             span = None
-            if not pending and end - start <= READ_SPAN:
-                f, salt = self._reader(segment), self._read_salt(segment)
+            if not (active and end > self._end - self._pending_size) and end - start <= READ_SPAN:
+                # the active file (under the lock, so rollover cannot close it) reads from its map
+                f, salt = self._active if active else self._reader(segment), self._read_salt(segment)
                 span = f.pread(end - start, start)
         out = []
         for offset, size in places:

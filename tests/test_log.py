@@ -748,7 +748,7 @@ def counting_pwrites(monkeypatch):
     return calls
 
 
-def test_writes_inside_the_mapped_stretch_take_no_system_call_and_are_the_files_bytes(tmp_path, monkeypatch):
+def test_writes_and_reads_inside_the_mapped_stretch_take_no_system_call(tmp_path, monkeypatch):
     path = str(tmp_path / "f")
     fs = OsFileSystem(map_writes=True)
     f, reader = fs.open(path, create=True), None
@@ -759,6 +759,10 @@ def test_writes_inside_the_mapped_stretch_take_no_system_call_and_are_the_files_
     assert calls == []  # stored through the map
     reader = fs.open(path, readonly=True)
     assert reader.pread(3, 4000) == b"abc" and reader.size() == 8192
+    monkeypatch.setattr(os, "pread", None)  # and the writer reads its mapped stretch back from the map
+    assert f.pread(3, 4000) == b"abc"
+    monkeypatch.undo()
+    calls = counting_pwrites(monkeypatch)
     f.pwrite(b"tail", 8190)  # reaches past the map: a real pwrite, and the file grows
     assert calls == [8190] and reader.size() == 8194 and reader.pread(4, 8190) == b"tail"
     f.truncate(100)  # ends the map: a store past the end of the file would be a SIGBUS
