@@ -292,7 +292,7 @@ class Queue(ClosesOnExit):
         groups = ((taken[0].segment, taken) if len(taken) == 1 else
                   (segment, list(group)) for segment, group in itertools.groupby(taken, key=_segment_of))
         for segment, entries in groups:
-            records = self._log.read_many(segment, [(e.loc >> 32, e.loc & 0xFFFFFFFF) for e in entries])
+            records = self._log.read_many(segment, [(e.offset, e.size) for e in entries])
             for e, rec in zip(entries, records):
                 enq = decode_enqueue(rec.payload)
                 jobs.append(Job(e.id, enq.name, enq.payload, e.attempts, enq.priority, enq.enqueued_at,
