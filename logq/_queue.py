@@ -289,9 +289,8 @@ class Queue(ClosesOnExit):
         """The jobs just leased, their ENQUEUE records read back a segment at a time (one
         read when they lie close together, as jobs leased in order mostly do)."""
         jobs = []
-        groups = ((taken[0].segment, taken) if len(taken) == 1 else
-                  (segment, list(group)) for segment, group in itertools.groupby(taken, key=_segment_of))
-        for segment, entries in groups:
+        for segment, group in itertools.groupby(taken, key=_segment_of):
+            entries = list(group)
             records = self._log.read_many(segment, [(e.offset, e.size) for e in entries])
             for e, rec in zip(entries, records):
                 enq = decode_enqueue(rec.payload)

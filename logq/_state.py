@@ -321,8 +321,6 @@ class Index:
     def expired(self, now: float) -> list[Entry]:
         """Active jobs whose lease ended at or before `now` (they stay active until applied)."""
         leases, jobs = self._leases, self.jobs
-        if not leases or leases[0][0] > now:
-            return []
         found = []
         while leases and leases[0][0] <= now:
             item = heappop(leases)
