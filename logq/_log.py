@@ -55,6 +55,7 @@ Recovery rules:
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import deque
@@ -72,18 +73,20 @@ from ._record import (
     FIRST_USER_TYPE, FLAG_CONTINUED, FLAG_FIRST, FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
     TYPE_SEAL, Encoder, Record, decode_segment_header, encode_segment_header, padded, read_record,
 )
-from . import _compact
+from . import _checkpoint, _compact
 from ._segment import LostRange, ScanResult, is_unborn, is_unwritten, parse_segment_name, scan, segment_name
 
 META_NAME = "logq.meta"
 LOCK_NAME = "logq.lock"
 TORN_SUFFIX = ".torn"
+CHECKPOINT_TMP = _checkpoint.NAME + ".tmp"
 SYNC_MODES = ("none", "batch", "always")
 _STRENGTH = {m: i for i, m in enumerate(SYNC_MODES)}
 DEFAULT_SEGMENT_SIZE = 64 << 20
 GATHER_SECONDS = (0.00005, 0.001)  # bounds of how long a parked caller waits for its cohort to fill
 
 ReplayCallback = Callable[[Record, int], None]  # called as replay(record, segment base)
+RestoreCallback = Callable[[bytes], None]  # called with the state blob of a usable checkpoint
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ class RecoveryReport:
     last_seq: int = 0
     torn: list[TornTail] = field(default_factory=list)
     lost: list[LostRange] = field(default_factory=list)
+    restored_seq: int | None = None  # the checkpoint's last sequence number, when one was restored
+    checkpoint_skipped: str | None = None  # why a checkpoint that exists was not used
 
 
 _new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__ (hot path)
@@ -171,7 +176,8 @@ class Log(ClosesOnExit):
                  sync: str = "batch", sync_interval: float = 0.005,
                  segment_size: int = DEFAULT_SEGMENT_SIZE, compression: str | None = None,
                  compress_threshold: int = 512, salvage: bool = False,
-                 fs: FileSystem | None = None, on_rollover: Callable[[], None] | None = None) -> None:
+                 fs: FileSystem | None = None, on_rollover: Callable[[], None] | None = None,
+                 restore: RestoreCallback | None = None) -> None:
         _check_options(sync, sync_interval, segment_size, compression, compress_threshold)
         self.path = os.fspath(path)
         self.sync_mode = sync
@@ -194,13 +200,14 @@ class Log(ClosesOnExit):
         self._readers: dict[int, File] = {}
         self._salts: dict[int, int] = {}
         self._seal_at_open = False  # salvage found damage inside the last segment
+        self._digests: dict[int, tuple[int, int]] = {}  # base -> (end, digest) known this session
         self._lockfile: Lock | None = None
         self._syncer: threading.Thread | None = None
         self._stop = threading.Event()
         self._on_rollover = on_rollover
         self._lockfile = self._prepare_directory()
         try:
-            self.report = self._recover(replay, salvage)
+            self.report = self._recover(replay, salvage, None if salvage else restore)
         except BaseException:
             self._release_files()
             raise
@@ -265,16 +272,28 @@ class Log(ClosesOnExit):
         self.fs.rename(tmp, final)
         self.fs.fsync_dir(self.path)
 
-    def _recover(self, replay: ReplayCallback | None, salvage: bool) -> RecoveryReport:
+    def _recover(self, replay: ReplayCallback | None, salvage: bool,
+                 restore: RestoreCallback | None) -> RecoveryReport:
         report = RecoveryReport()
         _compact.recover(self.fs, self.path, self.fs.listdir(self.path), parse_segment_name)
-        bases = sorted(b for b in map(parse_segment_name, self.fs.listdir(self.path)) if b is not None)
+        names = self.fs.listdir(self.path)
+        if CHECKPOINT_TMP in names:  # a close that did not finish writing its checkpoint
+            self.fs.unlink(os.path.join(self.path, CHECKPOINT_TMP))
+        bases = sorted(b for b in map(parse_segment_name, names) if b is not None)
         self._segments: list[_Segment] = []
-        last_seq = 0
+        covered = [] if restore is None else self._restore_checkpoint(bases, restore, report)
+        self._segments = [_Segment(c.base, c.end, c.sealed, c.last_seq) for c in covered]
+        last_seq, resume = covered[-1].last_seq if covered else 0, SEGMENT_HEADER_SIZE
+        if covered and not covered[-1].sealed:  # replay what was appended after the checkpoint
+            self._segments.pop()
+            bases, resume = bases[len(covered) - 1:], covered[-1].end
+        else:
+            bases = bases[len(covered):]
         for i, base in enumerate(bases):
             is_last = i == len(bases) - 1
             deliver = _no_replay if replay is None else _delivering(replay, base)
-            last_seq = self._recover_segment(base, is_last, last_seq, deliver, salvage, report)
+            last_seq = self._recover_segment(base, is_last, last_seq, deliver, salvage, report,
+                                             resume if i == 0 else SEGMENT_HEADER_SIZE)
         if self._segments:
             self._adopt(self._segments[-1].base)
         if not self._segments or self._segments[-1].sealed:
@@ -295,7 +314,8 @@ class Log(ClosesOnExit):
         return report
 
     def _recover_segment(self, base: int, is_last: bool, last_seq: int, deliver: Callable[[Record], None],
-                         salvage: bool, report: RecoveryReport) -> int:
+                         salvage: bool, report: RecoveryReport, start: int = SEGMENT_HEADER_SIZE) -> int:
+        """Replay segment `base` from `start` (past its header, or where a checkpoint ended)."""
         path = self._seg_path(base)
         f = self.fs.open(path, readonly=True)
         try:
@@ -306,18 +326,20 @@ class Log(ClosesOnExit):
                 self.fs.unlink(path)
                 self.fs.fsync_dir(self.path)
                 return last_seq
-            return self._recover_scanned(f, size, path, base, is_last, last_seq, deliver, salvage, report)
+            return self._recover_scanned(f, size, path, base, is_last, last_seq, deliver, salvage, report, start)
         finally:
             f.close()
 
     def _recover_scanned(self, f: File, size: int, path: str, base: int, is_last: bool, last_seq: int,
-                         deliver: Callable[[Record], None], salvage: bool, report: RecoveryReport) -> int:
-        if last_seq and base != last_seq + 1:
+                         deliver: Callable[[Record], None], salvage: bool, report: RecoveryReport,
+                         start: int) -> int:
+        if last_seq and base != last_seq + 1 and start == SEGMENT_HEADER_SIZE:
             msg = f"segment sequence broken: expected base {last_seq + 1}, found {base} (missing segment?)"
             if not salvage:
                 raise CorruptionError(msg, path=path, offset=0)
             report.lost.append(LostRange(path, 0, 0, msg))
-        result = _scan_windows(f, size, path, deliver, after_seq=last_seq, salvage=salvage, base=base)
+        result = _scan_windows(f, size, path, deliver, after_seq=last_seq, salvage=salvage, base=base,
+                               start=start)
         report.records += result.records - (1 if result.sealed else 0)
         if salvage:
             report.lost.extend(result.lost)
@@ -341,6 +363,46 @@ class Log(ClosesOnExit):
         seg_last = result.last_seq if result.last_seq is not None else max(last_seq, base - 1)
         self._segments.append(_Segment(base, result.end, result.sealed or not is_last, seg_last))
         return seg_last
+
+    def _restore_checkpoint(self, bases: list[int], restore: RestoreCallback,
+                            report: RecoveryReport) -> list[_checkpoint.Covered]:
+        """The segments a usable checkpoint covers, after handing its state to `restore`;
+        [] (and the reason in the report) when there is none or it cannot be trusted."""
+        path = os.path.join(self.path, _checkpoint.NAME)
+        if not self.fs.exists(path):
+            return []
+        f = self.fs.open(path, readonly=True)
+        try:
+            data = f.pread(f.size(), 0)
+        finally:
+            f.close()
+        try:
+            cp = _checkpoint.decode(data)
+            if [c.base for c in cp.segments] != bases[:len(cp.segments)]:
+                raise CorruptionError("it lists other segments than the directory holds (compacted since?)")
+            for i, c in enumerate(cp.segments):
+                self._verify_covered(c, last=i == len(cp.segments) - 1)
+            restore(cp.state)
+        except CorruptionError as exc:
+            report.checkpoint_skipped = f"{path}: {exc.reason}; replayed the whole log instead"
+            return []
+        self._digests = {c.base: (c.end, c.digest) for c in cp.segments}
+        report.restored_seq = cp.last_seq
+        return cp.segments
+
+    def _verify_covered(self, c: _checkpoint.Covered, last: bool) -> None:
+        """Raise CorruptionError unless segment `c.base` still holds the bytes the checkpoint saw."""
+        if not c.sealed and not last:
+            raise CorruptionError(f"segment {c.base} is covered but not sealed")
+        f = self.fs.open(self._seg_path(c.base), readonly=True)
+        try:
+            size = f.size()
+            if size < c.end or (c.sealed and size != c.end):
+                raise CorruptionError(f"segment {c.base} is {size} bytes, the checkpoint saw {c.end}")
+            if _checkpoint.digest(f, c.end) != c.digest:
+                raise CorruptionError(f"segment {c.base} does not hash to the checkpoint's digest")
+        finally:
+            f.close()
 
     def _adopt(self, base: int) -> None:
         """Make the last segment and the directory durable before anything is appended.
@@ -723,6 +785,7 @@ class Log(ClosesOnExit):
                 if reader is not None:
                     reader.close()
                 self._salts.pop(base, None)
+                self._digests.pop(base, None)
             self._segments[:len(bases)] = [_Segment(out.base, out.size, True, out.seal_seq)]
 
     def discard(self, out: _compact.Output) -> None:
@@ -824,8 +887,14 @@ class Log(ClosesOnExit):
     def failed(self) -> bool:
         return self._failed is not None
 
-    def close(self) -> None:
-        """Write and fsync what is pending, stop the syncer, release the lock. Safe to repeat."""
+    def close(self, checkpoint: bytes | None = None) -> None:
+        """Write and fsync what is pending, stop the syncer, release the lock. Safe to repeat.
+
+        With `checkpoint` (a state blob) and everything durable, it also writes the
+        checkpoint file, so that the next open with a `restore` callback hands it the
+        blob and replays only what comes after. Failing to write it costs the next
+        open time, not data: it is logged, not raised.
+        """
         with self._cond:
             if self._closed:
                 return
@@ -840,6 +909,8 @@ class Log(ClosesOnExit):
                     self._synced_seq = self._written_seq
                 except (OSError, WriterFailedError) as exc:
                     error = exc
+            if checkpoint is not None and error is None and self._failed is None:
+                self._write_checkpoint(checkpoint)
             self._closed = True
             self._wake_all_locked()
         self._stop.set()
@@ -852,6 +923,35 @@ class Log(ClosesOnExit):
             raise WriterFailedError(f"final fsync of {self.path} failed: {error}") from error
         if error is not None:
             raise error
+
+    def _write_checkpoint(self, state: bytes) -> None:
+        """Write `logq.checkpoint` for the log as it is now (all of it written and fsynced):
+        to a temporary file, fsynced, renamed over the old one, directory fsynced."""
+        final = os.path.join(self.path, _checkpoint.NAME)
+        tmp = os.path.join(self.path, CHECKPOINT_TMP)
+        try:
+            covered = []
+            for s in self._segments:
+                end = s.size if s.sealed else self._end
+                last = s.last_seq if s.sealed else max(self._written_seq, s.base - 1)
+                known = self._digests.get(s.base)
+                if known is None or known[0] != end:
+                    f = self._reader(s.base) if s.sealed else self._active
+                    known = self._digests[s.base] = (end, _checkpoint.digest(f, end))
+                covered.append(_checkpoint.Covered(s.base, end, last, known[1], s.sealed))
+            data = _checkpoint.encode(_checkpoint.Checkpoint(self._written_seq, covered, state))
+            f = self.fs.open(tmp, create=True)
+            try:
+                f.truncate(0)
+                f.pwrite(data, 0)
+                f.fsync()
+            finally:
+                f.close()
+            self.fs.rename(tmp, final)
+            self.fs.fsync_dir(self.path)
+        except (OSError, CorruptionError) as exc:
+            logging.getLogger("logq").warning(
+                "could not write the checkpoint of %s (%s): the next open replays the whole log", self.path, exc)
 
     def _release_files(self) -> None:
         for f in list(self._readers.values()) + [getattr(self, "_active", None)]:
@@ -891,7 +991,7 @@ PREALLOCATE = 64 << 10  # bytes of zeros the active segment grows by ahead of it
 
 
 def _scan_windows(f: File, size: int, path: str, deliver: Callable[[Record], None], *,
-                  after_seq: int, salvage: bool, base: int) -> ScanResult:
+                  after_seq: int, salvage: bool, base: int, start: int = SEGMENT_HEADER_SIZE) -> ScanResult:
     """`scan` a segment file a window at a time, so replay memory does not grow with segments.
 
     A window that ends inside a record or batch is read again from the end of
@@ -901,7 +1001,7 @@ def _scan_windows(f: File, size: int, path: str, deliver: Callable[[Record], Non
     """
     header = f.pread(SEGMENT_HEADER_SIZE, 0)
     window = size if salvage else REPLAY_WINDOW
-    pos, total = SEGMENT_HEADER_SIZE, None
+    pos, total = start, None
     while True:
         n = min(window, size - pos)
         part = scan(f.pread(n, pos), path, deliver, after_seq=after_seq, salvage=salvage,

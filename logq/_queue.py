@@ -47,6 +47,7 @@ from ._log import DEFAULT_SEGMENT_SIZE, Appended, ClosesOnExit, Log, RecoveryRep
 from ._fs import FileSystem
 from ._record import Record
 from ._state import Entry, Index
+from . import _snapshot
 from ._tasks import Serializer, Task, TaskOptions, WaitTimeout
 
 if TYPE_CHECKING:
@@ -113,12 +114,13 @@ class Queue(ClosesOnExit):
             self._log = Log(path, replay=self._index.replay, sync=sync, sync_interval=sync_interval,
                             segment_size=segment_size, compression=compression,
                             compress_threshold=compress_threshold, salvage=salvage, fs=fs,
-                            on_rollover=self._compact_wanted.set if compact_threshold is not None else None)
+                            on_rollover=self._compact_wanted.set if compact_threshold is not None else None,
+                            restore=functools.partial(_snapshot.restore, self._index))
         finally:
             if collecting:
                 gc.enable()
         gc.freeze()  # keep the index out of later collections
-        if self._log.report.records >= TRIM_AFTER_RECORDS:
+        if max(self._log.report.records, len(self._index.jobs)) >= TRIM_AFTER_RECORDS:
             _return_free_memory()
         self.path = self._log.path
         try:
@@ -677,7 +679,11 @@ class Queue(ClosesOnExit):
         self._log.sync()
 
     def close(self) -> None:
-        """Make everything durable and release the directory. Safe to repeat."""
+        """Make everything durable and release the directory. Safe to repeat.
+
+        It leaves a checkpoint of the job index (spec/format.md §9), so that the
+        next open loads it rather than replaying the whole log.
+        """
         with self._lock:
             if self._closed:
                 return
@@ -688,7 +694,9 @@ class Queue(ClosesOnExit):
         if self._compactor is not None and self._compactor is not threading.current_thread():
             self._compactor.join()
         with self._compacting:  # let a compaction started by another thread finish first
-            self._log.close()
+            with self._lock:  # (no call changes the index once closed: this is its final state)
+                state = None if self._log.failed else _snapshot.encode(self._index)
+            self._log.close(checkpoint=state)
 
     @property
     def closed(self) -> bool:

@@ -1,0 +1,187 @@
+"""The index snapshot: the job index as bytes, and back. Pure, no I/O.
+
+Theory of operation
+-------------------
+A clean close stores the index in the log's checkpoint file (`_checkpoint`),
+so that the next open loads it instead of replaying every record. The
+snapshot holds exactly what replay would rebuild: every job's fields, which
+heap it waits in, the unique keys. Counts, live bytes and the heaps are
+derived from the jobs when loading, as replay derives them.
+
+Layout (little-endian; spec/format.md §9 gives it byte by byte):
+
+    u32 version (1) | u32 task names | u64 jobs
+    names: per name, u16 length + UTF-8 bytes
+    rows:  per job, ROW (66 bytes), in id order
+    tails: per job whose row flags say so, in the same order:
+           key   (flag 1): u16 length + UTF-8 bytes, u8 holds (the key maps to this job)
+           extra (flag 2): f64 finished_at, u8 has backoff [+ 4 x f64],
+                           last_error and result as u32 length + bytes (NONE_LEN: none)
+
+Times that are None are stored as NaN (real times are finite).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from heapq import heapify
+
+from ._errors import CorruptionError
+from ._jobs import ACTIVE, CANCELLED, DEAD, DONE, PENDING, STATES
+from ._state import Entry, Extra, Index
+
+VERSION = 1
+_HEAD = struct.Struct("<IIQ")
+ROW = struct.Struct("<QQQQddIIiIBB")  # id, last, segment, loc, run_at, expires, attempts,
+#                                       max_attempts, priority, name index, code, flags
+_U16, _U32, _F64, _BACKOFF = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<d"), struct.Struct("<dddd")
+NONE_LEN = 0xFFFFFFFF
+_KEY, _EXTRA = 1, 2
+READY, DELAYED = 0, 1  # codes of a pending job: in a ready heap, or waiting for its run_at
+CODES = {ACTIVE: 2, DONE: 3, DEAD: 4, CANCELLED: 5}
+_STATE_OF = (PENDING, PENDING, ACTIVE, DONE, DEAD, CANCELLED)
+_NAN = math.nan
+
+
+def encode(index: Index) -> bytes:
+    """The snapshot of `index`."""
+    names: dict[str, int] = {}
+    rows, tails = [], []
+    pack, codes = ROW.pack, CODES
+    for e in index.jobs.values():
+        ni = names.get(e.name)
+        if ni is None:
+            ni = names[e.name] = len(names)
+        if e.state == PENDING:
+            code = READY if e.slot is not None and len(e.slot) == 3 else DELAYED
+        else:
+            code = codes[e.state]
+        flags = (_KEY if e.key is not None else 0) | (_EXTRA if e.extra is not None else 0)
+        rows.append(pack(e.id, e.last, e.segment, e.loc, e.run_at, _NAN if e.expires is None else e.expires,
+                         e.attempts, e.max_attempts, e.priority, ni, code, flags))
+        if flags:
+            tails.append(_tail(index, e))
+    head = [_HEAD.pack(VERSION, len(names), len(index.jobs))]
+    for name in names:
+        raw = name.encode()
+        head.append(_U16.pack(len(raw)) + raw)
+    return b"".join(head + rows + tails)
+
+
+def _tail(index: Index, e: Entry) -> bytes:
+    out = b""
+    if e.key is not None:
+        raw = e.key.encode()
+        out += _U16.pack(len(raw)) + raw + bytes((index.keys.get(e.key) == e.id,))
+    x = e.extra
+    if x is not None:
+        out += _F64.pack(_NAN if x.finished_at is None else x.finished_at)
+        out += (b"\x01" + _BACKOFF.pack(*x.backoff)) if x.backoff else b"\x00"
+        out += _text(None if x.last_error is None else x.last_error.encode()) + _text(x.result)
+    return out
+
+
+def _text(raw: bytes | None) -> bytes:
+    return _U32.pack(NONE_LEN) if raw is None else _U32.pack(len(raw)) + raw
+
+
+def restore(index: Index, blob: bytes) -> None:
+    """Fill the empty `index` from a snapshot; on a malformed one raise CorruptionError
+    and leave the index empty (it is filled only once everything has been read)."""
+    if index.jobs:
+        raise ValueError("restore needs an empty index")
+    try:
+        state = _decode(blob)
+    except (struct.error, UnicodeDecodeError, IndexError, KeyError, ValueError) as exc:
+        raise CorruptionError(f"malformed index snapshot: {exc}") from None
+    names, jobs, keys, ready, delayed, leases = state
+    counts = dict.fromkeys(STATES, 0)
+    live_bytes = n_ready = 0
+    for e in jobs.values():
+        counts[e.state] += 1
+        if e.state == PENDING or e.state == ACTIVE:
+            live_bytes += e.loc & 0xFFFFFFFF
+    for heap in ready.values():
+        heapify(heap)
+        n_ready += len(heap)
+    heapify(delayed)
+    heapify(leases)
+    index.jobs, index.keys, index.counts, index.live_bytes, index.n_ready = jobs, keys, counts, live_bytes, n_ready
+    index._ready, index._delayed, index._leases = ready, delayed, leases
+    index._names = {name.encode(): name for name in names}
+
+
+def _decode(blob: bytes) -> tuple[list[str], dict[int, Entry], dict[str, int], dict[str, list], list, list]:  # type: ignore[type-arg]
+    version, n_names, n_jobs = _HEAD.unpack_from(blob, 0)
+    if version != VERSION:
+        raise ValueError(f"snapshot version {version}, this logq reads {VERSION}")
+    pos = _HEAD.size
+    names = []
+    for _ in range(n_names):
+        (n,) = _U16.unpack_from(blob, pos)
+        names.append(blob[pos + 2:pos + 2 + n].decode())
+        pos += 2 + n
+    rows_end = pos + n_jobs * ROW.size
+    if rows_end > len(blob):
+        raise ValueError("the job rows overrun the snapshot")
+    jobs: dict[int, Entry] = {}
+    keys: dict[str, int] = {}
+    ready: dict[str, list[tuple[int, float, int]]] = {}
+    delayed: list[tuple[float, int]] = []
+    leases: list[tuple[float, int]] = []
+    tailed: list[tuple[Entry, int]] = []
+    states = _STATE_OF
+    for (id, last, segment, loc, run_at, expires, attempts, max_attempts, priority, ni, code,
+         flags) in ROW.iter_unpack(memoryview(blob)[pos:rows_end]):
+        name = names[ni]
+        e = jobs[id] = Entry(id, name, priority, run_at, max_attempts, None, segment, loc)
+        e.last, e.attempts, e.state = last, attempts, states[code]
+        if code == READY:
+            e.slot = item = (-priority, run_at, id)
+            heap = ready.get(name)
+            if heap is None:
+                heap = ready[name] = []
+            heap.append(item)
+        elif code == DELAYED:
+            e.slot = slot = (run_at, id)
+            delayed.append(slot)
+        elif code == 2:
+            e.expires = expires
+            e.slot = slot = (expires, id)
+            leases.append(slot)
+        if flags:
+            tailed.append((e, flags))
+    if len(jobs) != n_jobs:
+        raise ValueError("a job id appears twice")
+    pos = rows_end
+    for e, flags in tailed:
+        if flags & _KEY:
+            (n,) = _U16.unpack_from(blob, pos)
+            e.key = blob[pos + 2:pos + 2 + n].decode()
+            if blob[pos + 2 + n]:
+                keys[e.key] = e.id
+            pos += 3 + n
+        if flags & _EXTRA:
+            x = e.extra = Extra()
+            (finished,) = _F64.unpack_from(blob, pos)
+            x.finished_at = None if finished != finished else finished
+            pos += 9
+            if blob[pos - 1]:
+                x.backoff = _BACKOFF.unpack_from(blob, pos)
+                pos += _BACKOFF.size
+            raw, pos = _read_text(blob, pos)
+            x.last_error = None if raw is None else raw.decode()
+            x.result, pos = _read_text(blob, pos)
+    if pos != len(blob):
+        raise ValueError(f"{len(blob) - pos} bytes left over after the last job")
+    return names, jobs, keys, ready, delayed, leases
+
+
+def _read_text(blob: bytes, pos: int) -> tuple[bytes | None, int]:
+    (n,) = _U32.unpack_from(blob, pos)
+    if n == NONE_LEN:
+        return None, pos + 4
+    if pos + 4 + n > len(blob):
+        raise ValueError("a text overruns the snapshot")
+    return blob[pos + 4:pos + 4 + n], pos + 4 + n
