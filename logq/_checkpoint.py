@@ -65,11 +65,11 @@ class Covered:
 class Checkpoint:
     last_seq: int
     segments: list[Covered]
-    state: bytes
+    state: bytes | memoryview
 
 
 def encode(cp: Checkpoint) -> bytes:
-    parts = [_HEAD.pack(MAGIC, VERSION, len(cp.segments), cp.last_seq, len(cp.state))]
+    parts: list[bytes | memoryview] = [_HEAD.pack(MAGIC, VERSION, len(cp.segments), cp.last_seq, len(cp.state))]
     parts += [_SEGMENT.pack(s.base, s.end, s.last_seq, s.digest, s.sealed) for s in cp.segments]
     parts.append(cp.state)
     body = b"".join(parts)
@@ -91,7 +91,7 @@ def decode(data: bytes) -> Checkpoint:
         raise CorruptionError("checkpoint lengths do not add up")
     segments = [Covered(base, end, last, dig, bool(sealed))
                 for base, end, last, dig, sealed in _SEGMENT.iter_unpack(memoryview(data)[_HEAD.size:at])]
-    return Checkpoint(last_seq, segments, data[at:at + state_len])
+    return Checkpoint(last_seq, segments, memoryview(data)[at:at + state_len])  # not copied: it can be large
 
 
 def digest(f: File, end: int) -> int:

@@ -86,7 +86,7 @@ DEFAULT_SEGMENT_SIZE = 64 << 20
 GATHER_SECONDS = (0.00005, 0.001)  # bounds of how long a parked caller waits for its cohort to fill
 
 ReplayCallback = Callable[[Record, int], None]  # called as replay(record, segment base)
-RestoreCallback = Callable[[bytes], None]  # called with the state blob of a usable checkpoint
+RestoreCallback = Callable[[bytes | memoryview], None]  # called with the state blob of a usable checkpoint
 
 
 @dataclass(frozen=True)

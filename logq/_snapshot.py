@@ -86,7 +86,7 @@ def _text(raw: bytes | None) -> bytes:
     return _U32.pack(NONE_LEN) if raw is None else _U32.pack(len(raw)) + raw
 
 
-def restore(index: Index, blob: bytes) -> None:
+def restore(index: Index, blob: bytes | memoryview) -> None:
     """Fill the empty `index` from a snapshot; on a malformed one raise CorruptionError
     and leave the index empty (it is filled only once everything has been read)."""
     if index.jobs:
@@ -112,7 +112,7 @@ def restore(index: Index, blob: bytes) -> None:
     index._names = {name.encode(): name for name in names}
 
 
-def _decode(blob: bytes) -> tuple[list[str], dict[int, Entry], dict[str, int], dict[str, list], list, list]:  # type: ignore[type-arg]
+def _decode(blob: bytes | memoryview) -> tuple[list[str], dict[int, Entry], dict[str, int], dict[str, list], list, list]:  # type: ignore[type-arg]
     version, n_names, n_jobs = _HEAD.unpack_from(blob, 0)
     if version != VERSION:
         raise ValueError(f"snapshot version {version}, this logq reads {VERSION}")
@@ -120,7 +120,7 @@ def _decode(blob: bytes) -> tuple[list[str], dict[int, Entry], dict[str, int], d
     names = []
     for _ in range(n_names):
         (n,) = _U16.unpack_from(blob, pos)
-        names.append(blob[pos + 2:pos + 2 + n].decode())
+        names.append(str(blob[pos + 2:pos + 2 + n], "utf-8"))
         pos += 2 + n
     rows_end = pos + n_jobs * ROW.size
     if rows_end > len(blob):
@@ -132,11 +132,14 @@ def _decode(blob: bytes) -> tuple[list[str], dict[int, Entry], dict[str, int], d
     leases: list[tuple[float, int]] = []
     tailed: list[tuple[Entry, int]] = []
     states = _STATE_OF
+    bases: dict[int, int] = {}  # one int object per segment base, as replay shares them
     for (id, last, segment, loc, run_at, expires, attempts, max_attempts, priority, ni, code,
          flags) in ROW.iter_unpack(memoryview(blob)[pos:rows_end]):
         name = names[ni]
-        e = jobs[id] = Entry(id, name, priority, run_at, max_attempts, None, segment, loc)
-        e.last, e.attempts, e.state = last, attempts, states[code]
+        e = jobs[id] = Entry(id, name, priority, run_at, max_attempts, None, bases.setdefault(segment, segment), loc)
+        e.attempts, e.state = attempts, states[code]
+        if last != id:  # (else `last` is the id object itself, as after replay: no int of its own)
+            e.last = last
         if code == READY:
             e.slot = item = (-priority, run_at, id)
             heap = ready.get(name)
@@ -158,7 +161,7 @@ def _decode(blob: bytes) -> tuple[list[str], dict[int, Entry], dict[str, int], d
     for e, flags in tailed:
         if flags & _KEY:
             (n,) = _U16.unpack_from(blob, pos)
-            e.key = blob[pos + 2:pos + 2 + n].decode()
+            e.key = str(blob[pos + 2:pos + 2 + n], "utf-8")
             if blob[pos + 2 + n]:
                 keys[e.key] = e.id
             pos += 3 + n
@@ -171,17 +174,17 @@ def _decode(blob: bytes) -> tuple[list[str], dict[int, Entry], dict[str, int], d
                 x.backoff = _BACKOFF.unpack_from(blob, pos)
                 pos += _BACKOFF.size
             raw, pos = _read_text(blob, pos)
-            x.last_error = None if raw is None else raw.decode()
+            x.last_error = None if raw is None else str(raw, "utf-8")
             x.result, pos = _read_text(blob, pos)
     if pos != len(blob):
         raise ValueError(f"{len(blob) - pos} bytes left over after the last job")
     return names, jobs, keys, ready, delayed, leases
 
 
-def _read_text(blob: bytes, pos: int) -> tuple[bytes | None, int]:
+def _read_text(blob: bytes | memoryview, pos: int) -> tuple[bytes | None, int]:
     (n,) = _U32.unpack_from(blob, pos)
     if n == NONE_LEN:
         return None, pos + 4
     if pos + 4 + n > len(blob):
         raise ValueError("a text overruns the snapshot")
-    return blob[pos + 4:pos + 4 + n], pos + 4 + n
+    return bytes(blob[pos + 4:pos + 4 + n]), pos + 4 + n
