@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Callable
 
 import xxhash
 
@@ -92,6 +93,25 @@ def decode(data: bytes) -> Checkpoint:
     segments = [Covered(base, end, last, dig, bool(sealed))
                 for base, end, last, dig, sealed in _SEGMENT.iter_unpack(memoryview(data)[_HEAD.size:at])]
     return Checkpoint(last_seq, segments, memoryview(data)[at:at + state_len])  # not copied: it can be large
+
+
+def verify(cp: Checkpoint, bases: list[int], open_segment: Callable[[int], File]) -> None:
+    """Raise CorruptionError unless the directory's segments (`bases`, in order) still
+    hold every byte `cp` covers (format §11, rules 2-4); `open_segment(base)` opens one."""
+    if [c.base for c in cp.segments] != bases[:len(cp.segments)]:
+        raise CorruptionError("it lists other segments than the directory holds (compacted since?)")
+    for i, c in enumerate(cp.segments):
+        if not c.sealed and i < len(cp.segments) - 1:
+            raise CorruptionError(f"segment {c.base} is covered but not sealed")
+        f = open_segment(c.base)
+        try:
+            size = f.size()
+            if size < c.end or (c.sealed and size != c.end):
+                raise CorruptionError(f"segment {c.base} is {size} bytes, the checkpoint saw {c.end}")
+            if digest(f, c.end) != c.digest:
+                raise CorruptionError(f"segment {c.base} does not hash to the checkpoint's digest")
+        finally:
+            f.close()
 
 
 def digest(f: File, end: int) -> int:

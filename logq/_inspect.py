@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, TextIO
 
 from ._errors import CorruptionError, InvalidArgument, LogqError, NotALogqDirectory, UnsupportedVersionError
-from ._fs import read_lock_holder
+from . import _checkpoint
+from ._fs import OsFileSystem, read_lock_holder
 from ._inspect_text import (
     RECORD_HEADER, Info, format_check, format_history, format_record, format_summary, problem_lines, to_json,
 )
@@ -373,7 +374,8 @@ def summary(target: Target, now: float) -> Info:
     return {"path": target.path, "kind": "segment" if target.single else "queue",
             "format_version": target.version, "segments": segments, "totals": _totals(segments),
             "jobs": dict(sink.job_index.counts), "oldest_pending": _oldest(target, sink.job_index, now),
-            **found, "saved_tails": _saved_tails(target), "writer": _writer(target)}
+            **found, "saved_tails": _saved_tails(target), "writer": _writer(target),
+            "checkpoint": _checkpoint_info(target)}
 
 
 def _segment(target: Target, path: str, result: ScanResult | None, last: bool, v: Verification,
@@ -435,6 +437,26 @@ def _saved_tails(target: Target) -> list[Info]:
         return []
     names = sorted(n for n in os.listdir(target.path) if n.endswith(TORN_SUFFIX))
     return [{"file": n, "bytes": _size(os.path.join(target.path, n))} for n in names]
+
+
+def _checkpoint_info(target: Target) -> Info | None:
+    """The checkpoint file, what it covers, and whether the next open can use it (and if not, why)."""
+    path = None if target.single else os.path.join(target.path, _checkpoint.NAME)
+    if path is None or not os.path.exists(path):
+        return None
+    with open(path, "rb") as f:
+        data = f.read()
+    info: Info = {"file": _checkpoint.NAME, "bytes": len(data), "last_seq": None, "segments": None,
+                  "usable": False, "reason": None}
+    try:
+        cp = _checkpoint.decode(data)
+        info["last_seq"], info["segments"] = cp.last_seq, len(cp.segments)
+        fs = OsFileSystem(map_writes=False)
+        _checkpoint.verify(cp, target.bases, lambda base: fs.open(dict(target.files)[base], readonly=True))
+        info["usable"] = True
+    except CorruptionError as exc:
+        info["reason"] = exc.reason
+    return info
 
 
 def _writer(target: Target) -> Info | None:

@@ -52,6 +52,7 @@ def format_summary(d: Info) -> Iterator[str]:
     yield f"jobs: {', '.join(f'{n:,} {s}' for s, n in jobs.items())} ({sum(jobs.values()):,} in all)"
     yield _oldest_line(d["oldest_pending"])
     yield from _tail_lines(d["tail"], d["saved_tails"], d["writer"])
+    yield _checkpoint_line(d["checkpoint"])
     yield from problem_lines(d, "DAMAGE")
 
 
@@ -60,6 +61,15 @@ def _oldest_line(o: Info | None) -> str:
         return "oldest pending job: none"
     when = f", enqueued {iso(o['enqueued_at'])} ({_ago(o['age'])} ago)" if o["age"] is not None else ""
     return f"oldest pending job: {o['job']} {o['name']!r}{when}, {o['attempts']} attempt(s) so far"
+
+
+def _checkpoint_line(c: Info | None) -> str:
+    if c is None:
+        return "checkpoint: none (the next open replays every record)"
+    if c["usable"]:
+        return (f"checkpoint: {c['file']} ({c['bytes']:,} bytes) covers {c['segments']} segment(s) through "
+                f"seq {c['last_seq']:,}; the next open starts from it")
+    return f"checkpoint: {c['file']} is not usable ({c['reason']}); the next open replays every record"
 
 
 def _tail_lines(tail: Info | None, saved: list[Info], writer: Info | None) -> Iterator[str]:

@@ -378,10 +378,7 @@ class Log(ClosesOnExit):
             f.close()
         try:
             cp = _checkpoint.decode(data)
-            if [c.base for c in cp.segments] != bases[:len(cp.segments)]:
-                raise CorruptionError("it lists other segments than the directory holds (compacted since?)")
-            for i, c in enumerate(cp.segments):
-                self._verify_covered(c, last=i == len(cp.segments) - 1)
+            _checkpoint.verify(cp, bases, lambda base: self.fs.open(self._seg_path(base), readonly=True))
             restore(cp.state)
         except CorruptionError as exc:
             report.checkpoint_skipped = f"{path}: {exc.reason}; replayed the whole log instead"
@@ -389,20 +386,6 @@ class Log(ClosesOnExit):
         self._digests = {c.base: (c.end, c.digest) for c in cp.segments}
         report.restored_seq = cp.last_seq
         return cp.segments
-
-    def _verify_covered(self, c: _checkpoint.Covered, last: bool) -> None:
-        """Raise CorruptionError unless segment `c.base` still holds the bytes the checkpoint saw."""
-        if not c.sealed and not last:
-            raise CorruptionError(f"segment {c.base} is covered but not sealed")
-        f = self.fs.open(self._seg_path(c.base), readonly=True)
-        try:
-            size = f.size()
-            if size < c.end or (c.sealed and size != c.end):
-                raise CorruptionError(f"segment {c.base} is {size} bytes, the checkpoint saw {c.end}")
-            if _checkpoint.digest(f, c.end) != c.digest:
-                raise CorruptionError(f"segment {c.base} does not hash to the checkpoint's digest")
-        finally:
-            f.close()
 
     def _adopt(self, base: int) -> None:
         """Make the last segment and the directory durable before anything is appended.

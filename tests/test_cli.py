@@ -128,6 +128,18 @@ def test_summary_of_healthy_queue_lists_segments_jobs_and_no_tail(healthy):
     assert "DAMAGE" not in out and r.stderr == ""
 
 
+def test_summary_says_whether_the_next_open_can_start_from_the_checkpoint(healthy):
+    d = inspect_json(healthy.path)["checkpoint"]
+    assert d["usable"] is True and d["reason"] is None and d["segments"] == len(segment_paths(healthy.path))
+    assert f"through seq {d['last_seq']:,}; the next open starts from it" in cli("inspect", healthy.path).stdout
+    flip_bit(segment_paths(healthy.path)[0], SEGMENT_HEADER_SIZE + 100)
+    d = inspect_json(healthy.path)["checkpoint"]
+    assert d["usable"] is False and "does not hash to the checkpoint's digest" in d["reason"]
+    flip_bit(segment_paths(healthy.path)[0], SEGMENT_HEADER_SIZE + 100)  # mended: the directory verifies again
+    os.unlink(os.path.join(healthy.path, "logq.checkpoint"))
+    assert "checkpoint: none" in cli("inspect", healthy.path).stdout
+
+
 def test_summary_json_agrees_with_the_queue(healthy):
     d = inspect_json(healthy.path)
     with Queue(healthy.path) as q:
