@@ -876,7 +876,8 @@ class Log(ClosesOnExit):
         With `checkpoint` (a state blob) and everything durable, it also writes the
         checkpoint file, so that the next open with a `restore` callback hands it the
         blob and replays only what comes after. Failing to write it costs the next
-        open time, not data: it is logged, not raised.
+        open time, not data: it is logged, not raised. A log whose open skipped
+        damage (salvage) writes none, so that a later normal open still reports it.
         """
         with self._cond:
             if self._closed:
@@ -892,8 +893,8 @@ class Log(ClosesOnExit):
                     self._synced_seq = self._written_seq
                 except (OSError, WriterFailedError) as exc:
                     error = exc
-            if checkpoint is not None and error is None and self._failed is None:
-                self._write_checkpoint(checkpoint)
+            if checkpoint is not None and error is None and self._failed is None and not self.report.lost:
+                self._write_checkpoint(checkpoint)  # (not after salvage skipped damage: opens keep reporting it)
             self._closed = True
             self._wake_all_locked()
         self._stop.set()

@@ -248,3 +248,17 @@ def test_the_checkpoint_codec_rejects_every_truncation_and_flipped_bit():
         bad[i // 8] ^= 1 << (i % 8)
         with pytest.raises(logq.CorruptionError):
             _checkpoint.decode(bytes(bad))
+
+
+def test_a_salvage_that_skipped_damage_leaves_no_checkpoint(tmp_path, clock):
+    path = str(tmp_path / "q")
+    with logq.Queue(path, clock=clock, segment_size=4096) as q:
+        for _ in range(40):
+            q.enqueue("a", b"s" * 200)
+    os.unlink(os.path.join(path, CKPT))
+    flip_bit(segment_paths(path)[0], 1000)
+    with logq.Queue(path, clock=clock, segment_size=4096, salvage=True) as q:
+        assert q.recovery.lost
+    assert not os.path.exists(os.path.join(path, CKPT))
+    with pytest.raises(logq.CorruptionError):  # the damage is still reported, not accepted
+        logq.Queue(path, clock=clock, segment_size=4096)
