@@ -8,6 +8,11 @@ every segment in order through `scan`, hands each record of a complete batch
 to the caller's `replay` callback, repairs a torn tail, and then accepts
 appends. Every file operation goes through the `FileSystem` seam.
 
+A clean close may leave `logq.checkpoint` (`_checkpoint`): a state blob of
+the caller's and a digest of every segment. When the segments still hash to
+their digests, opening hands the blob to the caller's `restore` callback and
+replays only the records after it; otherwise it replays everything.
+
 Append protocol (the numbers name the steps that the fault tests target):
   1. Under the lock, assign sequence numbers and encode the batch into the
      pending buffer; if it would overflow the active segment, roll over first.
@@ -280,7 +285,6 @@ class Log(ClosesOnExit):
         if CHECKPOINT_TMP in names:  # a close that did not finish writing its checkpoint
             self.fs.unlink(os.path.join(self.path, CHECKPOINT_TMP))
         bases = sorted(b for b in map(parse_segment_name, names) if b is not None)
-        self._segments: list[_Segment] = []
         covered = [] if restore is None else self._restore_checkpoint(bases, restore, report)
         self._segments = [_Segment(c.base, c.end, c.sealed, c.last_seq) for c in covered]
         last_seq, resume = covered[-1].last_seq if covered else 0, SEGMENT_HEADER_SIZE

@@ -14,7 +14,9 @@ it is durable; a caller's own call returns only once its record is durable
 (per mode), and since the log is written in order, anything a durable record
 depends on (the enqueue before its ack) is durable too.
 
-Opening replays the log through `Index.apply`. Jobs still active at the end
+Opening replays the log through `Index.apply`, or, after a clean close,
+restores the index from the checkpoint that close left (`_snapshot`) and
+replays only the records after it. Jobs still active at the end
 of the replay lost their lease with the process that held it: the queue
 appends an EXPIRE record for each (pending again, or dead with "lease lost"
 once max_attempts is used up), so a job that kills its process cannot loop

@@ -5,7 +5,9 @@ Theory of operation
 `Index.apply(type, seq, payload, segment, offset, size)` is the only way the
 index changes. Replay at open calls it for every record in the log; a live
 call validates with `Index.check`, appends its record, then calls `apply`
-with the same record. There is no second code path.
+with the same record. There is no second code path. (Opening after a clean
+close loads the state `apply` had reached from a checkpoint, `_snapshot`,
+and replay goes on from there.)
 
 The legal transitions are one table, `ALLOWED`; spec/semantics.md follows it:
 
