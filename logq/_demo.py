@@ -61,23 +61,30 @@ def _announce(q: Queue, jobs: int, enqueue: bool) -> None:
 
 def _work(q: Queue, worker: Worker) -> int:
     started = time.monotonic()
-    runner = threading.Thread(target=worker.run, name="logq-demo-worker", daemon=True)
-    runner.start()
+    finished = threading.Event()  # waited on, not joined: a Ctrl-C that interrupts Thread.join can
+    #                               leave the thread looking finished while its jobs still run
+
+    def run() -> None:
+        try:
+            worker.run()
+        finally:
+            finished.set()
+    threading.Thread(target=run, name="logq-demo-worker", daemon=True).start()
     try:
-        while runner.is_alive():
+        while not finished.is_set():
             counts = q.stats().counts
             _progress(q, counts, time.monotonic() - started)
             if counts["pending"] == 0 and counts["active"] == 0:
                 worker.stop()
-            runner.join(0.2)
+            finished.wait(0.2)
     except KeyboardInterrupt:
         worker.stop()
         print("\nstopping: letting running jobs finish (Ctrl-C again to stop at once)...")
         try:
-            runner.join()
+            finished.wait()
         except KeyboardInterrupt:  # second Ctrl-C: release the running jobs now
             worker.stop(now=True)
-            runner.join()
+            finished.wait()
     return _summary(q, time.monotonic() - started)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import signal
 import struct
 import shutil
 import subprocess
@@ -504,3 +506,23 @@ def test_demo_dispatches_and_leaves_a_queue_that_verifies(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     d = inspect_json(path, "--verify")
     assert d["ok"] and inspect_json(path)["jobs"]["done"] == 3
+
+
+def test_demo_stopped_by_ctrl_c_lets_running_jobs_finish_and_leaves_none_active(tmp_path):
+    path = tmp_path / "demo"
+    p = subprocess.Popen([sys.executable, "-m", "logq", "demo", "--dir", str(path), "--workers", "3", "--jobs", "400"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    seen = b""
+    try:
+        while not re.search(rb"[1-9]\d*/400 done, [1-9] running", seen):  # jobs are running now
+            chunk = p.stdout.read(1)  # the progress line is redrawn every 0.2 s
+            assert chunk, seen.decode()
+            seen += chunk
+        p.send_signal(signal.SIGINT)
+        out = p.communicate(timeout=60)[0].decode()
+    finally:
+        p.kill()
+    assert "stopping: letting running jobs finish" in out and "stopped after" in out, out
+    jobs = inspect_json(path)["jobs"]
+    assert jobs["active"] == 0 and jobs["done"] > 0 and jobs["pending"] > 0, jobs
