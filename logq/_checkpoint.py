@@ -18,7 +18,7 @@ still read and checked, by one XXH3-64 pass per segment instead of two checks
 per record. A digest that does not match sends the open to full replay, which
 names the damaged record.
 
-Layout (little-endian; spec/format.md §9):
+Layout (little-endian; spec/format.md §11):
 
     8  magic b"LOGQCKPT"
     4  version (1)

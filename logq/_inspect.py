@@ -451,8 +451,8 @@ def _checkpoint_info(target: Target) -> Info | None:
     try:
         cp = _checkpoint.decode(data)
         info["last_seq"], info["segments"] = cp.last_seq, len(cp.segments)
-        fs = OsFileSystem(map_writes=False)
-        _checkpoint.verify(cp, target.bases, lambda base: fs.open(dict(target.files)[base], readonly=True))
+        fs, paths = OsFileSystem(map_writes=False), dict(target.files)
+        _checkpoint.verify(cp, target.bases, lambda base: fs.open(paths[base], readonly=True))
         info["usable"] = True
     except CorruptionError as exc:
         info["reason"] = exc.reason

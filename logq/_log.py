@@ -874,15 +874,19 @@ class Log(ClosesOnExit):
     def failed(self) -> bool:
         return self._failed is not None
 
-    def close(self, checkpoint: bytes | None = None) -> None:
+    def close(self, checkpoint: Callable[[], bytes] | None = None) -> None:
         """Write and fsync what is pending, stop the syncer, release the lock. Safe to repeat.
 
-        With `checkpoint` (a state blob) and everything durable, it also writes the
-        checkpoint file, so that the next open with a `restore` callback hands it the
-        blob and replays only what comes after. Failing to write it costs the next
-        open time, not data: it is logged, not raised. A log whose open skipped
-        damage (salvage) writes none, so that a later normal open still reports it.
+        With `checkpoint` (called, before the log's lock is taken, for the state blob)
+        and everything durable, it also writes the checkpoint file, so that the next
+        open with a `restore` callback hands it the blob and replays only what comes
+        after. Failing to write it costs the next open time, not data: it is logged,
+        not raised. A failed log, or one whose open skipped damage (salvage), writes
+        none (and does not ask for the blob): a later normal open still reports the damage.
         """
+        state = None
+        if checkpoint is not None and not self._closed and self._failed is None and not self.report.lost:
+            state = checkpoint()
         with self._cond:
             if self._closed:
                 return
@@ -897,8 +901,8 @@ class Log(ClosesOnExit):
                     self._synced_seq = self._written_seq
                 except (OSError, WriterFailedError) as exc:
                     error = exc
-            if checkpoint is not None and error is None and self._failed is None and not self.report.lost:
-                self._write_checkpoint(checkpoint)  # (not after salvage skipped damage: opens keep reporting it)
+            if state is not None and error is None and self._failed is None:
+                self._write_checkpoint(state)
             self._closed = True
             self._wake_all_locked()
         self._stop.set()

@@ -683,7 +683,7 @@ class Queue(ClosesOnExit):
     def close(self) -> None:
         """Make everything durable and release the directory. Safe to repeat.
 
-        It leaves a checkpoint of the job index (spec/format.md §9), so that the
+        It leaves a checkpoint of the job index (spec/format.md §11), so that the
         next open loads it rather than replaying the whole log.
         """
         with self._lock:
@@ -696,9 +696,12 @@ class Queue(ClosesOnExit):
         if self._compactor is not None and self._compactor is not threading.current_thread():
             self._compactor.join()
         with self._compacting:  # let a compaction started by another thread finish first
-            with self._lock:  # (no call changes the index once closed: this is its final state)
-                state = None if self._log.failed else _snapshot.encode(self._index)
-            self._log.close(checkpoint=state)
+            self._log.close(checkpoint=self._final_snapshot)
+
+    def _final_snapshot(self) -> bytes:
+        """The index for the checkpoint that close leaves (no call changes it once closed)."""
+        with self._lock:
+            return _snapshot.encode(self._index)
 
     @property
     def closed(self) -> bool:

@@ -5,10 +5,10 @@ Theory of operation
 A clean close stores the index in the log's checkpoint file (`_checkpoint`),
 so that the next open loads it instead of replaying every record. The
 snapshot holds exactly what replay would rebuild: every job's fields, which
-heap it waits in, the unique keys. Counts, live bytes and the heaps are
-derived from the jobs when loading, as replay derives them.
+heap it waits in, the unique keys. `Index.adopt` derives the heaps, counts
+and live bytes from the jobs when loading, with the methods replay uses.
 
-Layout (little-endian; spec/format.md §9 gives it byte by byte):
+Layout (little-endian; spec/semantics.md, "Index snapshot", gives it byte by byte):
 
     u32 version (1) | u32 task names | u64 jobs
     names: per name, u16 length + UTF-8 bytes
@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import math
 import struct
-from heapq import heapify
 
 from ._errors import CorruptionError
-from ._jobs import ACTIVE, CANCELLED, DEAD, DONE, PENDING, STATES
+from ._jobs import ACTIVE, CANCELLED, DEAD, DONE, PENDING
 from ._state import Entry, Extra, Index
 
 VERSION = 1
@@ -39,8 +38,9 @@ _U16, _U32, _F64, _BACKOFF = struct.Struct("<H"), struct.Struct("<I"), struct.St
 NONE_LEN = 0xFFFFFFFF
 _KEY, _EXTRA = 1, 2
 READY, DELAYED = 0, 1  # codes of a pending job: in a ready heap, or waiting for its run_at
-CODES = {ACTIVE: 2, DONE: 3, DEAD: 4, CANCELLED: 5}
-_STATE_OF = (PENDING, PENDING, ACTIVE, DONE, DEAD, CANCELLED)
+_STATE_OF = (PENDING, PENDING, ACTIVE, DONE, DEAD, CANCELLED)  # by code
+CODES = {state: code for code, state in enumerate(_STATE_OF) if code > DELAYED}
+ACTIVE_CODE = CODES[ACTIVE]
 _NAN = math.nan
 
 
@@ -92,27 +92,14 @@ def restore(index: Index, blob: bytes | memoryview) -> None:
     if index.jobs:
         raise ValueError("restore needs an empty index")
     try:
-        state = _decode(blob)
+        jobs, keys, delayed = _decode(blob)
     except (struct.error, UnicodeDecodeError, IndexError, KeyError, ValueError) as exc:
         raise CorruptionError(f"malformed index snapshot: {exc}") from None
-    names, jobs, keys, ready, delayed, leases = state
-    counts = dict.fromkeys(STATES, 0)
-    live_bytes = n_ready = 0
-    for e in jobs.values():
-        counts[e.state] += 1
-        if e.state == PENDING or e.state == ACTIVE:
-            live_bytes += e.loc & 0xFFFFFFFF
-    for heap in ready.values():
-        heapify(heap)
-        n_ready += len(heap)
-    heapify(delayed)
-    heapify(leases)
-    index.jobs, index.keys, index.counts, index.live_bytes, index.n_ready = jobs, keys, counts, live_bytes, n_ready
-    index._ready, index._delayed, index._leases = ready, delayed, leases
-    index._names = {name.encode(): name for name in names}
+    index.adopt(jobs, keys, delayed)
 
 
-def _decode(blob: bytes | memoryview) -> tuple[list[str], dict[int, Entry], dict[str, int], dict[str, list], list, list]:  # type: ignore[type-arg]
+def _decode(blob: bytes | memoryview) -> tuple[dict[int, Entry], dict[str, int], set[int]]:
+    """The jobs (their slots not set yet), the unique keys, and the pending jobs that wait for run_at."""
     version, n_names, n_jobs = _HEAD.unpack_from(blob, 0)
     if version != VERSION:
         raise ValueError(f"snapshot version {version}, this logq reads {VERSION}")
@@ -127,32 +114,21 @@ def _decode(blob: bytes | memoryview) -> tuple[list[str], dict[int, Entry], dict
         raise ValueError("the job rows overrun the snapshot")
     jobs: dict[int, Entry] = {}
     keys: dict[str, int] = {}
-    ready: dict[str, list[tuple[int, float, int]]] = {}
-    delayed: list[tuple[float, int]] = []
-    leases: list[tuple[float, int]] = []
+    delayed: set[int] = set()
     tailed: list[tuple[Entry, int]] = []
     states = _STATE_OF
     bases: dict[int, int] = {}  # one int object per segment base, as replay shares them
     for (id, last, segment, loc, run_at, expires, attempts, max_attempts, priority, ni, code,
          flags) in ROW.iter_unpack(memoryview(blob)[pos:rows_end]):
-        name = names[ni]
-        e = jobs[id] = Entry(id, name, priority, run_at, max_attempts, None, bases.setdefault(segment, segment), loc)
+        e = jobs[id] = Entry(id, names[ni], priority, run_at, max_attempts, None,
+                             bases.setdefault(segment, segment), loc)
         e.attempts, e.state = attempts, states[code]
         if last != id:  # (else `last` is the id object itself, as after replay: no int of its own)
             e.last = last
-        if code == READY:
-            e.slot = item = (-priority, run_at, id)
-            heap = ready.get(name)
-            if heap is None:
-                heap = ready[name] = []
-            heap.append(item)
-        elif code == DELAYED:
-            e.slot = slot = (run_at, id)
-            delayed.append(slot)
-        elif code == 2:
+        if code == DELAYED:
+            delayed.add(id)
+        elif code == ACTIVE_CODE:
             e.expires = expires
-            e.slot = slot = (expires, id)
-            leases.append(slot)
         if flags:
             tailed.append((e, flags))
     if len(jobs) != n_jobs:
@@ -178,7 +154,7 @@ def _decode(blob: bytes | memoryview) -> tuple[list[str], dict[int, Entry], dict
             x.result, pos = _read_text(blob, pos)
     if pos != len(blob):
         raise ValueError(f"{len(blob) - pos} bytes left over after the last job")
-    return names, jobs, keys, ready, delayed, leases
+    return jobs, keys, delayed
 
 
 def _read_text(blob: bytes | memoryview, pos: int) -> tuple[bytes | None, int]:

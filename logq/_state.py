@@ -36,6 +36,7 @@ record lies (loc = offset << 32 | size).
 
 from __future__ import annotations
 
+import math
 import struct
 from heapq import heappop, heappush
 from typing import Any, Callable, Iterable, Iterator
@@ -181,6 +182,23 @@ class Index:
         else:
             self._schedule(e, run_at, enq_at)
         return e
+
+    def adopt(self, jobs: dict[int, Entry], keys: dict[str, int], delayed: set[int]) -> None:
+        """Take over the jobs of a snapshot (`_snapshot`: in id order, slots not set) and
+        their unique keys: each pending job goes in a ready heap, or in the delayed heap
+        if its id is in `delayed`, each active one in the lease heap, with the methods
+        replay uses, and is counted. The index must be empty."""
+        counts = self.counts
+        for e in jobs.values():
+            counts[e.state] += 1
+            if e.state == PENDING:
+                self._schedule(e, e.run_at, -math.inf if e.id in delayed else math.inf)
+            elif e.state == ACTIVE:
+                self._push_lease(e)
+            else:
+                continue
+            self.live_bytes += e.size
+        self.jobs, self.keys = jobs, keys
 
     def _lease(self, e: Entry, rec: Lease) -> None:
         self._unslot(e)
