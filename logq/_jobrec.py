@@ -14,9 +14,11 @@ text is UTF-8. spec/semantics.md lists the layouts.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from ._errors import CorruptionError
+
+_new_tuple = tuple.__new__  # a NamedTuple from a tuple of the right length, without its Python-level __new__
 
 ENQUEUE, LEASE, ACK, FAIL, RELEASE, EXTEND, CANCEL, RETRY, EXPIRE = range(16, 25)
 TYPE_NAMES = {ENQUEUE: "enqueue", LEASE: "lease", ACK: "ack", FAIL: "fail", RELEASE: "release",
@@ -99,6 +101,19 @@ def enqueue_meta(buf: bytes | memoryview) -> tuple[float, float, int, int, str, 
     return enq_at, run_at, prio, max_att, name, key, pos
 
 
+def enqueue_time_and_payload(buf: bytes) -> tuple[float, bytes]:
+    """What a lease needs of an ENQUEUE payload that the index already knows the rest
+    of: the enqueue time and the job payload (without decoding name and key)."""
+    try:
+        enq_at, _, _, _, opts, nlen, klen = _ENQ.unpack_from(buf, 0)
+    except struct.error as exc:
+        raise CorruptionError(f"malformed enqueue record: {exc}") from None
+    pos = _ENQ.size + nlen + klen + (_BACKOFF.size if opts & _OPT_BACKOFF else 0)
+    if pos > len(buf):
+        raise CorruptionError("malformed enqueue record: fields overrun the payload")
+    return enq_at, buf[pos:]
+
+
 def decode_enqueue(buf: bytes | memoryview) -> Enqueue:
     enq_at, run_at, prio, max_att, name, key, pos = enqueue_meta(buf)
     return Enqueue(enq_at, run_at, prio, max_att, name, key, enqueue_backoff(buf, pos), bytes(buf[pos:]))
@@ -113,25 +128,25 @@ def enqueue_backoff(buf: bytes | memoryview, payload_at: int | None = None) -> t
     return _BACKOFF.unpack_from(buf, payload_at - _BACKOFF.size)
 
 
-def encode_lease(job_id: int, attempt: int, leased_at: float, expires_at: float) -> bytes:
-    return _LEASE.pack(job_id, attempt, leased_at, expires_at)
+def encode_lease(rec: Lease) -> bytes:
+    return _LEASE.pack(rec.job_id, rec.attempt, rec.leased_at, rec.expires_at)
 
 
 def decode_lease(buf: bytes) -> Lease:
-    return Lease(*_unpack(_LEASE, buf))
+    return _new_tuple(Lease, _unpack(_LEASE, buf))
 
 
-def encode_job_at(job_id: int, at: float, data: bytes = b"") -> bytes:
-    return _JOB_AT.pack(job_id, at) + data
+def encode_job_at(rec: JobAt) -> bytes:
+    return _JOB_AT.pack(rec.job_id, rec.at) + rec.data
 
 
 def decode_job_at(buf: bytes) -> JobAt:
     job_id, at = _unpack(_JOB_AT, buf, exact=False)
-    return JobAt(job_id, at, bytes(buf[_JOB_AT.size:]))
+    return _new_tuple(JobAt, (job_id, at, bytes(buf[_JOB_AT.size:])))
 
 
-def encode_outcome(job_id: int, at: float, dead: bool, run_at: float, error: str) -> bytes:
-    return _OUTCOME.pack(job_id, at, dead, run_at) + error.encode()
+def encode_outcome(rec: Outcome) -> bytes:
+    return _OUTCOME.pack(rec.job_id, rec.at, rec.dead, rec.run_at) + rec.error.encode()
 
 
 def decode_outcome(buf: bytes) -> Outcome:
@@ -141,6 +156,21 @@ def decode_outcome(buf: bytes) -> Outcome:
     except UnicodeDecodeError:
         raise CorruptionError("malformed outcome record: error text is not UTF-8") from None
     return Outcome(job_id, at, bool(dead), run_at, error)
+
+
+JobRecord = Lease | JobAt | Outcome  # the decoded form of every record type but ENQUEUE
+CODECS: dict[int, tuple[Callable[[Any], bytes], Callable[[bytes], Any]]] = {
+    LEASE: (encode_lease, decode_lease),
+    ACK: (encode_job_at, decode_job_at),
+    FAIL: (encode_outcome, decode_outcome),
+    EXPIRE: (encode_outcome, decode_outcome),
+    RELEASE: (encode_job_at, decode_job_at),
+    EXTEND: (encode_job_at, decode_job_at),
+    CANCEL: (encode_job_at, decode_job_at),
+    RETRY: (encode_job_at, decode_job_at),
+}
+"""Per record type (all but ENQUEUE): its encoder and its decoder, exact inverses."""
+ENCODERS = {rtype: encode for rtype, (encode, _) in CODECS.items()}
 
 
 def _unpack(layout: struct.Struct, buf: bytes, exact: bool = True) -> tuple:  # type: ignore[type-arg]

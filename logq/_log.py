@@ -468,24 +468,37 @@ class Log(ClosesOnExit):
 
         Call `commit` with the result to wait for the durability it asked for.
         """
+        if len(items) == 1:
+            return self.write_one(*items[0], sync=sync)
         mode = self.sync_mode if sync is None else stronger(self.sync_mode, sync)
         if not items:
             raise InvalidArgument("append needs at least one record")
         with self._lock:
             if self._failed is not None or self._closed:
                 self.check_usable()
-            if len(items) == 1 and (mode == "always" or not self._pending):
-                simple = self._write_one(items[0], mode)
+            return self._write_batch_locked(items, mode)
+
+    def write_one(self, rtype: int, payload: bytes, *, sync: str | None = None) -> Appended:
+        """`write` of a single record (the common case, kept short)."""
+        mode = self.sync_mode if sync is None else stronger(self.sync_mode, sync)
+        with self._lock:
+            if self._failed is not None or self._closed:
+                self.check_usable()
+            if mode == "always" or not self._pending:
+                simple = self._write_one(rtype, payload, mode)
                 if simple is not None:
                     return simple
-            chunks, offsets, first = self._encode_batch(items)
-            sizes = tuple(map(len, chunks))
-            self._pending.extend(chunks)
-            self._pending_size += sum(sizes)
-            self._end += sum(sizes)
-            if mode != "always":
-                self._flush_locked()
-            return Appended(first, self._next_seq - 1, self._segments[-1].base, offsets, sizes, mode)
+            return self._write_batch_locked(((rtype, payload),), mode)
+
+    def _write_batch_locked(self, items: Sequence[tuple[int, bytes]], mode: str) -> Appended:
+        chunks, offsets, first = self._encode_batch(items)
+        sizes = tuple(map(len, chunks))
+        self._pending.extend(chunks)
+        self._pending_size += sum(sizes)
+        self._end += sum(sizes)
+        if mode != "always":
+            self._flush_locked()
+        return Appended(first, self._next_seq - 1, self._segments[-1].base, offsets, sizes, mode)
 
     def commit(self, appended: Appended) -> None:
         """Step 3: return once `appended` is as durable as its mode promised."""
@@ -494,10 +507,9 @@ class Log(ClosesOnExit):
         elif self._failed is not None:
             raise self._failure()
 
-    def _write_one(self, item: tuple[int, bytes], mode: str) -> Appended | None:
+    def _write_one(self, rtype: int, payload: bytes, mode: str) -> Appended | None:
         """Steps 1-2 for the common case of one record: written at once (`batch`, `none`)
         or queued for the next sync (`always`); None if the general path must do it."""
-        rtype, payload = item
         if type(payload) is not bytes or not FIRST_USER_TYPE <= rtype <= 255:
             return None
         end = self._end
@@ -789,7 +801,23 @@ class Log(ClosesOnExit):
         """
         if size is None:
             return self._read_alone(segment, offset)
-        return self.read_many(segment, [(offset, size)])[0]
+        with self._lock:
+            if self._failed is not None or self._closed:
+                self.check_usable()
+            if segment != self._segments[-1].base:
+                span = self._reader(segment).pread(size, offset)
+            elif offset + size <= self._end - self._pending_size:  # written (from the map, under
+                span = self._active.pread(size, offset)            # the lock: no rollover closes it)
+            else:
+                span = None
+            salt = self._read_salt(segment)
+        try:
+            rec = None if span is None else read_record(span, 0, salt)
+        except CorruptionError:
+            rec = None  # `_read_alone` finds out what is wrong, with the path in the message
+        if rec is None or rec.size != size:
+            return self._read_alone(segment, offset)
+        return _new_tuple(Record, (rec.seq, rec.type, rec.flags, rec.payload, offset, size))
 
     def read_many(self, segment: int, places: Sequence[tuple[int, int]]) -> list[Record]:
         """`read` for (offset, size) places of one segment, with one pread when they lie

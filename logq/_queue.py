@@ -40,11 +40,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 from ._clock import Clock, SystemClock
 from ._errors import ClosedError, InvalidArgument, LeaseLostError, LogqError
 from ._jobrec import (
-    ACK, CANCEL, ENQUEUE, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES, Enqueue,
-    decode_enqueue,
-    encode_enqueue, enqueue_head, encode_job_at, encode_lease, encode_outcome,
+    ACK, CANCEL, ENCODERS, ENQUEUE, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES, Enqueue, JobAt,
+    JobRecord, Lease, Outcome, decode_enqueue, encode_enqueue, encode_job_at, encode_lease, encode_outcome,
+    enqueue_head, enqueue_time_and_payload,
 )
-from ._jobs import ACTIVE, FINAL_STATES, PENDING, STATES, Backoff, CompactionReport, Job, JobInfo, Stats
+from ._jobs import (
+    ACTIVE, FINAL_STATES, PENDING, STATES, Backoff, CompactionReport, Job, JobInfo, Stats, new_job,
+)
 from ._log import DEFAULT_SEGMENT_SIZE, Appended, ClosesOnExit, Log, RecoveryReport
 from ._fs import FileSystem
 from ._record import Record
@@ -144,7 +146,7 @@ class Queue(ClosesOnExit):
         if not lost:
             return
         now = self.clock.time()
-        items = [(EXPIRE, self._expiry(e, now, "lease lost")) for e in lost]
+        items = [self._expiry(e, now, "lease lost") for e in lost]
         with self._lock:
             appended = self._append_locked(items, "always")
         self._log.commit(appended)
@@ -282,8 +284,12 @@ class Queue(ClosesOnExit):
                     if not self._wait_locked(deadline, now):
                         return []
                 expires = now + lease_time
-                leases = [(LEASE, encode_lease(e.id, e.attempts + 1, now, expires)) for e in taken]
-                appended.append(self._append_locked(leases, sync))
+                if len(taken) == 1:
+                    e = taken[0]
+                    appended.append(self._change_locked(e, LEASE, Lease(e.id, e.attempts + 1, now, expires), sync))
+                else:
+                    appended.append(self._append_locked(
+                        [(LEASE, encode_lease(Lease(e.id, e.attempts + 1, now, expires))) for e in taken], sync))
                 return self._leased_jobs(taken, expires)
         finally:
             for done in appended:
@@ -292,15 +298,23 @@ class Queue(ClosesOnExit):
     def _leased_jobs(self, taken: list[Entry], expires: float) -> list[Job]:
         """The jobs just leased, their ENQUEUE records read back a segment at a time (one
         read when they lie close together, as jobs leased in order mostly do)."""
-        jobs = []
+        if len(taken) == 1:
+            e = taken[0]
+            loc = e.loc
+            return [self._job(e, self._log.read(e.segment, loc >> 32, loc & 0xFFFFFFFF).payload, expires)]
+        jobs: list[Job] = []
         for segment, group in itertools.groupby(taken, key=_segment_of):
             entries = list(group)
             records = self._log.read_many(segment, [(e.offset, e.size) for e in entries])
-            for e, rec in zip(entries, records):
-                enq = decode_enqueue(rec.payload)
-                jobs.append(Job(e.id, enq.name, enq.payload, e.attempts, enq.priority, enq.enqueued_at,
-                                expires, enq.max_attempts))
+            jobs.extend(self._job(e, rec.payload, expires) for e, rec in zip(entries, records))
         return jobs
+
+    @staticmethod
+    def _job(e: Entry, enqueue_payload: bytes, expires: float) -> Job:
+        """The `Job` for leased entry `e`, given the payload of its ENQUEUE record (the
+        index knows name, priority and max_attempts; the record adds the rest)."""
+        enqueued_at, payload = enqueue_time_and_payload(enqueue_payload)
+        return new_job(e.id, e.name, payload, e.attempts, e.priority, enqueued_at, expires, e.max_attempts)
 
     def _wait_locked(self, deadline: float, now: float) -> bool:
         remaining = deadline - time.monotonic()
@@ -314,9 +328,11 @@ class Queue(ClosesOnExit):
 
     def ack(self, job: Job | int, result: bytes = b"", *, sync: str | None = None) -> None:
         """Finish a leased job. Final: a durably acked job is never delivered again."""
-        if not isinstance(result, (bytes, bytearray, memoryview)):
-            raise InvalidArgument(f"result must be bytes, not {type(result).__name__}")
-        self._on_lease(job, ACK, lambda e, now: encode_job_at(e.id, now, bytes(result)), sync)
+        if type(result) is not bytes:
+            if not isinstance(result, (bytearray, memoryview)):
+                raise InvalidArgument(f"result must be bytes, not {type(result).__name__}")
+            result = bytes(result)
+        self._on_lease(job, ACK, lambda e, now: JobAt(e.id, now, result), sync)
 
     def fail(self, job: Job | int, error: str | BaseException = "", *, retry: bool = True,
              sync: str | None = None) -> None:
@@ -331,25 +347,26 @@ class Queue(ClosesOnExit):
     def release(self, job: Job | int, *, delay: float = 0.0, sync: str | None = None) -> None:
         """Give a leased job back without counting the attempt; due after `delay`."""
         _check_seconds("delay", delay)
-        self._on_lease(job, RELEASE, lambda e, now: encode_job_at(e.id, now + delay), sync)
+        self._on_lease(job, RELEASE, lambda e, now: JobAt(e.id, now + delay, b""), sync)
 
     def extend(self, job: Job | int, *, lease_time: float | None = None, sync: str | None = None) -> float:
         """Renew a lease for `lease_time` seconds from now; return the new expiry."""
         seconds = self.lease_time if lease_time is None else _check_seconds("lease_time", lease_time, True)
         expires = [0.0]
 
-        def build(e: Entry, now: float) -> bytes:
+        def build(e: Entry, now: float) -> JobAt:
             expires[0] = now + seconds
-            return encode_job_at(e.id, expires[0])
+            return JobAt(e.id, expires[0], b"")
         self._on_lease(job, EXTEND, build, sync)
         return expires[0]
 
-    def _on_lease(self, job: Job | int, rtype: int, build: Callable[[Entry, float], bytes],
+    def _on_lease(self, job: Job | int, rtype: int, build: Callable[[Entry, float], JobRecord],
                   sync: str | None) -> None:
+        """Change one job with a `rtype` record that `build` makes from its entry and the time."""
         with self._lock:
             self._check_open()
             e = self._leased_entry(job, rtype)
-            appended = self._append_locked([(rtype, build(e, self.clock.time()))], sync)
+            appended = self._change_locked(e, rtype, build(e, self.clock.time()), sync)
         self._log.commit(appended)
 
     def _leased_entry(self, job: Job | int, rtype: int) -> Entry:
@@ -365,16 +382,16 @@ class Queue(ClosesOnExit):
                                  f"is now {e.state}, attempt {e.attempts}; do not {_verb(rtype)} it")
         return self._index.check(rtype, job_id)
 
-    def _failure(self, e: Entry, now: float, error: str, retry: bool) -> bytes:
+    def _failure(self, e: Entry, now: float, error: str, retry: bool) -> Outcome:
         if not retry or e.attempts >= e.max_attempts:
-            return encode_outcome(e.id, now, True, now, error)
+            return Outcome(e.id, now, True, now, error)
         backoff = e.extra.backoff if e.extra is not None and e.extra.backoff else None
         delay = (Backoff(*backoff) if backoff else self.backoff).delay(e.attempts)
-        return encode_outcome(e.id, now, False, now + delay, error)
+        return Outcome(e.id, now, False, now + delay, error)
 
-    def _expiry(self, e: Entry, now: float, reason: str) -> bytes:
-        dead = e.attempts >= e.max_attempts
-        return encode_outcome(e.id, now, dead, now, reason)
+    def _expiry(self, e: Entry, now: float, reason: str) -> tuple[int, bytes]:
+        """The EXPIRE record (type and bytes) of a lost lease: pending again, or dead."""
+        return EXPIRE, encode_outcome(Outcome(e.id, now, e.attempts >= e.max_attempts, now, reason))
 
     def expire_leases(self) -> int:
         """Return expired leases to pending (or dead); `lease` does this by itself. Returns the count."""
@@ -390,17 +407,17 @@ class Queue(ClosesOnExit):
         expired = self._index.expired(now)
         if not expired:
             return None
-        return self._append_locked([(EXPIRE, self._expiry(e, now, "lease expired")) for e in expired], None)
+        return self._append_locked([self._expiry(e, now, "lease expired") for e in expired], None)
 
     # ------------------------------------------------------ cancel, retry, read
 
     def cancel(self, job_id: int, *, sync: str | None = None) -> None:
         """Cancel a pending job; it will never be delivered. Active or final jobs raise."""
-        self._on_lease(_plain_id(job_id), CANCEL, lambda e, now: encode_job_at(e.id, now), sync)
+        self._on_lease(_plain_id(job_id), CANCEL, lambda e, now: JobAt(e.id, now, b""), sync)
 
     def retry(self, job_id: int, *, sync: str | None = None) -> None:
         """Make a dead job pending again, due now, with a fresh count of attempts."""
-        self._on_lease(_plain_id(job_id), RETRY, lambda e, now: encode_job_at(e.id, now), sync)
+        self._on_lease(_plain_id(job_id), RETRY, lambda e, now: JobAt(e.id, now, b""), sync)
 
     def get(self, job_id: int) -> JobInfo | None:
         """Everything known about a job, or None if there is no such job."""
@@ -584,11 +601,13 @@ class Queue(ClosesOnExit):
                     continue
                 errors.append(None)
                 if error is None:
-                    items.append((ACK, encode_job_at(e.id, now, bytes(result))))
+                    items.append((ACK, encode_job_at(JobAt(e.id, now, bytes(result)))))
+                    final = True
                 else:
-                    items.append((FAIL, self._failure(e, now, _error_text(error), True)))
-                dead = error is not None and bool(items[-1][1][16])  # FAIL's dead flag, as _failure decided
-                items.extend(self._next_run(job, e, now, final=error is None or dead))
+                    outcome = self._failure(e, now, _error_text(error), True)
+                    items.append((FAIL, encode_outcome(outcome)))
+                    final = outcome.dead
+                items.extend(self._next_run(job, e, now, final))
             appended = self._append_locked(items, None) if items else None
         if appended is not None:
             self._log.commit(appended)
@@ -712,7 +731,19 @@ class Queue(ClosesOnExit):
 
     # ------------------------------------------------------------------ helpers
 
+    def _change_locked(self, e: Entry, rtype: int, rec: JobRecord, sync: str | None) -> Appended:
+        """Write the one record `rec` that changes job `e` (which passed `Index.check` for
+        `rtype`) and apply it: `_append_locked` for the common single change, shorter."""
+        appended = self._log.write_one(rtype, ENCODERS[rtype](rec), sync=sync)
+        self._index.transition(e, rtype, appended.first_seq, rec)
+        if self._waiters:
+            self._changed.notify_all()
+        if self._watched and e.id in self._watched and e.state in FINAL_STATES:
+            self._finished.notify_all()
+        return appended
+
     def _append_locked(self, items: Sequence[tuple[int, bytes]], sync: str | None) -> Appended:
+        """Write records (type, payload bytes) as one batch and apply each to the index."""
         appended = self._log.write(items, sync=sync)
         apply, watched, finished = self._index.apply, self._watched, False
         seq, segment, offsets, sizes = appended.first_seq, appended.segment, appended.offsets, appended.sizes
@@ -807,10 +838,16 @@ def _names(names: str | Iterable[str] | None) -> frozenset[str] | None:
 
 
 def _error_text(error: str | BaseException) -> str:
+    """The text a FAIL record stores: valid UTF-8 (a lone surrogate becomes "?"), so
+    that the text replay decodes is the text the live call applied."""
     if isinstance(error, BaseException):
-        return f"{type(error).__name__}: {error}"
-    if not isinstance(error, str):
+        error = f"{type(error).__name__}: {error}"
+    elif not isinstance(error, str):
         raise InvalidArgument(f"error must be a str or an exception, not {type(error).__name__}")
+    try:
+        error.encode()
+    except UnicodeEncodeError:
+        error = error.encode("utf-8", "replace").decode()
     return error
 
 

@@ -2,12 +2,16 @@
 
 Theory of operation
 -------------------
-`Index.apply(type, seq, payload, segment, offset, size)` is the only way the
-index changes. Replay at open calls it for every record in the log; a live
-call validates with `Index.check`, appends its record, then calls `apply`
-with the same record. There is no second code path. (Opening after a clean
-close loads the state `apply` had reached from a checkpoint, `_snapshot`,
-and replay goes on from there.)
+`Index.apply(type, seq, payload, segment, offset, size)` takes a record as the
+log holds it: an ENQUEUE adds a job; any other record is decoded
+(`_jobrec.CODECS`), `check`ed for a legal transition, and handed to
+`transition`, the one place where a job changes. Replay at open calls `apply`
+for every record in the log. A live call `check`s first, builds the decoded
+record, appends its encoding, and then hands that same record to `transition`
+(a batch hands the bytes to `apply`): one state machine either way, and
+encode/decode are exact inverses. (Opening after a clean close loads the state
+replay had reached from a checkpoint, `_snapshot`, and replay goes on from
+there.)
 
 The legal transitions are one table, `ALLOWED`; spec/semantics.md follows it:
 
@@ -43,8 +47,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ._errors import CorruptionError, InvalidTransition, JobNotFound
 from ._jobrec import (
-    ACK, CANCEL, ENQUEUE, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES, JobAt, Lease,
-    ENQUEUE_HEAD, Outcome, decode_job_at, decode_lease, decode_outcome, enqueue_backoff, enqueue_meta,
+    ACK, CANCEL, CODECS, ENQUEUE, ENQUEUE_HEAD, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES,
+    JobAt, JobRecord, Lease, Outcome, enqueue_backoff, enqueue_meta,
 )
 from ._jobs import ACTIVE, CANCELLED, DEAD, DONE, PENDING, STATES
 from ._record import Record
@@ -129,19 +133,25 @@ class Index:
 
     def apply(self, rtype: int, seq: int, payload: bytes | memoryview, segment: int, offset: int,
               size: int) -> Entry:
-        """Apply one record to the index and return the job it changed."""
+        """Apply one record, as the log holds it, and return the job it changed: decode,
+        `check`, `transition`."""
         if rtype == ENQUEUE:
             return self._enqueue(seq, payload, segment, offset << 32 | size)
-        handling = _HANDLERS.get(rtype)
-        if handling is None:
+        codec = CODECS.get(rtype)
+        if codec is None:
             raise CorruptionError(f"unknown job record type {rtype} at sequence {seq}: "
                                   "written by a newer logq? upgrade logq")
-        decode, handler = handling
-        rec: Any = decode(bytes(payload))
+        rec = codec[1](bytes(payload))
         e = self.check(rtype, rec.job_id)
-        handler(self, e, rec)
-        e.last = seq
+        self.transition(e, rtype, seq, rec)
         return e
+
+    def transition(self, e: Entry, rtype: int, seq: int, rec: JobRecord) -> None:
+        """Apply record `rec` (decoded, of type `rtype`, sequence number `seq`) to job `e`,
+        which `check(rtype, rec.job_id)` returned. A live call that wrote `rec`'s
+        encoding calls this directly, as `apply` does after decoding it."""
+        _TRANSITIONS[rtype](self, e, rec)
+        e.last = seq
 
     def replay(self, rec: Record, base: int) -> None:
         """`apply` for a record read back from segment `base` (the log's replay callback)."""
@@ -396,14 +406,14 @@ class Index:
                 yield e
 
 
-Handler = Callable[[Index, Entry, object], None]
-_HANDLERS: dict[int, tuple[Callable[[bytes], object], Handler]] = {
-    LEASE: (decode_lease, Index._lease),  # type: ignore[dict-item]
-    ACK: (decode_job_at, Index._ack),  # type: ignore[dict-item]
-    FAIL: (decode_outcome, Index._fail),  # type: ignore[dict-item]
-    EXPIRE: (decode_outcome, Index._fail),  # type: ignore[dict-item]
-    RELEASE: (decode_job_at, Index._release),  # type: ignore[dict-item]
-    EXTEND: (decode_job_at, Index._extend),  # type: ignore[dict-item]
-    CANCEL: (decode_job_at, Index._cancel),  # type: ignore[dict-item]
-    RETRY: (decode_job_at, Index._retry),  # type: ignore[dict-item]
+_TRANSITIONS: dict[int, Callable[[Index, Entry, Any], None]] = {
+    LEASE: Index._lease,
+    ACK: Index._ack,
+    FAIL: Index._fail,
+    EXPIRE: Index._fail,
+    RELEASE: Index._release,
+    EXTEND: Index._extend,
+    CANCEL: Index._cancel,
+    RETRY: Index._retry,
 }
+assert _TRANSITIONS.keys() == CODECS.keys()
