@@ -479,15 +479,29 @@ class Log(ClosesOnExit):
             return self._write_batch_locked(items, mode)
 
     def write_one(self, rtype: int, payload: bytes, *, sync: str | None = None) -> Appended:
-        """`write` of a single record (the common case, kept short)."""
+        """`write` of a single record: the common case, kept short. Unless a rollover is
+        due or the record waits behind others (batch and none modes), it is written
+        at once (batch, none) or queued for the next sync (always)."""
         mode = self.sync_mode if sync is None else stronger(self.sync_mode, sync)
         with self._lock:
             if self._failed is not None or self._closed:
                 self.check_usable()
-            if mode == "always" or not self._pending:
-                simple = self._write_one(rtype, payload, mode)
-                if simple is not None:
-                    return simple
+            end = self._end
+            if (type(payload) is bytes and FIRST_USER_TYPE <= rtype <= 255
+                    and (mode == "always" or not self._pending)
+                    and (end <= SEGMENT_HEADER_SIZE
+                         or end + len(payload) + 3 * RECORD_HEADER_SIZE <= self.segment_size)):
+                seq = self._next_seq
+                chunk = self._encoder.encode(seq, rtype, payload, FLAG_FIRST)
+                size = len(chunk)
+                if mode == "always":
+                    self._pending.append(chunk)
+                    self._pending_size += size
+                else:
+                    self._put_locked(chunk, end)
+                    self._written_seq = seq
+                self._end, self._next_seq = end + size, seq + 1
+                return _new_tuple(Appended, (seq, seq, self._segments[-1].base, (end,), (size,), mode))
             return self._write_batch_locked(((rtype, payload),), mode)
 
     def _write_batch_locked(self, items: Sequence[tuple[int, bytes]], mode: str) -> Appended:
@@ -506,26 +520,6 @@ class Log(ClosesOnExit):
             self.sync_through(appended.last_seq)
         elif self._failed is not None:
             raise self._failure()
-
-    def _write_one(self, rtype: int, payload: bytes, mode: str) -> Appended | None:
-        """Steps 1-2 for the common case of one record: written at once (`batch`, `none`)
-        or queued for the next sync (`always`); None if the general path must do it."""
-        if type(payload) is not bytes or not FIRST_USER_TYPE <= rtype <= 255:
-            return None
-        end = self._end
-        if end > SEGMENT_HEADER_SIZE and end + len(payload) + 3 * RECORD_HEADER_SIZE > self.segment_size:
-            return None  # the general path rolls over
-        seq = self._next_seq
-        chunk = self._encoder.encode(seq, rtype, payload, FLAG_FIRST)
-        size = len(chunk)
-        if mode == "always":
-            self._pending.append(chunk)
-            self._pending_size += size
-        else:
-            self._put_locked(chunk, end)
-            self._written_seq = seq
-        self._end, self._next_seq = end + size, seq + 1
-        return _new_tuple(Appended, (seq, seq, self._segments[-1].base, (end,), (size,), mode))
 
     def _encode_batch(self, items: Sequence[tuple[int, bytes]]) -> tuple[list[bytes], tuple[int, ...], int]:
         for rtype, payload in items:

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from ._worker import Metrics, Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 MAX_NAME = 1000
 _I32 = (-(2**31), 2**31 - 1)
@@ -286,7 +287,8 @@ class Queue(ClosesOnExit):
                 expires = now + lease_time
                 if len(taken) == 1:
                     e = taken[0]
-                    appended.append(self._change_locked(e, LEASE, Lease(e.id, e.attempts + 1, now, expires), sync))
+                    rec = _new_tuple(Lease, (e.id, e.attempts + 1, now, expires))
+                    appended.append(self._change_locked(e, LEASE, rec, sync))
                 else:
                     appended.append(self._append_locked(
                         [(LEASE, encode_lease(Lease(e.id, e.attempts + 1, now, expires))) for e in taken], sync))
@@ -332,7 +334,7 @@ class Queue(ClosesOnExit):
             if not isinstance(result, (bytearray, memoryview)):
                 raise InvalidArgument(f"result must be bytes, not {type(result).__name__}")
             result = bytes(result)
-        self._on_lease(job, ACK, lambda e, now: JobAt(e.id, now, result), sync)
+        self._on_lease(job, ACK, _job_at_now, result, sync)
 
     def fail(self, job: Job | int, error: str | BaseException = "", *, retry: bool = True,
              sync: str | None = None) -> None:
@@ -342,32 +344,28 @@ class Queue(ClosesOnExit):
         `retry=False`.
         """
         text = _error_text(error)
-        self._on_lease(job, FAIL, lambda e, now: self._failure(e, now, text, retry), sync)
+        self._on_lease(job, FAIL, self._failure, (text, retry), sync)
 
     def release(self, job: Job | int, *, delay: float = 0.0, sync: str | None = None) -> None:
         """Give a leased job back without counting the attempt; due after `delay`."""
         _check_seconds("delay", delay)
-        self._on_lease(job, RELEASE, lambda e, now: JobAt(e.id, now + delay, b""), sync)
+        self._on_lease(job, RELEASE, _job_at_later, delay, sync)
 
     def extend(self, job: Job | int, *, lease_time: float | None = None, sync: str | None = None) -> float:
         """Renew a lease for `lease_time` seconds from now; return the new expiry."""
         seconds = self.lease_time if lease_time is None else _check_seconds("lease_time", lease_time, True)
-        expires = [0.0]
+        return self._on_lease(job, EXTEND, _job_at_later, seconds, sync).at  # type: ignore[union-attr]
 
-        def build(e: Entry, now: float) -> JobAt:
-            expires[0] = now + seconds
-            return JobAt(e.id, expires[0], b"")
-        self._on_lease(job, EXTEND, build, sync)
-        return expires[0]
-
-    def _on_lease(self, job: Job | int, rtype: int, build: Callable[[Entry, float], JobRecord],
-                  sync: str | None) -> None:
-        """Change one job with a `rtype` record that `build` makes from its entry and the time."""
+    def _on_lease(self, job: Job | int, rtype: int, build: Callable[[Entry, float, T], JobRecord], arg: T,
+                  sync: str | None) -> JobRecord:
+        """Change one job with the `rtype` record that `build(entry, now, arg)` makes; return it."""
         with self._lock:
             self._check_open()
             e = self._leased_entry(job, rtype)
-            appended = self._change_locked(e, rtype, build(e, self.clock.time()), sync)
+            rec = build(e, self.clock.time(), arg)
+            appended = self._change_locked(e, rtype, rec, sync)
         self._log.commit(appended)
+        return rec
 
     def _leased_entry(self, job: Job | int, rtype: int) -> Entry:
         """The entry a `rtype` record for `job` would change; raise if the caller's lease is
@@ -382,7 +380,9 @@ class Queue(ClosesOnExit):
                                  f"is now {e.state}, attempt {e.attempts}; do not {_verb(rtype)} it")
         return self._index.check(rtype, job_id)
 
-    def _failure(self, e: Entry, now: float, error: str, retry: bool) -> Outcome:
+    def _failure(self, e: Entry, now: float, how: tuple[str, bool]) -> Outcome:
+        """The FAIL outcome for a leased job: `how` is (error text, retry allowed)."""
+        error, retry = how
         if not retry or e.attempts >= e.max_attempts:
             return Outcome(e.id, now, True, now, error)
         backoff = e.extra.backoff if e.extra is not None and e.extra.backoff else None
@@ -413,11 +413,11 @@ class Queue(ClosesOnExit):
 
     def cancel(self, job_id: int, *, sync: str | None = None) -> None:
         """Cancel a pending job; it will never be delivered. Active or final jobs raise."""
-        self._on_lease(_plain_id(job_id), CANCEL, lambda e, now: JobAt(e.id, now, b""), sync)
+        self._on_lease(_plain_id(job_id), CANCEL, _job_at_now, b"", sync)
 
     def retry(self, job_id: int, *, sync: str | None = None) -> None:
         """Make a dead job pending again, due now, with a fresh count of attempts."""
-        self._on_lease(_plain_id(job_id), RETRY, lambda e, now: JobAt(e.id, now, b""), sync)
+        self._on_lease(_plain_id(job_id), RETRY, _job_at_now, b"", sync)
 
     def get(self, job_id: int) -> JobInfo | None:
         """Everything known about a job, or None if there is no such job."""
@@ -604,7 +604,7 @@ class Queue(ClosesOnExit):
                     items.append((ACK, encode_job_at(JobAt(e.id, now, bytes(result)))))
                     final = True
                 else:
-                    outcome = self._failure(e, now, _error_text(error), True)
+                    outcome = self._failure(e, now, (_error_text(error), True))
                     items.append((FAIL, encode_outcome(outcome)))
                     final = outcome.dead
                 items.extend(self._next_run(job, e, now, final))
@@ -784,6 +784,19 @@ def _return_free_memory() -> None:
     except (OSError, AttributeError):
         return
     trim(0)
+
+
+_new_tuple = tuple.__new__  # a NamedTuple from a tuple of its fields, without its Python-level __new__ (hot path)
+
+
+def _job_at_now(e: Entry, now: float, data: bytes) -> JobAt:
+    """ACK (with the result as data), CANCEL and RETRY: the job, and now."""
+    return _new_tuple(JobAt, (e.id, now, data))
+
+
+def _job_at_later(e: Entry, now: float, seconds: float) -> JobAt:
+    """RELEASE (due then) and EXTEND (lease until then): the job, `seconds` from now."""
+    return _new_tuple(JobAt, (e.id, now + seconds, b""))
 
 
 def _job_of(rec: Record) -> int:

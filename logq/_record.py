@@ -50,6 +50,7 @@ KNOWN_FLAGS = FLAG_ZSTD | FLAG_CONTINUED | FLAG_FIRST
 _xxh32 = xxhash.xxh32_intdigest
 _xxh64 = xxhash.xxh64_intdigest
 _ZEROS = bytes(ALIGN)
+_new_tuple = tuple.__new__  # a NamedTuple from a tuple of its fields, without its Python-level __new__
 
 
 class Record(NamedTuple):
@@ -140,23 +141,26 @@ def read_record(buf: bytes | memoryview, pos: int, salt: int, path: str | None =
     other invalid content. Never raises anything else for any input.
     """
     end = len(buf)
-    if pos + RECORD_HEADER_SIZE > end:
+    start = pos + RECORD_HEADER_SIZE
+    if start > end:
         return None
     check, n, seq, rtype, flags, reserved, raw_len, pcheck = _HEADER.unpack_from(buf, pos)
-    if check != _xxh32(buf[pos + 4:pos + 32], salt & 0xFFFFFFFF):
+    if check != _xxh32(buf[pos + 4:start], salt & 0xFFFFFFFF):
         raise ChecksumError("record header check mismatch", path=path, offset=pos)
     if n > MAX_STORED or rtype == 0 or reserved or flags & ~KNOWN_FLAGS:
         raise CorruptionError("record header has invalid fields", path=path, offset=pos)
-    start = pos + RECORD_HEADER_SIZE
-    if start + padded(n) > end:
+    stop = start + n
+    size = RECORD_HEADER_SIZE + ((n + ALIGN - 1) & -ALIGN)
+    if pos + size > end:
         return None
-    stored = buf[start:start + n]
+    stored = buf[start:stop]
     if pcheck != _xxh64(stored, salt):
         raise ChecksumError("record payload check mismatch", path=path, offset=pos)
-    if n & (ALIGN - 1) and any(buf[start + n:start + padded(n)]):
+    if n & (ALIGN - 1) and buf[stop:pos + size] != _ZEROS[:pos + size - stop]:
         raise CorruptionError("record padding is not zero", path=path, offset=pos)
-    payload = _unpack(bytes(stored), flags, raw_len, path, pos)
-    return Record(seq, rtype, flags, payload, pos, RECORD_HEADER_SIZE + padded(n))
+    if flags & FLAG_ZSTD or raw_len != n or type(stored) is not bytes:
+        stored = _unpack(bytes(stored), flags, raw_len, path, pos)
+    return _new_tuple(Record, (seq, rtype, flags, stored, pos, size))
 
 
 def _unpack(stored: bytes, flags: int, raw_len: int, path: str | None, pos: int) -> bytes:

@@ -30,10 +30,12 @@ Records carry the outcome the live call decided (retry time, dead or not), so
 applying them needs no clock or randomness. Time enters only as arguments
 (`promote(now)`, `expired(now)`).
 
-Each pending or active job sits in exactly one heap, through the tuple in
-`Entry.slot`; heaps are cleaned lazily (a tuple that is no longer its job's
-slot is stale). Ready jobs are ordered by (-priority, run_at, id) in one heap
-per task name; delayed jobs by (run_at, id); active jobs by (expires, id).
+Each pending or active job sits in exactly one priority queue, through the
+tuple in `Entry.slot`; the queues are cleaned lazily (a tuple that is no longer
+its job's slot is stale). Ready jobs are ordered by (-priority, run_at, id) in
+one `Ready` queue per task name (a sorted run for jobs that arrive in order,
+and a heap); delayed jobs by (run_at, id) in a heap; active jobs by
+(expires, id) in a heap.
 Payloads are not held: `Entry.segment` and `Entry.loc` say where the ENQUEUE
 record lies (loc = offset << 32 | size).
 """
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections import deque
 from heapq import heappop, heappush
 from typing import Any, Callable, Iterable, Iterator
 
@@ -100,8 +103,48 @@ class Extra:
         self.finished_at: float | None = None
 
 
+ReadyItem = tuple[int, float, int]  # (-priority, run_at, id): smaller is leased first
+
+
+class Ready:
+    """The ready jobs of one task name, as items `ReadyItem`, smallest first.
+
+    Items that arrive in ascending order (jobs enqueued in order, due at once,
+    of equal priority: the common case) are appended to `run`, a sorted deque;
+    the others go to `heap`. The smallest item is at the front of one of the
+    two, so push and pop cost O(1) for in-order arrivals, O(log n) otherwise.
+    """
+
+    __slots__ = ("run", "heap")
+
+    def __init__(self) -> None:
+        self.run: deque[ReadyItem] = deque()
+        self.heap: list[ReadyItem] = []
+
+    def push(self, item: ReadyItem) -> None:
+        run = self.run
+        if not run or run[-1] < item:
+            run.append(item)
+        else:
+            heappush(self.heap, item)
+
+    def top(self) -> ReadyItem | None:
+        """The smallest item, or None when there is none."""
+        run, heap = self.run, self.heap
+        if heap and (not run or heap[0] < run[0]):
+            return heap[0]
+        return run[0] if run else None
+
+    def pop(self) -> ReadyItem:
+        """Remove and return the smallest item (there must be one)."""
+        run, heap = self.run, self.heap
+        if heap and (not run or heap[0] < run[0]):
+            return heappop(heap)
+        return run.popleft()
+
+
 class Index:
-    """All jobs, their states, and the heaps that order them."""
+    """All jobs, their states, and the queues that order them."""
 
     def __init__(self) -> None:
         self.jobs: dict[int, Entry] = {}
@@ -109,7 +152,7 @@ class Index:
         self.counts: dict[str, int] = dict.fromkeys(STATES, 0)
         self.live_bytes = 0
         self.n_ready = 0
-        self._ready: dict[str, list[tuple[int, float, int]]] = {}
+        self._ready: dict[str, Ready] = {}
         self._delayed: list[tuple[float, int]] = []
         self._leases: list[tuple[float, int]] = []
         self._names: dict[bytes, str] = {}  # task names by their UTF-8 bytes: decoded once, shared
@@ -184,10 +227,14 @@ class Index:
             self.keys[key] = seq
         if run_at <= enq_at:  # due at once: the common case, inlined from _push_ready
             e.slot = item = (-prio, run_at, seq)
-            heap = self._ready.get(name)
-            if heap is None:
-                heap = self._ready[name] = []
-            heappush(heap, item)
+            ready = self._ready.get(name)
+            if ready is None:
+                ready = self._ready[name] = Ready()
+            run = ready.run
+            if not run or run[-1] < item:
+                run.append(item)
+            else:
+                heappush(ready.heap, item)
             self.n_ready += 1
         else:
             self._schedule(e, run_at, enq_at)
@@ -195,7 +242,7 @@ class Index:
 
     def adopt(self, jobs: dict[int, Entry], keys: dict[str, int], delayed: set[int]) -> None:
         """Take over the jobs of a snapshot (`_snapshot`: in id order, slots not set) and
-        their unique keys: each pending job goes in a ready heap, or in the delayed heap
+        their unique keys: each pending job goes in a ready queue, or in the delayed heap
         if its id is in `delayed`, each active one in the lease heap, with the methods
         replay uses, and is counted. The index must be empty."""
         counts = self.counts
@@ -207,11 +254,10 @@ class Index:
                 self._push_lease(e)
             else:
                 continue
-            self.live_bytes += e.size
+            self.live_bytes += e.loc & 0xFFFFFFFF
         self.jobs, self.keys = jobs, keys
 
     def _lease(self, e: Entry, rec: Lease) -> None:
-        self._unslot(e)
         self._move(e, ACTIVE)
         e.attempts, e.expires = rec.attempt, rec.expires_at
         self._push_lease(e)
@@ -231,20 +277,18 @@ class Index:
             self._finish(e, DEAD, rec.at).last_error = rec.error
             return
         self._extra(e).last_error = rec.error
-        self._unslot(e)
         self._move(e, PENDING)
         e.expires = None
         self._schedule(e, rec.run_at, rec.at)
 
     def _release(self, e: Entry, rec: JobAt) -> None:
-        self._unslot(e)
         self._move(e, PENDING)
         e.attempts, e.expires = max(0, e.attempts - 1), None
         self._schedule(e, rec.at, -1.0)
 
     def _retry(self, e: Entry, rec: JobAt) -> None:
         self._move(e, PENDING)
-        self.live_bytes += e.size
+        self.live_bytes += e.loc & 0xFFFFFFFF
         e.attempts = 0
         if e.key is not None and e.key not in self.keys:
             self.keys[e.key] = e.id
@@ -253,10 +297,9 @@ class Index:
     # ----------------------------------------------------------------- helpers
 
     def _finish(self, e: Entry, state: str, at: float) -> Extra:
-        self._unslot(e)
         self._move(e, state)
         e.expires = None
-        self.live_bytes -= e.size
+        self.live_bytes -= e.loc & 0xFFFFFFFF
         if e.key is not None and self.keys.get(e.key) == e.id:
             del self.keys[e.key]
         extra = self._extra(e)
@@ -264,6 +307,12 @@ class Index:
         return extra
 
     def _move(self, e: Entry, state: str) -> None:
+        """Take job `e` out of the queue it sits in, if any, and into `state`, counted."""
+        slot = e.slot
+        if slot is not None:
+            if len(slot) == 3:  # a ready item
+                self.n_ready -= 1
+            e.slot = None
         counts = self.counts
         counts[e.state] -= 1
         counts[state] += 1
@@ -275,7 +324,7 @@ class Index:
         return e.extra
 
     def _schedule(self, e: Entry, run_at: float, now: float) -> None:
-        """Put a pending job in the ready heap if due at `now`, else in the delayed heap."""
+        """Put a pending job in its ready queue if due at `now`, else in the delayed heap."""
         e.run_at = run_at
         if run_at <= now:
             self._push_ready(e)
@@ -285,10 +334,10 @@ class Index:
 
     def _push_ready(self, e: Entry) -> None:
         e.slot = item = (-e.priority, e.run_at, e.id)
-        heap = self._ready.get(e.name)
-        if heap is None:
-            heap = self._ready[e.name] = []
-        heappush(heap, item)
+        ready = self._ready.get(e.name)
+        if ready is None:
+            ready = self._ready[e.name] = Ready()
+        ready.push(item)
         self.n_ready += 1
 
     def _push_lease(self, e: Entry) -> None:
@@ -296,15 +345,10 @@ class Index:
         e.slot = item = (e.expires, e.id)
         heappush(self._leases, item)
 
-    def _unslot(self, e: Entry) -> None:
-        if e.slot is not None and len(e.slot) == 3:
-            self.n_ready -= 1
-        e.slot = None
-
     # ------------------------------------------------------------------ queries
 
     def promote(self, now: float) -> None:
-        """Move delayed jobs whose run_at has come into the ready heaps."""
+        """Move delayed jobs whose run_at has come into the ready queues."""
         delayed, jobs = self._delayed, self.jobs
         while delayed and delayed[0][0] <= now:
             item = heappop(delayed)
@@ -315,19 +359,22 @@ class Index:
     def best_ready(self, names: frozenset[str] | None) -> Entry | None:
         """The next job to lease among `names` (all if None): priority, run_at, id."""
         best: tuple[int, float, int] | None = None
-        jobs = self.jobs
-        for name in (list(self._ready) if names is None else names):
-            heap = self._ready.get(name)
-            while heap:
-                top = heap[0]
+        jobs, readies = self.jobs, self._ready
+        for name in (list(readies) if names is None else names):
+            ready = readies.get(name)
+            if ready is None:
+                continue
+            while True:
+                top = ready.top()
+                if top is None:
+                    del readies[name]
+                    break
                 e = jobs.get(top[2])  # None: swept by compaction, a stale entry like any other
                 if e is not None and e.slot is top:
                     if best is None or top < best:
                         best = top
                     break
-                heappop(heap)
-            if heap is not None and not heap:
-                del self._ready[name]
+                ready.pop()
         return None if best is None else jobs[best[2]]
 
     def best_ready_many(self, names: frozenset[str] | None, limit: int) -> list[Entry]:
@@ -343,9 +390,9 @@ class Index:
             if e is None:
                 break
             best.append(e)
-            looked_past.append(heappop(self._ready[e.name]))  # best_ready leaves it on top
+            looked_past.append(self._ready[e.name].pop())  # best_ready leaves it on top
         for e, item in zip(best, looked_past):  # put them back
-            heappush(self._ready.setdefault(e.name, []), item)
+            self._ready.setdefault(e.name, Ready()).push(item)
         return best
 
     def expired(self, now: float) -> list[Entry]:

@@ -42,7 +42,7 @@ def canonical(index: Index, now: float) -> dict[str, Any]:
 
     def live(heap: list) -> list:  # type: ignore[type-arg]
         return sorted(item for item in heap if (e := index.jobs.get(item[-1])) is not None and e.slot is item)
-    ready = {name: live(heap) for name, heap in index._ready.items() if live(heap)}
+    ready = {name: live([*r.run, *r.heap]) for name, r in index._ready.items() if live([*r.run, *r.heap])}
     return dict(jobs=jobs, ready=ready, delayed=live(index._delayed), leases=live(index._leases),
                 keys=index.keys, counts=index.counts, live_bytes=index.live_bytes, n_ready=index.n_ready)
 

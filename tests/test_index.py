@@ -1,0 +1,39 @@
+"""The index's ready queue: a sorted run plus a heap must behave as one priority queue."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from logq._state import Ready
+
+items = st.tuples(st.integers(-3, 3), st.sampled_from([0.0, 1.0, 2.5, 7.0]), st.integers(0, 10**6))
+ops = st.lists(st.one_of(items, st.just("pop")), max_size=200)
+
+
+@given(ops)
+def test_ready_pops_in_ascending_order_whatever_the_arrival_order(script: list) -> None:  # type: ignore[type-arg]
+    ready, model = Ready(), []
+    seen = set()
+    for op in script:
+        if op == "pop":
+            assert ready.top() == (min(model) if model else None)
+            if model:
+                smallest = min(model)
+                model.remove(smallest)
+                assert ready.pop() == smallest
+        elif op not in seen:  # ids are unique in the index, so items are too
+            seen.add(op)
+            ready.push(op)
+            model.append(op)
+    assert sorted(model) == [ready.pop() for _ in model]
+    assert ready.top() is None
+
+
+def test_in_order_arrivals_stay_in_the_run_and_others_go_to_the_heap() -> None:
+    ready = Ready()
+    for i in range(5):
+        ready.push((0, 1.0, i))
+    ready.push((-1, 1.0, 9))  # a higher priority arrives late: smaller than the run's tail
+    assert list(ready.run) == [(0, 1.0, i) for i in range(5)] and ready.heap == [(-1, 1.0, 9)]
+    assert ready.pop() == (-1, 1.0, 9) and ready.pop() == (0, 1.0, 0)
