@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 import struct
 from collections import deque
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import Any, Callable, Iterable, Iterator
 
 from ._errors import CorruptionError, InvalidTransition, JobNotFound
@@ -66,6 +66,9 @@ ALLOWED: dict[int, frozenset[str]] = {
     CANCEL: frozenset((PENDING,)),
     RETRY: frozenset((DEAD,)),
 }
+
+
+PRUNE_SLACK = 4096  # stale lease items tolerated beyond twice the active jobs
 
 
 class Entry:
@@ -343,7 +346,20 @@ class Index:
     def _push_lease(self, e: Entry) -> None:
         assert e.expires is not None
         e.slot = item = (e.expires, e.id)
-        heappush(self._leases, item)
+        leases = self._leases
+        heappush(leases, item)
+        if len(leases) > 2 * self.counts[ACTIVE] + PRUNE_SLACK:
+            self._prune_leases()
+
+    def _prune_leases(self) -> None:
+        """Drop the stale items of the lease heap. A finished lease leaves its item
+        until its expiry time comes (lease_time x ack rate items, for a busy
+        consumer); pruning when stale items outnumber live ones keeps the heap
+        within twice the active jobs, at O(1) amortized cost."""
+        jobs = self.jobs
+        self._leases = [item for item in self._leases
+                        if (e := jobs.get(item[1])) is not None and e.slot is item]
+        heapify(self._leases)
 
     # ------------------------------------------------------------------ queries
 

@@ -37,3 +37,26 @@ def test_in_order_arrivals_stay_in_the_run_and_others_go_to_the_heap() -> None:
     ready.push((-1, 1.0, 9))  # a higher priority arrives late: smaller than the run's tail
     assert list(ready.run) == [(0, 1.0, i) for i in range(5)] and ready.heap == [(-1, 1.0, 9)]
     assert ready.pop() == (-1, 1.0, 9) and ready.pop() == (0, 1.0, 0)
+
+
+def test_finished_leases_do_not_pile_up_in_the_lease_heap_and_live_ones_still_expire(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import logq
+    from logq._state import PRUNE_SLACK
+    from logq.testing import FakeClock
+
+    clock = FakeClock()
+    with logq.Queue(str(tmp_path / "q"), clock=clock, compact_threshold=None, max_attempts=5) as q:
+        keep = q.enqueue("held")  # leased first, never acked: its item must survive every prune
+        q.enqueue_many([("work", b"")] * (3 * PRUNE_SLACK))
+        held = q.lease("held", lease_time=60.0)
+        assert held is not None and held.id == keep
+        for _ in range(3 * PRUNE_SLACK):
+            job = q.lease("work")
+            assert job is not None
+            q.ack(job)
+        heap = q._index._leases
+        assert len(heap) <= PRUNE_SLACK + 2, len(heap)  # without pruning: every acked lease's item
+        clock.advance(61.0)
+        assert q.expire_leases() == 1
+        info = q.get(keep)
+        assert info is not None and info.state == "pending" and info.attempts == 1
