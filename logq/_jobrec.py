@@ -17,8 +17,7 @@ import struct
 from typing import Any, Callable, NamedTuple
 
 from ._errors import CorruptionError
-
-_new_tuple = tuple.__new__  # a NamedTuple from a tuple of the right length, without its Python-level __new__
+from ._record import new_tuple as _new_tuple
 
 ENQUEUE, LEASE, ACK, FAIL, RELEASE, EXTEND, CANCEL, RETRY, EXPIRE = range(16, 25)
 TYPE_NAMES = {ENQUEUE: "enqueue", LEASE: "lease", ACK: "ack", FAIL: "fail", RELEASE: "release",

@@ -75,6 +75,7 @@ from ._errors import (
 )
 from ._fs import File, FileSystem, Lock, OsFileSystem, read_lock_holder
 from ._record import (
+    new_tuple as _new_tuple,
     FIRST_USER_TYPE, FLAG_CONTINUED, FLAG_FIRST, FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
     TYPE_SEAL, Encoder, Record, decode_segment_header, encode_segment_header, padded, read_record,
 )
@@ -117,7 +118,6 @@ class RecoveryReport:
     checkpoint_skipped: str | None = None  # why a checkpoint that exists was not used
 
 
-_new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__ (hot path)
 
 
 class Appended(NamedTuple):

@@ -35,7 +35,7 @@ import math
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar, cast
 
 from ._clock import Clock, SystemClock
 from ._errors import ClosedError, InvalidArgument, LeaseLostError, LogqError
@@ -49,7 +49,7 @@ from ._jobs import (
 )
 from ._log import DEFAULT_SEGMENT_SIZE, Appended, ClosesOnExit, Log, RecoveryReport
 from ._fs import FileSystem
-from ._record import Record
+from ._record import Record, new_tuple as _new_tuple
 from ._state import Entry, Index
 from . import _snapshot
 from ._tasks import Serializer, Task, TaskOptions, WaitTimeout
@@ -354,7 +354,7 @@ class Queue(ClosesOnExit):
     def extend(self, job: Job | int, *, lease_time: float | None = None, sync: str | None = None) -> float:
         """Renew a lease for `lease_time` seconds from now; return the new expiry."""
         seconds = self.lease_time if lease_time is None else _check_seconds("lease_time", lease_time, True)
-        return self._on_lease(job, EXTEND, _job_at_later, seconds, sync).at  # type: ignore[union-attr]
+        return cast(JobAt, self._on_lease(job, EXTEND, _job_at_later, seconds, sync)).at
 
     def _on_lease(self, job: Job | int, rtype: int, build: Callable[[Entry, float, T], JobRecord], arg: T,
                   sync: str | None) -> JobRecord:
@@ -784,9 +784,6 @@ def _return_free_memory() -> None:
     except (OSError, AttributeError):
         return
     trim(0)
-
-
-_new_tuple = tuple.__new__  # a NamedTuple from a tuple of its fields, without its Python-level __new__ (hot path)
 
 
 def _job_at_now(e: Entry, now: float, data: bytes) -> JobAt:

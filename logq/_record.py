@@ -50,7 +50,9 @@ KNOWN_FLAGS = FLAG_ZSTD | FLAG_CONTINUED | FLAG_FIRST
 _xxh32 = xxhash.xxh32_intdigest
 _xxh64 = xxhash.xxh64_intdigest
 _ZEROS = bytes(ALIGN)
-_new_tuple = tuple.__new__  # a NamedTuple from a tuple of its fields, without its Python-level __new__
+new_tuple = tuple.__new__
+"""`new_tuple(Cls, fields)` builds NamedTuple `Cls` from a tuple of its fields, without its
+Python-level `__new__` (for hot paths)."""
 
 
 class Record(NamedTuple):
@@ -160,7 +162,7 @@ def read_record(buf: bytes | memoryview, pos: int, salt: int, path: str | None =
         raise CorruptionError("record padding is not zero", path=path, offset=pos)
     if flags & FLAG_ZSTD or raw_len != n or type(stored) is not bytes:
         stored = _unpack(bytes(stored), flags, raw_len, path, pos)
-    return _new_tuple(Record, (seq, rtype, flags, stored, pos, size))
+    return new_tuple(Record, (seq, rtype, flags, stored, pos, size))
 
 
 def _unpack(stored: bytes, flags: int, raw_len: int, path: str | None, pos: int) -> bytes:
