@@ -744,7 +744,8 @@ class Queue(ClosesOnExit):
 
     def _append_locked(self, items: Sequence[tuple[int, bytes]], sync: str | None) -> Appended:
         """Write records (type, payload bytes) as one batch and apply each to the index."""
-        appended = self._log.write(items, sync=sync)
+        log = self._log
+        appended = log.write_one(*items[0], sync=sync) if len(items) == 1 else log.write(items, sync=sync)
         apply, watched, finished = self._index.apply, self._watched, False
         seq, segment, offsets, sizes = appended.first_seq, appended.segment, appended.offsets, appended.sizes
         for i, (rtype, payload) in enumerate(items):
