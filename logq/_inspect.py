@@ -451,7 +451,7 @@ def _checkpoint_info(target: Target) -> Info | None:
     try:
         cp = _checkpoint.decode(data)
         info["last_seq"], info["segments"] = cp.last_seq, len(cp.segments)
-        fs, paths = OsFileSystem(map_writes=False), dict(target.files)
+        fs, paths = OsFileSystem(), dict(target.files)
         _checkpoint.verify(cp, target.bases, lambda base: fs.open(paths[base], readonly=True))
         info["usable"] = True
     except CorruptionError as exc:

@@ -24,7 +24,7 @@ TYPE_NAMES = {ENQUEUE: "enqueue", LEASE: "lease", ACK: "ack", FAIL: "fail", RELE
               EXTEND: "extend", CANCEL: "cancel", RETRY: "retry", EXPIRE: "expire"}
 
 _ENQ = ENQUEUE_HEAD = struct.Struct("<ddiIBHH")  # enqueued_at, run_at, priority, max_attempts, opts, name len, key len
-_BACKOFF = struct.Struct("<dddd")  # base, factor, max, jitter
+BACKOFF = _BACKOFF = struct.Struct("<dddd")  # base, factor, max, jitter
 _OPT_KEY, _OPT_BACKOFF = 1, 2
 _OPTS_AT = 24  # offset of the opts byte in _ENQ
 _JOB_AT = struct.Struct("<Qd")  # job id, time (ack/cancel: when; extend: expires; release/retry: run_at)

@@ -265,12 +265,16 @@ class Log(ClosesOnExit):
                 f"{FORMAT_VERSION}: upgrade logq", path=meta)
 
     def _write_meta(self) -> None:
-        final = os.path.join(self.path, META_NAME)
+        self._replace_file(os.path.join(self.path, META_NAME), f"logq {FORMAT_VERSION}\n".encode())
+
+    def _replace_file(self, final: str, data: bytes) -> None:
+        """Make `final` hold `data`, whole or not at all, durably: write `final`.tmp,
+        fsync it, rename it over `final`, fsync the directory."""
         tmp = final + ".tmp"
         f = self.fs.open(tmp, create=True)
         try:
             f.truncate(0)
-            f.write(f"logq {FORMAT_VERSION}\n".encode())
+            f.pwrite(data, 0)
             f.fsync()
         finally:
             f.close()
@@ -318,7 +322,7 @@ class Log(ClosesOnExit):
         return report
 
     def _recover_segment(self, base: int, is_last: bool, last_seq: int, deliver: Callable[[Record], None],
-                         salvage: bool, report: RecoveryReport, start: int = SEGMENT_HEADER_SIZE) -> int:
+                         salvage: bool, report: RecoveryReport, start: int) -> int:
         """Replay segment `base` from `start` (past its header, or where a checkpoint ended)."""
         path = self._seg_path(base)
         f = self.fs.open(path, readonly=True)
@@ -416,16 +420,7 @@ class Log(ClosesOnExit):
     def _keep_aside(self, path: str, offset: int, tail: bytes, report: RecoveryReport) -> None:
         """Save the bytes cut from a segment at `offset` in a side file before cutting them."""
         side = f"{path}.{offset}{TORN_SUFFIX}"
-        tmp = side + ".tmp"
-        f = self.fs.open(tmp, create=True)
-        try:
-            f.truncate(0)
-            f.write(tail)
-            f.fsync()
-        finally:
-            f.close()
-        self.fs.rename(tmp, side)
-        self.fs.fsync_dir(self.path)
+        self._replace_file(side, tail)
         report.torn.append(TornTail(path, offset, len(tail), side))
 
     def _cut_tail(self, path: str, end: int, tail: bytes, report: RecoveryReport) -> None:
@@ -616,7 +611,7 @@ class Log(ClosesOnExit):
             if not woken and gate in self._chain:  # covered just as it timed out: not a link now
                 self._chain.remove(gate)
             if self._chain:  # every caller that wakes passes the wake-up on
-                self._wake_next_locked(gate)
+                self._wake_next_locked()
             if not woken and waiter in self._waiters:  # the cohort did not fill: lead those present
                 self._waiters.remove(waiter)
                 if not self._syncing:
@@ -671,17 +666,15 @@ class Log(ClosesOnExit):
         woken = len(self._waiters) - len(keep)
         self._waiters = keep
         if chain:
-            self._wake_next_locked(None)
+            self._wake_next_locked()
         return woken
 
-    def _wake_next_locked(self, own: LockType | None) -> None:
-        """Release the next gate of the wake-up chain (not the caller's `own`)."""
-        chain = self._chain
-        while chain:
-            gate = chain.popleft()
-            if gate is not own:
-                gate.release()
-                return
+    def _wake_next_locked(self) -> None:
+        """Release the next gate of the wake-up chain. (A caller's own gate is never in
+        it: a woken gate was taken off before its release, and one that timed out is
+        removed by its caller.)"""
+        if self._chain:
+            self._chain.popleft().release()
 
     def _wake_all_locked(self) -> None:
         for _, gate in self._waiters:
@@ -805,44 +798,36 @@ class Log(ClosesOnExit):
             else:
                 span = None
             salt = self._read_salt(segment)
-        try:
-            rec = None if span is None else read_record(span, 0, salt)
-        except CorruptionError:
-            rec = None  # `_read_alone` finds out what is wrong, with the path in the message
-        if rec is None or rec.size != size:
-            return self._read_alone(segment, offset)
-        return _new_tuple(Record, (rec.seq, rec.type, rec.flags, rec.payload, offset, size))
+        return self._checked(span, 0, salt, segment, offset, size)
 
     def read_many(self, segment: int, places: Sequence[tuple[int, int]]) -> list[Record]:
         """`read` for (offset, size) places of one segment, with one pread when they lie
         close together (at most READ_SPAN bytes from first to last) and are written."""
         if len(places) == 1:
-            start, size = places[0]
-            end = start + size
-        else:
-            start = min(offset for offset, _ in places)
-            end = max(offset + size for offset, size in places)
+            return [self.read(segment, *places[0])]
+        start = min(offset for offset, _ in places)
+        end = max(offset + size for offset, size in places)
         with self._lock:
             self.check_usable()
             active = segment == self._segments[-1].base
-            span = None
+            span, salt = None, 0  # no span: every place is read alone
             if not (active and end > self._end - self._pending_size) and end - start <= READ_SPAN:
                 # the active file (under the lock, so rollover cannot close it) reads from its map
                 f, salt = self._active if active else self._reader(segment), self._read_salt(segment)
                 span = f.pread(end - start, start)
-        out = []
-        for offset, size in places:
+        return [self._checked(span, offset - start, salt, segment, offset, size) for offset, size in places]
+
+    def _checked(self, span: bytes | None, pos: int, salt: int, segment: int, offset: int, size: int) -> Record:
+        """The record of `size` bytes at `pos` of `span` (read from `offset` of `segment`),
+        verified; when there is no span or it does not check out, `_read_alone` reads it
+        again and finds out what is wrong, with the path in the message."""
+        try:
+            rec = None if span is None else read_record(span, pos, salt)
+        except CorruptionError:
             rec = None
-            if span is not None:
-                try:
-                    rec = read_record(span, offset - start, salt)
-                except CorruptionError:
-                    rec = None  # `_read_alone` finds out what is wrong, with the path in the message
-            if rec is None or rec.size != size:
-                out.append(self._read_alone(segment, offset))
-            else:
-                out.append(_new_tuple(Record, (rec.seq, rec.type, rec.flags, rec.payload, offset, size)))
-        return out
+        if rec is None or rec.size != size:
+            return self._read_alone(segment, offset)
+        return _new_tuple(Record, (rec.seq, rec.type, rec.flags, rec.payload, offset, size))
 
     def _read_alone(self, segment: int, offset: int) -> Record:
         """The record at `offset`, its header read and verified first so that its length
@@ -941,8 +926,6 @@ class Log(ClosesOnExit):
     def _write_checkpoint(self, state: bytes) -> None:
         """Write `logq.checkpoint` for the log as it is now (all of it written and fsynced):
         to a temporary file, fsynced, renamed over the old one, directory fsynced."""
-        final = os.path.join(self.path, _checkpoint.NAME)
-        tmp = os.path.join(self.path, CHECKPOINT_TMP)
         try:
             covered = []
             for s in self._segments:
@@ -951,18 +934,10 @@ class Log(ClosesOnExit):
                 known = self._digests.get(s.base)
                 if known is None or known[0] != end:
                     f = self._reader(s.base) if s.sealed else self._active
-                    known = self._digests[s.base] = (end, _checkpoint.digest(f, end))
+                    known = (end, _checkpoint.digest(f, end))
                 covered.append(_checkpoint.Covered(s.base, end, last, known[1], s.sealed))
             data = _checkpoint.encode(_checkpoint.Checkpoint(self._written_seq, covered, state))
-            f = self.fs.open(tmp, create=True)
-            try:
-                f.truncate(0)
-                f.pwrite(data, 0)
-                f.fsync()
-            finally:
-                f.close()
-            self.fs.rename(tmp, final)
-            self.fs.fsync_dir(self.path)
+            self._replace_file(os.path.join(self.path, _checkpoint.NAME), data)
         except (OSError, CorruptionError) as exc:
             logging.getLogger("logq").warning(
                 "could not write the checkpoint of %s (%s): the next open replays the whole log", self.path, exc)
@@ -1005,7 +980,7 @@ PREALLOCATE = 64 << 10  # bytes of zeros the active segment grows by ahead of it
 
 
 def _scan_windows(f: File, size: int, path: str, deliver: Callable[[Record], None], *,
-                  after_seq: int, salvage: bool, base: int, start: int = SEGMENT_HEADER_SIZE) -> ScanResult:
+                  after_seq: int, salvage: bool, base: int, start: int) -> ScanResult:
     """`scan` a segment file a window at a time, so replay memory does not grow with segments.
 
     A window that ends inside a record or batch is read again from the end of

@@ -736,27 +736,27 @@ class Queue(ClosesOnExit):
         `rtype`) and apply it: `_append_locked` for the common single change, shorter."""
         appended = self._log.write_one(rtype, ENCODERS[rtype](rec), sync=sync)
         self._index.transition(e, rtype, appended.first_seq, rec)
-        if self._waiters:
-            self._changed.notify_all()
-        if self._watched and e.id in self._watched and e.state in FINAL_STATES:
-            self._finished.notify_all()
+        self._notify_locked(bool(self._watched) and e.id in self._watched and e.state in FINAL_STATES)
         return appended
 
     def _append_locked(self, items: Sequence[tuple[int, bytes]], sync: str | None) -> Appended:
         """Write records (type, payload bytes) as one batch and apply each to the index."""
-        log = self._log
-        appended = log.write_one(*items[0], sync=sync) if len(items) == 1 else log.write(items, sync=sync)
+        appended = self._log.write(items, sync=sync)
         apply, watched, finished = self._index.apply, self._watched, False
         seq, segment, offsets, sizes = appended.first_seq, appended.segment, appended.offsets, appended.sizes
         for i, (rtype, payload) in enumerate(items):
             e = apply(rtype, seq + i, payload, segment, offsets[i], sizes[i])
             if watched and e.id in watched and e.state in FINAL_STATES:
                 finished = True
+        self._notify_locked(finished)
+        return appended
+
+    def _notify_locked(self, finished: bool) -> None:
+        """After a change: wake waiting leases, and `wait` callers if a watched job is `finished`."""
         if self._waiters:
             self._changed.notify_all()
         if finished:
             self._finished.notify_all()
-        return appended
 
     def _wait_changed(self, timeout: float | None) -> None:
         """Wait (queue lock held) until an append or close, or `timeout` seconds (`lease`)."""

@@ -26,7 +26,7 @@ import xxhash
 
 from ._record import (
     _HEADER, ALIGN, FIRST_USER_TYPE, FLAG_CONTINUED, FLAG_FIRST, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
-    TYPE_SEAL, Record,
+    TYPE_SEAL, Record, new_tuple,
     SegmentHeader, decode_segment_header, read_record,
 )
 
@@ -175,7 +175,7 @@ class _Scan:
         """
         buf, view, size, deliver = self.raw, self.buf, len(self.raw), self.deliver
         salt, salt32, last = self.salt, self.salt & 0xFFFFFFFF, self.last_seq
-        unpack, xxh32, xxh64, new = _HEADER.unpack_from, xxhash.xxh32_intdigest, xxhash.xxh64_intdigest, tuple.__new__
+        unpack, xxh32, xxh64, new = _HEADER.unpack_from, xxhash.xxh32_intdigest, xxhash.xxh64_intdigest, new_tuple
         first_flag, cont_flag, user, rec_t, origin = FLAG_FIRST, FLAG_CONTINUED, FIRST_USER_TYPE, Record, self.origin
         batch: list[tuple[int, int, int, int, int, int]] = []  # records of the open batch, payloads not copied
         done_end, done_last, count = pos, last, 0

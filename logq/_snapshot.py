@@ -27,6 +27,7 @@ import math
 import struct
 
 from ._errors import CorruptionError
+from ._jobrec import BACKOFF as _BACKOFF  # a job's backoff, laid out as in its ENQUEUE record
 from ._jobs import ACTIVE, CANCELLED, DEAD, DONE, PENDING
 from ._state import Entry, Extra, Index
 
@@ -34,10 +35,10 @@ VERSION = 1
 _HEAD = struct.Struct("<IIQ")
 ROW = struct.Struct("<QQQQddIIiIBB")  # id, last, segment, loc, run_at, expires, attempts,
 #                                       max_attempts, priority, name index, code, flags
-_U16, _U32, _F64, _BACKOFF = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<d"), struct.Struct("<dddd")
+_U16, _U32, _F64 = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<d")
 NONE_LEN = 0xFFFFFFFF
 _KEY, _EXTRA = 1, 2
-READY, DELAYED = 0, 1  # codes of a pending job: in a ready heap, or waiting for its run_at
+READY, DELAYED = 0, 1  # codes of a pending job: in a ready queue, or waiting for its run_at
 _STATE_OF = (PENDING, PENDING, ACTIVE, DONE, DEAD, CANCELLED)  # by code
 CODES = {state: code for code, state in enumerate(_STATE_OF) if code > DELAYED}
 ACTIVE_CODE = CODES[ACTIVE]

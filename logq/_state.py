@@ -233,11 +233,7 @@ class Index:
             ready = self._ready.get(name)
             if ready is None:
                 ready = self._ready[name] = Ready()
-            run = ready.run
-            if not run or run[-1] < item:
-                run.append(item)
-            else:
-                heappush(ready.heap, item)
+            ready.push(item)
             self.n_ready += 1
         else:
             self._schedule(e, run_at, enq_at)
