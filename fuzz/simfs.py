@@ -416,6 +416,7 @@ class SimFile:
 
     def map_through(self, size: int) -> None:
         """A write through a map means what pwrite means: the model keeps to pwrite."""
+        return None
 
     def truncate(self, size: int) -> None:
         fs = self.fs

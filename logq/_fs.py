@@ -12,7 +12,9 @@ On Linux, `OsFile` stores writes that fall inside a file's preallocated
 stretch (`map_through`) through a shared memory map instead of a pwrite
 call: the bytes land in the same page cache (they survive a crash of the
 process, and fsync/fdatasync write them out, as they do for mapped pages on
-Linux), without a system call per record. `OsFileSystem(map_writes=False)`
+Linux), without a system call per record. `map_through` hands the map to
+the log, which stores single records into it, and reads the active segment
+from it, without a call through this seam. `OsFileSystem(map_writes=False)`
 turns this off. The crash-recovery harness substitutes a simulated file system that
 can lose unsynced bytes, tear writes and fail with EIO, so nothing else in
 logq needs mocking.
@@ -48,10 +50,13 @@ class File(Protocol):
     def truncate(self, size: int) -> None: ...
     def close(self) -> None: ...
 
-    def map_through(self, size: int) -> None:
+    def map_through(self, size: int) -> mmap.mmap | None:
         """Let later writes inside the file's first `size` bytes (all of which exist)
-        skip the system call; they mean the same as pwrite. A no-op is a valid
-        implementation; truncating below `size` ends it."""
+        skip the system call; they mean the same as pwrite. Returns the shared map
+        that such writes go through (the caller may store into it and read from it
+        directly, within `size`), or None where there is none: a no-op returning
+        None is a valid implementation. Truncating below `size`, mapping again or
+        closing the file ends the map."""
 
 
 class FileSystem(Protocol):
@@ -88,16 +93,17 @@ class OsFile:
     def write(self, data: bytes) -> None:
         self.pwrite(data, os.lseek(self.fd, 0, os.SEEK_END))
 
-    def map_through(self, size: int) -> None:
+    def map_through(self, size: int) -> mmap.mmap | None:
         if not self._map_writes or size <= self._mapped:
-            return
+            return self._map
         self._unmap()
         try:
             self._map = mmap.mmap(self.fd, size)  # shared and writable: the file's own page cache
         except (OSError, ValueError):  # a file system without shared maps: keep to pwrite
             self._map_writes = False
-            return
+            return None
         self._mapped = size
+        return self._map
 
     def _unmap(self) -> None:
         if self._map is not None:

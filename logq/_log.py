@@ -61,6 +61,7 @@ Recovery rules:
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import threading
 from collections import deque
@@ -76,7 +77,7 @@ from ._errors import (
 from ._fs import File, FileSystem, Lock, OsFileSystem, read_lock_holder
 from ._record import (
     new_tuple as _new_tuple,
-    FIRST_USER_TYPE, FLAG_CONTINUED, FLAG_FIRST, FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
+    ALIGN, FIRST_USER_TYPE, FLAG_CONTINUED, FLAG_FIRST, FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
     TYPE_SEAL, Encoder, Record, decode_segment_header, encode_segment_header, padded, read_record,
 )
 from . import _checkpoint, _compact
@@ -313,6 +314,7 @@ class Log(ClosesOnExit):
         self._written_seq = self._synced_seq = self._next_seq - 1
         self._end = active.size
         self._allocated = self._active.size()  # the file's size: `_end` plus preallocated zeros
+        self._map: mmap.mmap | None = None  # the active file's first `_allocated` bytes, if mapped
         if self._allocated > self._end:
             self._map_zeros()
         if self._seal_at_open:  # salvaged damage must not be cut by a later normal open
@@ -464,7 +466,9 @@ class Log(ClosesOnExit):
         Call `commit` with the result to wait for the durability it asked for.
         """
         if len(items) == 1:
-            return self.write_one(*items[0], sync=sync)
+            rtype, payload = items[0]
+            if FIRST_USER_TYPE <= rtype <= 255 and type(payload) is bytes:
+                return self.write_one(rtype, payload, sync=sync)
         mode = self.sync_mode if sync is None else stronger(self.sync_mode, sync)
         if not items:
             raise InvalidArgument("append needs at least one record")
@@ -474,29 +478,32 @@ class Log(ClosesOnExit):
             return self._write_batch_locked(items, mode)
 
     def write_one(self, rtype: int, payload: bytes, *, sync: str | None = None) -> Appended:
-        """`write` of a single record: the common case, kept short. Unless a rollover is
-        due or the record waits behind others (batch and none modes), it is written
-        at once (batch, none) or queued for the next sync (always)."""
+        """`write` of a single record, the common case, kept short: the caller (`write`,
+        the queue) passes a valid `rtype` (16..255) and `payload` (bytes). Unless a
+        rollover is due or the record waits behind others (batch and none modes), it
+        is written at once (batch, none), through the map when there is one, or
+        queued for the next sync (always)."""
         mode = self.sync_mode if sync is None else stronger(self.sync_mode, sync)
         with self._lock:
             if self._failed is not None or self._closed:
                 self.check_usable()
             end = self._end
-            if (type(payload) is bytes and FIRST_USER_TYPE <= rtype <= 255
-                    and (mode == "always" or not self._pending)
-                    and (end <= SEGMENT_HEADER_SIZE
-                         or end + len(payload) + 3 * RECORD_HEADER_SIZE <= self.segment_size)):
+            if (end + len(payload) <= self.segment_size - ROOM_AFTER_RECORD
+                    and (mode == "always" or not self._pending)):
                 seq = self._next_seq
                 chunk = self._encoder.encode(seq, rtype, payload, FLAG_FIRST)
-                size = len(chunk)
+                stop = end + len(chunk)
                 if mode == "always":
                     self._pending.append(chunk)
-                    self._pending_size += size
+                    self._pending_size += stop - end
                 else:
-                    self._put_locked(chunk, end)
+                    if stop <= self._allocated and self._map is not None:
+                        self._map[end:stop] = chunk
+                    else:
+                        self._put_locked(chunk, end)
                     self._written_seq = seq
-                self._end, self._next_seq = end + size, seq + 1
-                return _new_tuple(Appended, (seq, seq, self._segments[-1].base, (end,), (size,), mode))
+                self._end, self._next_seq = stop, seq + 1
+                return _new_tuple(Appended, (seq, seq, self._segments[-1].base, (end,), (stop - end,), mode))
             return self._write_batch_locked(((rtype, payload),), mode)
 
     def _write_batch_locked(self, items: Sequence[tuple[int, bytes]], mode: str) -> Appended:
@@ -558,6 +565,7 @@ class Log(ClosesOnExit):
     def _cut_zeros_locked(self, end: int) -> None:
         """Truncate the active segment's preallocated zeros after `end` (a SEAL, a close)."""
         if self._allocated > end:
+            self._map = None
             self._active.truncate(end)
             self._allocated = end
 
@@ -575,7 +583,7 @@ class Log(ClosesOnExit):
         unless every write is fsynced at once: in `always` mode stores through a map
         measured a quarter slower than pwrite (each fsync write-protects the pages again)."""
         if self.sync_mode != "always":
-            self._active.map_through(self._allocated)
+            self._map = self._active.map_through(self._allocated)
 
     def sync_through(self, seq: int) -> None:
         """Return once every record up to `seq` is fsynced (group commit).
@@ -722,6 +730,7 @@ class Log(ClosesOnExit):
         old = self._segments[-1]
         old.sealed, old.last_seq = True, seal_seq
         old.size = self._end + RECORD_HEADER_SIZE
+        self._map = None
         self._active.close()
         try:
             self._create_segment(seal_seq + 1)  # R3, R4
@@ -793,11 +802,15 @@ class Log(ClosesOnExit):
                 self.check_usable()
             if segment != self._segments[-1].base:
                 span = self._reader(segment).pread(size, offset)
-            elif offset + size <= self._end - self._pending_size:  # written (from the map, under
-                span = self._active.pread(size, offset)            # the lock: no rollover closes it)
-            else:
-                span = None
-            salt = self._read_salt(segment)
+                salt = self._read_salt(segment)
+            else:  # the active file (under the lock: no rollover closes it)
+                stop, salt = offset + size, self._encoder.salt64
+                if stop > self._end - self._pending_size:
+                    span = None  # not written yet
+                elif self._map is not None:
+                    span = self._map[offset:stop]
+                else:
+                    span = self._active.pread(size, offset)
         return self._checked(span, 0, salt, segment, offset, size)
 
     def read_many(self, segment: int, places: Sequence[tuple[int, int]]) -> list[Record]:
@@ -977,6 +990,7 @@ class Log(ClosesOnExit):
 REPLAY_WINDOW = 8 << 20  # bytes of a segment read at a time during replay
 READ_SPAN = 256 << 10  # read_many reads records this close together with one pread
 PREALLOCATE = 64 << 10  # bytes of zeros the active segment grows by ahead of its appends
+ROOM_AFTER_RECORD = 3 * RECORD_HEADER_SIZE + ALIGN  # a one-record write leaves this much of a segment
 
 
 def _scan_windows(f: File, size: int, path: str, deliver: Callable[[Record], None], *,
