@@ -163,14 +163,18 @@ class Queue(ClosesOnExit):
         is returned and nothing is written. The job becomes due `delay`
         seconds from now.
         """
-        record = self._enqueue_record(name, payload, delay, priority, max_attempts, key, backoff)
+        head, rec = self._enqueue_record(name, delay, priority, max_attempts, key, backoff)
+        record = head + self._checked_payload(payload)
         with self._lock:
             self._check_open()
             if key is not None and key in self._index.keys:
                 return self._index.keys[key]
-            appended = self._append_locked([(ENQUEUE, record)], sync)
+            appended = self._log.write_one(ENQUEUE, record, sync=sync)
+            job_id = appended.first_seq
+            self._index.add(job_id, rec, appended.segment, appended.offsets[0] << 32 | appended.sizes[0])
+            self._notify_locked(False)
         self._log.commit(appended)
-        return appended.first_seq
+        return job_id
 
     def enqueue_many(self, items: Iterable[tuple[str, bytes]], *, delay: float = 0.0,
                      priority: int = 0, max_attempts: int | None = None,
@@ -182,7 +186,7 @@ class Queue(ClosesOnExit):
         """
         records: list[tuple[int, bytes]] = []
         heads: dict[str, bytes] = {}  # per task name, the ENQUEUE bytes before the payload
-        head = functools.partial(self._enqueue_record, payload=b"", delay=delay, priority=priority,
+        head = functools.partial(self._enqueue_record, delay=delay, priority=priority,
                                  max_attempts=max_attempts, key=None, backoff=None, now=self.clock.time())
         for item in items:
             if type(item) is not tuple or len(item) != 2:
@@ -190,7 +194,7 @@ class Queue(ClosesOnExit):
             name, payload = item
             prefix = heads.get(name) if type(name) is str else None
             if prefix is None:
-                prefix = heads[name] = head(name)
+                prefix = heads[name] = head(name)[0]
             records.append((ENQUEUE, prefix + self._checked_payload(payload)))
         if not records:
             return []
@@ -200,16 +204,19 @@ class Queue(ClosesOnExit):
         self._log.commit(appended)
         return list(range(appended.first_seq, appended.last_seq + 1))
 
-    def _enqueue_record(self, name: str, payload: bytes, delay: float, priority: int,
-                        max_attempts: int | None, key: str | None, backoff: Backoff | None,
-                        now: float | None = None) -> bytes:
+    def _enqueue_record(self, name: str, delay: float, priority: int, max_attempts: int | None,
+                        key: str | None, backoff: Backoff | None,
+                        now: float | None = None) -> tuple[bytes, Enqueue]:
+        """Check an enqueue's arguments; return the bytes of its ENQUEUE record up to the
+        job payload (`enqueue_head`), and the record decoded, its payload left b""
+        (what `Index.add` takes)."""
         encoded = self._encoded_names.get(name) if type(name) is str else None
         if encoded is None:
             _check_name("name", name)
+            name = str(name)
             encoded = name.encode()
             if len(self._encoded_names) < MAX_CACHED_NAMES:
                 self._encoded_names[name] = encoded
-        payload = self._checked_payload(payload)
         if type(delay) is not float or not 0.0 <= delay < math.inf:  # (the common case passes at once)
             delay = _check_seconds("delay", delay)
         if type(priority) is not int or not _I32[0] <= priority <= _I32[1]:
@@ -218,11 +225,14 @@ class Queue(ClosesOnExit):
             _check_int("max_attempts", max_attempts, 1, 2**32 - 1)
         if key is not None:
             _check_name("key", key)
+            key = str(key)
         if backoff is not None and not isinstance(backoff, Backoff):
             raise InvalidArgument(f"backoff must be a logq.Backoff, not {type(backoff).__name__}")
         now = self.clock.time() if now is None else now
-        return enqueue_head(now, now + delay, priority, max_attempts or self.max_attempts, encoded,
-                            None if key is None else key.encode(), backoff.as_tuple() if backoff else None) + payload
+        rec = _new_tuple(Enqueue, (now, now + delay, priority, max_attempts or self.max_attempts, name, key,
+                                   backoff.as_tuple() if backoff else None, b""))
+        return enqueue_head(now, rec.run_at, priority, rec.max_attempts, encoded,
+                            None if key is None else key.encode(), rec.backoff), rec
 
     def _checked_payload(self, payload: object) -> bytes:
         if type(payload) is not bytes:

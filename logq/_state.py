@@ -51,10 +51,10 @@ from typing import Any, Callable, Iterable, Iterator
 from ._errors import CorruptionError, InvalidTransition, JobNotFound
 from ._jobrec import (
     ACK, CANCEL, CODECS, ENQUEUE, ENQUEUE_HEAD, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES,
-    JobAt, JobRecord, Lease, Outcome, enqueue_backoff, enqueue_meta,
+    Enqueue, JobAt, JobRecord, Lease, Outcome, enqueue_backoff, enqueue_meta,
 )
 from ._jobs import ACTIVE, CANCELLED, DEAD, DONE, PENDING, STATES
-from ._record import Record
+from ._record import Record, new_tuple
 
 ALLOWED: dict[int, frozenset[str]] = {
     LEASE: frozenset((PENDING,)),
@@ -207,6 +207,7 @@ class Index:
             self.apply(rec.type, rec.seq, rec.payload, base, rec.offset, rec.size)
 
     def _enqueue(self, seq: int, payload: bytes | memoryview, segment: int, loc: int) -> Entry:
+        """Decode an ENQUEUE record's payload (task names decoded once and shared) and `add` it."""
         try:
             enq_at, run_at, prio, max_att, opts, nlen, klen = ENQUEUE_HEAD.unpack_from(payload, 0)
         except struct.error:
@@ -217,12 +218,22 @@ class Index:
         if name is None:
             _, _, _, _, decoded, _, _ = enqueue_meta(payload)
             name = self._names[bytes(raw_name)] = decoded
-        key = None
+        key = backoff = None
         if opts:
-            _, _, _, _, _, key, _ = enqueue_meta(payload)
+            _, _, _, _, _, key, payload_at = enqueue_meta(payload)
+            backoff = enqueue_backoff(payload, payload_at)
+        return self.add(seq, new_tuple(Enqueue, (enq_at, run_at, prio, max_att, name, key, backoff, b"")),
+                        segment, loc)
+
+    def add(self, seq: int, rec: Enqueue, segment: int, loc: int) -> Entry:
+        """Apply the ENQUEUE record `rec` (decoded; its payload is not looked at) of job
+        `seq`, stored at `segment` and `loc` (offset << 32 | size), and return the new
+        entry. A live enqueue that wrote `rec`'s encoding calls this directly, as
+        `apply` does after decoding it."""
+        enq_at, run_at, prio, max_att, name, key, backoff, _ = rec
         e = Entry(seq, name, prio, run_at, max_att, key, segment, loc)
-        if opts & 2:
-            self._extra(e).backoff = enqueue_backoff(payload)
+        if backoff is not None:
+            self._extra(e).backoff = backoff
         self.jobs[seq] = e
         self.counts[PENDING] += 1
         self.live_bytes += loc & 0xFFFFFFFF
