@@ -50,7 +50,7 @@ from ._jobs import (
 from ._log import DEFAULT_SEGMENT_SIZE, Appended, ClosesOnExit, Log, RecoveryReport
 from ._fs import FileSystem
 from ._record import Record, new_tuple as _new_tuple
-from ._state import Entry, Index
+from ._state import ALLOWED, Entry, Index
 from . import _snapshot
 from ._tasks import Serializer, Task, TaskOptions, WaitTimeout
 
@@ -271,11 +271,11 @@ class Queue(ClosesOnExit):
 
     def _lease(self, n: int, names: str | Iterable[str] | None, lease_time: float | None,
                wait: float, sync: str | None) -> list[Job]:
-        wanted = _names(names)
+        wanted = None if names is None else _names(names)
         lease_time = self.lease_time if lease_time is None else _check_seconds("lease_time", lease_time, True)
         if type(wait) is not float or not 0.0 <= wait < math.inf:  # (the common case passes at once)
             _check_seconds("wait", wait)
-        deadline = time.monotonic() + wait
+        deadline = None  # time.monotonic() + wait, once it waits
         appended: list[Appended] = []  # this call's batches, expiries and leases: committed before it returns
         try:
             with self._lock:
@@ -292,6 +292,8 @@ class Queue(ClosesOnExit):
                     for done in appended:  # do not hold a group commit open while waiting
                         self._log.commit(done)
                     appended.clear()
+                    if deadline is None:
+                        deadline = time.monotonic() + wait
                     if not self._wait_locked(deadline, now):
                         return []
                 expires = now + lease_time
@@ -300,8 +302,7 @@ class Queue(ClosesOnExit):
                     rec = _new_tuple(Lease, (e.id, e.attempts + 1, now, expires))
                     appended.append(self._change_locked(e, LEASE, rec, sync))
                 else:
-                    appended.append(self._append_locked(
-                        [(LEASE, encode_lease(Lease(e.id, e.attempts + 1, now, expires))) for e in taken], sync))
+                    appended.append(self._append_locked(_lease_records(taken, now, expires), sync))
                 return self._leased_jobs(taken, expires)
         finally:
             for done in appended:
@@ -380,15 +381,15 @@ class Queue(ClosesOnExit):
     def _leased_entry(self, job: Job | int, rtype: int) -> Entry:
         """The entry a `rtype` record for `job` would change; raise if the caller's lease is
         lost (a `Job` names its attempt) or the transition is illegal."""
-        if isinstance(job, Job):
-            job_id, attempt = job.id, job.attempts
-        else:
-            job_id, attempt = _plain_id(job), None
-        e = self._index.jobs.get(job_id)
-        if attempt is not None and e is not None and (e.state != ACTIVE or e.attempts != attempt):
-            raise LeaseLostError(f"the lease of job {job_id} (attempt {attempt}) was lost: it "
+        if not isinstance(job, Job):
+            return self._index.check(rtype, _plain_id(job))
+        e = self._index.jobs.get(job.id)
+        if e is not None and (e.state != ACTIVE or e.attempts != job.attempts):
+            raise LeaseLostError(f"the lease of job {job.id} (attempt {job.attempts}) was lost: it "
                                  f"is now {e.state}, attempt {e.attempts}; do not {_verb(rtype)} it")
-        return self._index.check(rtype, job_id)
+        if e is not None and ACTIVE in ALLOWED[rtype]:
+            return e  # the caller's lease is current: `check` would pass
+        return self._index.check(rtype, job.id)
 
     def _failure(self, e: Entry, now: float, how: tuple[str, bool]) -> Outcome:
         """The FAIL outcome for a leased job: `how` is (error text, retry allowed)."""
@@ -746,7 +747,7 @@ class Queue(ClosesOnExit):
         `rtype`) and apply it: `_append_locked` for the common single change, shorter."""
         appended = self._log.write_one(rtype, ENCODERS[rtype](rec), sync=sync)
         self._index.transition(e, rtype, appended.first_seq, rec)
-        self._notify_locked(bool(self._watched) and e.id in self._watched and e.state in FINAL_STATES)
+        self._notify_locked(e.id in self._watched and e.state in FINAL_STATES)
         return appended
 
     def _append_locked(self, items: Sequence[tuple[int, bytes]], sync: str | None) -> Appended:
@@ -795,6 +796,11 @@ def _return_free_memory() -> None:
     except (OSError, AttributeError):
         return
     trim(0)
+
+
+def _lease_records(taken: list[Entry], now: float, expires: float) -> list[tuple[int, bytes]]:
+    """The LEASE records (type, bytes) of a `lease_many` batch."""
+    return [(LEASE, encode_lease(Lease(e.id, e.attempts + 1, now, expires))) for e in taken]
 
 
 def _job_at_now(e: Entry, now: float, data: bytes) -> JobAt:
