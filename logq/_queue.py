@@ -171,7 +171,7 @@ class Queue(ClosesOnExit):
                 return self._index.keys[key]
             appended = self._log.write_one(ENQUEUE, record, sync=sync)
             job_id = appended.first_seq
-            self._index.add(job_id, rec, appended.segment, appended.offsets[0] << 32 | appended.sizes[0])
+            self._index.add(job_id, appended.segment, appended.offsets[0] << 32 | appended.sizes[0], *rec)
             self._notify_locked(False)
         self._log.commit(appended)
         return job_id

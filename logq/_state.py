@@ -51,10 +51,10 @@ from typing import Any, Callable, Iterable, Iterator
 from ._errors import CorruptionError, InvalidTransition, JobNotFound
 from ._jobrec import (
     ACK, CANCEL, CODECS, ENQUEUE, ENQUEUE_HEAD, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES,
-    Enqueue, JobAt, JobRecord, Lease, Outcome, enqueue_backoff, enqueue_meta,
+    JobAt, JobRecord, Lease, Outcome, enqueue_backoff, enqueue_meta,
 )
 from ._jobs import ACTIVE, CANCELLED, DEAD, DONE, PENDING, STATES
-from ._record import Record, new_tuple
+from ._record import Record
 
 ALLOWED: dict[int, frozenset[str]] = {
     LEASE: frozenset((PENDING,)),
@@ -222,15 +222,16 @@ class Index:
         if opts:
             _, _, _, _, _, key, payload_at = enqueue_meta(payload)
             backoff = enqueue_backoff(payload, payload_at)
-        return self.add(seq, new_tuple(Enqueue, (enq_at, run_at, prio, max_att, name, key, backoff, b"")),
-                        segment, loc)
+        return self.add(seq, segment, loc, enq_at, run_at, prio, max_att, name, key, backoff)
 
-    def add(self, seq: int, rec: Enqueue, segment: int, loc: int) -> Entry:
-        """Apply the ENQUEUE record `rec` (decoded; its payload is not looked at) of job
-        `seq`, stored at `segment` and `loc` (offset << 32 | size), and return the new
-        entry. A live enqueue that wrote `rec`'s encoding calls this directly, as
+    def add(self, seq: int, segment: int, loc: int, enq_at: float, run_at: float, prio: int, max_att: int,
+            name: str, key: str | None, backoff: tuple[float, float, float, float] | None,
+            payload: bytes = b"") -> Entry:
+        """Apply the ENQUEUE record of job `seq`, stored at `segment` and `loc` (offset
+        << 32 | size), given as the fields of its decoded `Enqueue` in order (its
+        payload is not kept), and return the new entry. A live enqueue that wrote
+        the record calls this directly (`add(seq, segment, loc, *record)`), as
         `apply` does after decoding it."""
-        enq_at, run_at, prio, max_att, name, key, backoff, _ = rec
         e = Entry(seq, name, prio, run_at, max_att, key, segment, loc)
         if backoff is not None:
             self._extra(e).backoff = backoff
