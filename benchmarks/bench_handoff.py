@@ -35,7 +35,7 @@ from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.bench_log import bench_raw_fsync, bench_threads  # noqa: E402
+from benchmarks.bench_log import bench_raw_fsync, bench_threads, run_threads  # noqa: E402
 
 THREADS = 8
 RECORD = b"x" * 100
@@ -52,33 +52,12 @@ def _zero_file(root: str, name: str) -> int:
     return fd
 
 
-def _run_threads(body: Callable[[threading.Lock], None], seconds: float) -> float:
-    """Run `body(gate)` in a loop in THREADS threads for `seconds`, each thread with a
-    held lock of its own to park on; return calls per second."""
-    counts = [0] * THREADS
-    stop = threading.Event()
-    start = threading.Barrier(THREADS + 1)
-
-    def worker(i: int) -> None:
-        gate = threading.Lock()
+def _gated(body: Callable[[threading.Lock], None]) -> Callable[[int], None]:
+    """`body(gate)` for thread i, each thread with a held lock of its own to park on."""
+    gates = [threading.Lock() for _ in range(THREADS)]
+    for gate in gates:
         gate.acquire()
-        start.wait()
-        n = 0
-        while not stop.is_set():
-            body(gate)
-            n += 1
-        counts[i] = n
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
-    for t in threads:
-        t.start()
-    start.wait()
-    began = time.perf_counter()
-    stop.wait(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - began)
+    return lambda i: body(gates[i])
 
 
 def bench_kernel(root: str, seconds: float) -> float:
@@ -93,7 +72,7 @@ def bench_kernel(root: str, seconds: float) -> float:
         os.fdatasync(fd)
 
     try:
-        return _run_threads(body, seconds)
+        return run_threads(_gated(body), THREADS, seconds)
     finally:
         os.close(fd)
 
@@ -141,7 +120,7 @@ def bench_group(root: str, name: str, seconds: float, sync: Callable[[int], None
     fd = _zero_file(root, name)
     group = _GroupCommit(fd, lambda: sync(fd))
     try:
-        return _run_threads(group.append, seconds)
+        return run_threads(_gated(group.append), THREADS, seconds)
     finally:
         os.close(fd)
 

@@ -129,17 +129,29 @@ def bench_threads(root: str, name: str, sync: str, threads: int, duration: float
     path = os.path.join(root, name)
     log = Log(path, sync=sync)
     items = _items()
+    append = log.append
+    try:
+        return run_threads(lambda i: append(items), threads, duration)
+    finally:
+        log.close()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_threads(body: Callable[[int], object], threads: int, duration: float) -> float:
+    """Call `body(i)` in a loop in each of `threads` threads (i = 0..threads-1), all
+    started together, for about `duration` seconds; return calls per second in all.
+    The first exception a thread raises is raised here."""
     counts = [0] * threads
     errors: list[BaseException] = []
     stop = threading.Event()
     barrier = threading.Barrier(threads + 1)
 
     def worker(i: int) -> None:
-        append, n = log.append, 0
+        n = 0
         try:
             barrier.wait()
             while not stop.is_set():
-                append(items)
+                body(i)
                 n += 1
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -159,8 +171,6 @@ def bench_threads(root: str, name: str, sync: str, threads: int, duration: float
         secs = time.perf_counter() - start
     finally:
         stop.set()
-        log.close()
-        shutil.rmtree(path, ignore_errors=True)
     if errors:
         raise errors[0]
     return sum(counts) / secs
