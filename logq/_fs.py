@@ -13,8 +13,8 @@ stretch (`map_through`) through a shared memory map instead of a pwrite
 call: the bytes land in the same page cache (they survive a crash of the
 process, and fsync/fdatasync write them out, as they do for mapped pages on
 Linux), without a system call per record. `map_through` hands the map to
-the log, which stores single records into it, and reads the active segment
-from it, without a call through this seam. `OsFileSystem(map_writes=False)`
+the log, which stores its writes into it and reads the active segment from
+it without a call through this seam. `OsFileSystem(map_writes=False)`
 turns this off. The crash-recovery harness substitutes a simulated file system that
 can lose unsynced bytes, tear writes and fail with EIO, so nothing else in
 logq needs mocking.

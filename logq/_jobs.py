@@ -29,6 +29,7 @@ class Job:
 
 
 _job_fields = tuple(Job.__dict__[name].__set__ for name in Job.__dataclass_fields__)
+assert len(_job_fields) == 8, "new_job sets each field of Job: update it with Job"
 
 
 def new_job(id: int, name: str, payload: bytes, attempts: int, priority: int, enqueued_at: float,

@@ -86,7 +86,8 @@ from ._segment import LostRange, ScanResult, is_unborn, is_unwritten, parse_segm
 META_NAME = "logq.meta"
 LOCK_NAME = "logq.lock"
 TORN_SUFFIX = ".torn"
-CHECKPOINT_TMP = _checkpoint.NAME + ".tmp"
+TMP_SUFFIX = ".tmp"  # `_replace_file` writes `final` + this first
+CHECKPOINT_TMP = _checkpoint.NAME + TMP_SUFFIX
 SYNC_MODES = ("none", "batch", "always")
 _STRENGTH = {m: i for i, m in enumerate(SYNC_MODES)}
 DEFAULT_SEGMENT_SIZE = 64 << 20
@@ -117,8 +118,6 @@ class RecoveryReport:
     lost: list[LostRange] = field(default_factory=list)
     restored_seq: int | None = None  # the checkpoint's last sequence number, when one was restored
     checkpoint_skipped: str | None = None  # why a checkpoint that exists was not used
-
-
 
 
 class Appended(NamedTuple):
@@ -227,7 +226,7 @@ class Log(ClosesOnExit):
         fs, path = self.fs, self.path
         if fs.exists(path) and not fs.isdir(path):
             raise NotALogqDirectory(f"{path} is a file, not a logq directory: pass a directory path")
-        fresh = not fs.exists(path) or not set(fs.listdir(path)) - {LOCK_NAME, META_NAME + ".tmp"}
+        fresh = not fs.exists(path) or not set(fs.listdir(path)) - {LOCK_NAME, META_NAME + TMP_SUFFIX}
         if not fresh:
             self._check_meta()
         fs.makedirs(path)
@@ -271,7 +270,7 @@ class Log(ClosesOnExit):
     def _replace_file(self, final: str, data: bytes) -> None:
         """Make `final` hold `data`, whole or not at all, durably: write `final`.tmp,
         fsync it, rename it over `final`, fsync the directory."""
-        tmp = final + ".tmp"
+        tmp = final + TMP_SUFFIX
         f = self.fs.open(tmp, create=True)
         try:
             f.truncate(0)
@@ -314,7 +313,7 @@ class Log(ClosesOnExit):
         self._written_seq = self._synced_seq = self._next_seq - 1
         self._end = active.size
         self._allocated = self._active.size()  # the file's size: `_end` plus preallocated zeros
-        self._map: mmap.mmap | None = None  # the active file's first `_allocated` bytes, if mapped
+        self._map: mmap.mmap | None = None  # its first `_allocated` bytes, mapped (`_map_zeros`)
         if self._allocated > self._end:
             self._map_zeros()
         if self._seal_at_open:  # salvaged damage must not be cut by a later normal open
@@ -481,8 +480,7 @@ class Log(ClosesOnExit):
         """`write` of a single record, the common case, kept short: the caller (`write`,
         the queue) passes a valid `rtype` (16..255) and `payload` (bytes). Unless a
         rollover is due or the record waits behind others (batch and none modes), it
-        is written at once (batch, none), through the map when there is one, or
-        queued for the next sync (always)."""
+        is written at once (batch, none) or queued for the next sync (always)."""
         mode = self.sync_mode if sync is None else stronger(self.sync_mode, sync)
         with self._lock:
             if self._failed is not None or self._closed:
@@ -497,10 +495,7 @@ class Log(ClosesOnExit):
                     self._pending.append(chunk)
                     self._pending_size += stop - end
                 else:
-                    if stop <= self._allocated and self._map is not None:
-                        self._map[end:stop] = chunk
-                    else:
-                        self._put_locked(chunk, end)
+                    self._put_locked(chunk, end)
                     self._written_seq = seq
                 self._end, self._next_seq = stop, seq + 1
                 return _new_tuple(Appended, (seq, seq, self._segments[-1].base, (end,), (stop - end,), mode))
@@ -552,8 +547,12 @@ class Log(ClosesOnExit):
         self._written_seq = self._next_seq - 1
 
     def _put_locked(self, data: bytes, offset: int) -> None:
-        """Write `data` at `offset` of the active segment, over preallocated zeros;
-        a failure poisons the log."""
+        """Write `data` at `offset` of the active segment, over preallocated zeros: a
+        store into the map where it reaches, else a pwrite; a failure poisons the log."""
+        stop = offset + len(data)
+        if stop <= self._allocated and self._map is not None:
+            self._map[offset:stop] = data
+            return
         try:
             if offset + len(data) > self._allocated:
                 self._preallocate(offset + len(data))
@@ -800,17 +799,7 @@ class Log(ClosesOnExit):
         with self._lock:
             if self._failed is not None or self._closed:
                 self.check_usable()
-            if segment != self._segments[-1].base:
-                span = self._reader(segment).pread(size, offset)
-                salt = self._read_salt(segment)
-            else:  # the active file (under the lock: no rollover closes it)
-                stop, salt = offset + size, self._encoder.salt64
-                if stop > self._end - self._pending_size:
-                    span = None  # not written yet
-                elif self._map is not None:
-                    span = self._map[offset:stop]
-                else:
-                    span = self._active.pread(size, offset)
+            span, salt = self._span_locked(segment, offset, offset + size)
         return self._checked(span, 0, salt, segment, offset, size)
 
     def read_many(self, segment: int, places: Sequence[tuple[int, int]]) -> list[Record]:
@@ -822,13 +811,20 @@ class Log(ClosesOnExit):
         end = max(offset + size for offset, size in places)
         with self._lock:
             self.check_usable()
-            active = segment == self._segments[-1].base
-            span, salt = None, 0  # no span: every place is read alone
-            if not (active and end > self._end - self._pending_size) and end - start <= READ_SPAN:
-                # the active file (under the lock, so rollover cannot close it) reads from its map
-                f, salt = self._active if active else self._reader(segment), self._read_salt(segment)
-                span = f.pread(end - start, start)
+            span, salt = self._span_locked(segment, start, end) if end - start <= READ_SPAN else (None, 0)
         return [self._checked(span, offset - start, salt, segment, offset, size) for offset, size in places]
+
+    def _span_locked(self, segment: int, start: int, end: int) -> tuple[bytes | None, int]:
+        """Bytes `start`..`end` of `segment` and the segment's salt; no bytes (None) if
+        they are not all written yet. Under the lock, so that rollover cannot close the
+        active file, which serves its mapped stretch from the map."""
+        if segment != self._segments[-1].base:
+            return self._reader(segment).pread(end - start, start), self._read_salt(segment)
+        if end > self._end - self._pending_size:
+            return None, self._encoder.salt64
+        if self._map is not None:
+            return self._map[start:end], self._encoder.salt64
+        return self._active.pread(end - start, start), self._encoder.salt64
 
     def _checked(self, span: bytes | None, pos: int, salt: int, segment: int, offset: int, size: int) -> Record:
         """The record of `size` bytes at `pos` of `span` (read from `offset` of `segment`),
@@ -956,6 +952,7 @@ class Log(ClosesOnExit):
                 "could not write the checkpoint of %s (%s): the next open replays the whole log", self.path, exc)
 
     def _release_files(self) -> None:
+        self._map = None
         for f in list(self._readers.values()) + [getattr(self, "_active", None)]:
             if f is not None:
                 try:

@@ -50,7 +50,7 @@ from ._jobs import (
 from ._log import DEFAULT_SEGMENT_SIZE, Appended, ClosesOnExit, Log, RecoveryReport
 from ._fs import FileSystem
 from ._record import Record, new_tuple as _new_tuple
-from ._state import ALLOWED, Entry, Index
+from ._state import Entry, Index
 from . import _snapshot
 from ._tasks import Serializer, Task, TaskOptions, WaitTimeout
 
@@ -59,6 +59,9 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+EnqueueFields = tuple[float, float, int, int, str, "str | None", "tuple[float, float, float, float] | None"]
+"""An ENQUEUE record's fields but the payload, in order: enqueued_at, run_at, priority,
+max_attempts, name, key, backoff."""
 
 MAX_NAME = 1000
 _I32 = (-(2**31), 2**31 - 1)
@@ -163,7 +166,7 @@ class Queue(ClosesOnExit):
         is returned and nothing is written. The job becomes due `delay`
         seconds from now.
         """
-        head, rec = self._enqueue_record(name, delay, priority, max_attempts, key, backoff)
+        head, fields = self._enqueue_record(name, delay, priority, max_attempts, key, backoff)
         record = head + self._checked_payload(payload)
         with self._lock:
             self._check_open()
@@ -171,7 +174,7 @@ class Queue(ClosesOnExit):
                 return self._index.keys[key]
             appended = self._log.write_one(ENQUEUE, record, sync=sync)
             job_id = appended.first_seq
-            self._index.add(job_id, appended.segment, appended.offsets[0] << 32 | appended.sizes[0], *rec)
+            self._index.add(job_id, appended.segment, appended.offsets[0] << 32 | appended.sizes[0], *fields)
             self._notify_locked(False)
         self._log.commit(appended)
         return job_id
@@ -206,10 +209,10 @@ class Queue(ClosesOnExit):
 
     def _enqueue_record(self, name: str, delay: float, priority: int, max_attempts: int | None,
                         key: str | None, backoff: Backoff | None,
-                        now: float | None = None) -> tuple[bytes, Enqueue]:
+                        now: float | None = None) -> tuple[bytes, EnqueueFields]:
         """Check an enqueue's arguments; return the bytes of its ENQUEUE record up to the
-        job payload (`enqueue_head`), and the record decoded, its payload left b""
-        (what `Index.add` takes)."""
+        job payload (`enqueue_head`), and the record's fields but the payload, in
+        order (what `Index.add` takes after the job's id and place)."""
         encoded = self._encoded_names.get(name) if type(name) is str else None
         if encoded is None:
             _check_name("name", name)
@@ -229,10 +232,10 @@ class Queue(ClosesOnExit):
         if backoff is not None and not isinstance(backoff, Backoff):
             raise InvalidArgument(f"backoff must be a logq.Backoff, not {type(backoff).__name__}")
         now = self.clock.time() if now is None else now
-        rec = _new_tuple(Enqueue, (now, now + delay, priority, max_attempts or self.max_attempts, name, key,
-                                   backoff.as_tuple() if backoff else None, b""))
-        return enqueue_head(now, rec.run_at, priority, rec.max_attempts, encoded,
-                            None if key is None else key.encode(), rec.backoff), rec
+        run_at, attempts = now + delay, max_attempts or self.max_attempts
+        delays = backoff.as_tuple() if backoff else None
+        head = enqueue_head(now, run_at, priority, attempts, encoded, None if key is None else key.encode(), delays)
+        return head, (now, run_at, priority, attempts, name, key, delays)
 
     def _checked_payload(self, payload: object) -> bytes:
         if type(payload) is not bytes:
@@ -313,8 +316,7 @@ class Queue(ClosesOnExit):
         read when they lie close together, as jobs leased in order mostly do)."""
         if len(taken) == 1:
             e = taken[0]
-            loc = e.loc
-            return [self._job(e, self._log.read(e.segment, loc >> 32, loc & 0xFFFFFFFF).payload, expires)]
+            return [self._job(e, self._log.read(e.segment, e.offset, e.size).payload, expires)]
         jobs: list[Job] = []
         for segment, group in itertools.groupby(taken, key=_segment_of):
             entries = list(group)
@@ -383,13 +385,11 @@ class Queue(ClosesOnExit):
         lost (a `Job` names its attempt) or the transition is illegal."""
         if not isinstance(job, Job):
             return self._index.check(rtype, _plain_id(job))
-        e = self._index.jobs.get(job.id)
-        if e is not None and (e.state != ACTIVE or e.attempts != job.attempts):
+        e = self._index.check_exists(job.id)
+        if e.state != ACTIVE or e.attempts != job.attempts:
             raise LeaseLostError(f"the lease of job {job.id} (attempt {job.attempts}) was lost: it "
                                  f"is now {e.state}, attempt {e.attempts}; do not {_verb(rtype)} it")
-        if e is not None and ACTIVE in ALLOWED[rtype]:
-            return e  # the caller's lease is current: `check` would pass
-        return self._index.check(rtype, job.id)
+        return self._index.check_entry(rtype, e)
 
     def _failure(self, e: Entry, now: float, how: tuple[str, bool]) -> Outcome:
         """The FAIL outcome for a leased job: `how` is (error text, retry allowed)."""

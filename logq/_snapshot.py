@@ -55,7 +55,7 @@ def encode(index: Index) -> bytes:
         if ni is None:
             ni = names[e.name] = len(names)
         if e.state == PENDING:
-            code = READY if e.slot is not None and len(e.slot) == 3 else DELAYED
+            code = READY if e.ready else DELAYED
         else:
             code = codes[e.state]
         flags = (_KEY if e.key is not None else 0) | (_EXTRA if e.extra is not None else 0)

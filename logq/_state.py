@@ -88,6 +88,13 @@ class Entry:
         self.last = id  # sequence number of the job's latest record
 
     @property
+    def ready(self) -> bool:
+        """Whether the job sits in a ready queue (its slot is a `ReadyItem`; a delayed
+        or lease item has two fields)."""
+        slot = self.slot
+        return slot is not None and len(slot) == 3
+
+    @property
     def size(self) -> int:
         return self.loc & 0xFFFFFFFF
 
@@ -170,11 +177,14 @@ class Index:
 
     def check(self, rtype: int, job_id: int) -> Entry:
         """The job a `rtype` record would change; raise if the transition is illegal."""
-        e = self.check_exists(job_id)
+        return self.check_entry(rtype, self.check_exists(job_id))
+
+    def check_entry(self, rtype: int, e: Entry) -> Entry:
+        """`check` for a job already looked up: `e`, if a `rtype` record may change it."""
         if e.state not in ALLOWED[rtype]:
             allowed = " or ".join(sorted(ALLOWED[rtype]))
             raise InvalidTransition(
-                f"cannot {TYPE_NAMES[rtype]} job {job_id}: it is {e.state}, and only {allowed} jobs can be")
+                f"cannot {TYPE_NAMES[rtype]} job {e.id}: it is {e.state}, and only {allowed} jobs can be")
         return e
 
     def apply(self, rtype: int, seq: int, payload: bytes | memoryview, segment: int, offset: int,
@@ -225,13 +235,11 @@ class Index:
         return self.add(seq, segment, loc, enq_at, run_at, prio, max_att, name, key, backoff)
 
     def add(self, seq: int, segment: int, loc: int, enq_at: float, run_at: float, prio: int, max_att: int,
-            name: str, key: str | None, backoff: tuple[float, float, float, float] | None,
-            payload: bytes = b"") -> Entry:
+            name: str, key: str | None, backoff: tuple[float, float, float, float] | None) -> Entry:
         """Apply the ENQUEUE record of job `seq`, stored at `segment` and `loc` (offset
-        << 32 | size), given as the fields of its decoded `Enqueue` in order (its
-        payload is not kept), and return the new entry. A live enqueue that wrote
-        the record calls this directly (`add(seq, segment, loc, *record)`), as
-        `apply` does after decoding it."""
+        << 32 | size), given as its decoded fields but the payload (which the index
+        does not keep), in the record's order; return the new entry. A live enqueue
+        that wrote the record calls this directly, as `apply` does after decoding it."""
         e = Entry(seq, name, prio, run_at, max_att, key, segment, loc)
         if backoff is not None:
             self._extra(e).backoff = backoff
@@ -240,15 +248,7 @@ class Index:
         self.live_bytes += loc & 0xFFFFFFFF
         if key is not None:
             self.keys[key] = seq
-        if run_at <= enq_at:  # due at once: the common case, inlined from _push_ready
-            e.slot = item = (-prio, run_at, seq)
-            ready = self._ready.get(name)
-            if ready is None:
-                ready = self._ready[name] = Ready()
-            ready.push(item)
-            self.n_ready += 1
-        else:
-            self._schedule(e, run_at, enq_at)
+        self._schedule(e, run_at, enq_at)
         return e
 
     def adopt(self, jobs: dict[int, Entry], keys: dict[str, int], delayed: set[int]) -> None:
@@ -256,6 +256,7 @@ class Index:
         their unique keys: each pending job goes in a ready queue, or in the delayed heap
         if its id is in `delayed`, each active one in the lease heap, with the methods
         replay uses, and is counted. The index must be empty."""
+        self.jobs, self.keys = jobs, keys
         counts = self.counts
         for e in jobs.values():
             counts[e.state] += 1
@@ -265,8 +266,7 @@ class Index:
                 self._push_lease(e)
             else:
                 continue
-            self.live_bytes += e.loc & 0xFFFFFFFF
-        self.jobs, self.keys = jobs, keys
+            self.live_bytes += e.size
 
     def _lease(self, e: Entry, rec: Lease) -> None:
         self._move(e, ACTIVE)
@@ -299,7 +299,7 @@ class Index:
 
     def _retry(self, e: Entry, rec: JobAt) -> None:
         self._move(e, PENDING)
-        self.live_bytes += e.loc & 0xFFFFFFFF
+        self.live_bytes += e.size
         e.attempts = 0
         if e.key is not None and e.key not in self.keys:
             self.keys[e.key] = e.id
@@ -310,7 +310,7 @@ class Index:
     def _finish(self, e: Entry, state: str, at: float) -> Extra:
         self._move(e, state)
         e.expires = None
-        self.live_bytes -= e.loc & 0xFFFFFFFF
+        self.live_bytes -= e.size
         if e.key is not None and self.keys.get(e.key) == e.id:
             del self.keys[e.key]
         extra = self._extra(e)
@@ -319,9 +319,8 @@ class Index:
 
     def _move(self, e: Entry, state: str) -> None:
         """Take job `e` out of the queue it sits in, if any, and into `state`, counted."""
-        slot = e.slot
-        if slot is not None:
-            if len(slot) == 3:  # a ready item
+        if e.slot is not None:
+            if e.ready:
                 self.n_ready -= 1
             e.slot = None
         counts = self.counts
@@ -404,16 +403,15 @@ class Index:
     def best_ready_many(self, names: frozenset[str] | None, limit: int) -> list[Entry]:
         """Up to `limit` jobs to lease next, best first (`best_ready` repeated); the
         index is left as it was: the LEASE records applied next take them off."""
-        if limit == 1:
-            one = self.best_ready(names)
-            return [] if one is None else [one]
         best: list[Entry] = []
         looked_past = []
-        while len(best) < limit:
+        while True:
             e = self.best_ready(names)
             if e is None:
                 break
             best.append(e)
+            if len(best) == limit:
+                break
             looked_past.append(self._ready[e.name].pop())  # best_ready leaves it on top
         for e, item in zip(best, looked_past):  # put them back
             self._ready.setdefault(e.name, Ready()).push(item)
