@@ -203,6 +203,7 @@ class Log(ClosesOnExit):
         self._failed: BaseException | None = None
         self._closed = False
         self._readers: dict[int, File] = {}
+        self._ahead: tuple[int, int, bytes, int] | None = None  # `read`'s last span: segment, start, bytes, salt
         self._salts: dict[int, int] = {}
         self._seal_at_open = False  # salvage found damage inside the last segment
         self._digests: dict[int, tuple[int, int]] = {}  # base -> (end, digest) known this session
@@ -781,6 +782,7 @@ class Log(ClosesOnExit):
                 self._salts.pop(base, None)
                 self._digests.pop(base, None)
             self._segments[:len(bases)] = [_Segment(out.base, out.size, True, out.seal_seq)]
+            self._ahead = None  # it may hold bytes of a replaced segment
 
     def discard(self, out: _compact.Output) -> None:
         """Remove an uncommitted compaction file."""
@@ -792,15 +794,37 @@ class Log(ClosesOnExit):
     def read(self, segment: int, offset: int, size: int | None = None) -> Record:
         """Read back and verify the record that `Appended` placed at (`segment`, `offset`).
 
-        With the record's `size` (from `Appended.sizes`) it takes one read.
+        With the record's `size` (from `Appended.sizes`) it takes one read, or
+        none: reads that walk forward through a segment (a consumer leasing jobs
+        in the order they were enqueued) read READ_AHEAD bytes at a time and
+        keep them, and a record that lies in the bytes kept is checked from them.
         """
         if size is None:
             return self._read_alone(segment, offset)
+        if self._failed is not None or self._closed:
+            self.check_usable()
+        ahead = self._ahead
+        if ahead is None or ahead[0] != segment or not ahead[1] <= offset <= ahead[1] + len(ahead[2]) - size:
+            span, start, salt = self._read_ahead(segment, offset, size)
+        else:
+            _, start, span, salt = ahead
+        return self._checked(span, offset - start, salt, segment, offset, size)
+
+    def _read_ahead(self, segment: int, offset: int, size: int) -> tuple[bytes | None, int, int]:
+        """The span that `read` checks the record at `offset` from (bytes, their offset,
+        the segment's salt), kept for the next read: READ_AHEAD bytes (as many as are
+        written) if the read before was of an earlier place in the same segment, else
+        the record alone. No bytes if the record is not written yet."""
+        last = self._ahead
+        forward = last is not None and last[0] == segment and last[1] < offset
         with self._lock:
-            if self._failed is not None or self._closed:
-                self.check_usable()
-            span, salt = self._span_locked(segment, offset, offset + size)
-        return self._checked(span, 0, salt, segment, offset, size)
+            self.check_usable()
+            end = offset + max(size, READ_AHEAD) if forward else offset + size
+            if segment == self._segments[-1].base:
+                end = max(offset + size, min(end, self._end - self._pending_size))
+            span, salt = self._span_locked(segment, offset, end)
+            self._ahead = None if span is None else (segment, offset, span, salt)
+        return span, offset, salt
 
     def read_many(self, segment: int, places: Sequence[tuple[int, int]]) -> list[Record]:
         """`read` for (offset, size) places of one segment, with one pread when they lie
@@ -952,7 +976,7 @@ class Log(ClosesOnExit):
                 "could not write the checkpoint of %s (%s): the next open replays the whole log", self.path, exc)
 
     def _release_files(self) -> None:
-        self._map = None
+        self._map = self._ahead = None
         for f in list(self._readers.values()) + [getattr(self, "_active", None)]:
             if f is not None:
                 try:
@@ -986,6 +1010,7 @@ class Log(ClosesOnExit):
 
 REPLAY_WINDOW = 8 << 20  # bytes of a segment read at a time during replay
 READ_SPAN = 256 << 10  # read_many reads records this close together with one pread
+READ_AHEAD = 32 << 10  # bytes `read` takes at once when reads walk forward through a segment
 PREALLOCATE = 64 << 10  # bytes of zeros the active segment grows by ahead of its appends
 ROOM_AFTER_RECORD = 3 * RECORD_HEADER_SIZE + ALIGN  # a one-record write leaves this much of a segment
 

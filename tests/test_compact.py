@@ -267,3 +267,19 @@ def test_lease_after_compaction_skips_swept_jobs_left_in_the_heaps(qdir, clock):
     clock.advance(1)
     assert q.lease("t").id == second
     q.close()
+
+
+def test_reads_after_compaction_see_the_new_segment_not_bytes_read_ahead_before(qdir, clock):
+    """Records of one size: the compacted segment has records where the old one had
+    others, so bytes of the old one kept from a read-ahead would pass the checks."""
+    q = open_q(qdir, clock, retain_done=0)
+    ids = [q.enqueue("t", b"job %03d" % i * 8) for i in range(300)]
+    for jid in ids[::2]:
+        q.cancel(jid)
+    first = [j.payload for j in q.jobs("pending", limit=3)]  # reads walking forward in the first segment
+    assert q.compact().jobs_swept > 0
+    pending = ids[1::2]
+    order = pending[3:] + pending[:3]  # the first read after it falls inside the span read before
+    assert [q.get(jid).payload for jid in order] == [b"job %03d" % (ids.index(jid)) * 8 for jid in order]
+    assert first == [b"job %03d" % i * 8 for i in (1, 3, 5)]
+    q.close()

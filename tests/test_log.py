@@ -809,3 +809,51 @@ def test_records_written_through_the_map_survive_a_sigkill_without_any_fsync(tmp
     log.close()
     assert [p for _, _, p in got] == [b"k%d" % i for i in range(5000)]
     assert log.report.torn == []
+
+
+def sealed_records(tmp_path, n=200):
+    """A log with `n` records in sealed segments; returns it and their (segment, offset, size)."""
+    log = Log(tmp_path, sync="none", segment_size=16 << 10)
+    places = [(a.segment, a.offsets[0], a.sizes[0]) for a in (log.append([(16, b"rec %d" % i * 5)])
+                                                              for i in range(n))]
+    log.roll()
+    return log, places
+
+
+def counting_preads(monkeypatch):
+    calls = []
+    real = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, offset: calls.append(n) or real(fd, n, offset))
+    return calls
+
+
+def test_reads_walking_forward_take_one_pread_per_read_ahead_span(tmp_path, monkeypatch):
+    monkeypatch.setattr(log_module, "READ_AHEAD", 2048)
+    log, places = sealed_records(tmp_path, 600)
+    calls = counting_preads(monkeypatch)
+    forward = [log.read(*place).payload for place in places]
+    assert forward == [b"rec %d" % i * 5 for i in range(len(places))]
+    segments = len({s for s, _, _ in places})
+    assert segments > 1 and len(calls) <= len(places) // 16  # records of 64 bytes, in spans of 2 KiB
+    assert max(calls) == 2048
+    calls.clear()
+    backward = [log.read(*place).payload for place in reversed(places)]
+    monkeypatch.undo()
+    assert backward == forward[::-1]
+    assert len(calls) > len(places) // 2 and max(calls) == max(size for _, _, size in places)  # no read-ahead
+    log.close()
+
+
+def test_damage_inside_a_read_ahead_span_is_reported_for_its_record_only(tmp_path):
+    log, places = sealed_records(tmp_path, 50)
+    path = os.path.join(tmp_path, log_module.segment_name(places[0][0]))
+    segment, offset, size = places[5]
+    flip_bit(path, offset + 40)
+    got = [log.read(*place).payload for place in places[:5]]  # reading forward: the span holds record 5
+    with pytest.raises(CorruptionError) as info:
+        log.read(segment, offset, size)
+    assert info.value.path == path and info.value.offset == offset
+    assert got == [b"rec %d" % i * 5 for i in range(5)]
+    assert log.read(*places[6]).payload == b"rec 6" * 5
+    flip_bit(path, offset + 40)
+    log.close()
