@@ -808,7 +808,7 @@ class Log(ClosesOnExit):
             span, start, salt = self._read_ahead(segment, offset, size)
         else:
             _, start, span, salt = ahead
-        return self._checked(span, offset - start, salt, segment, offset, size)
+        return self._checked(span, start, salt, segment, offset, size)
 
     def _read_ahead(self, segment: int, offset: int, size: int) -> tuple[bytes | None, int, int]:
         """The span that `read` checks the record at `offset` from (bytes, their offset,
@@ -836,7 +836,7 @@ class Log(ClosesOnExit):
         with self._lock:
             self.check_usable()
             span, salt = self._span_locked(segment, start, end) if end - start <= READ_SPAN else (None, 0)
-        return [self._checked(span, offset - start, salt, segment, offset, size) for offset, size in places]
+        return [self._checked(span, start, salt, segment, offset, size) for offset, size in places]
 
     def _span_locked(self, segment: int, start: int, end: int) -> tuple[bytes | None, int]:
         """Bytes `start`..`end` of `segment` and the segment's salt; no bytes (None) if
@@ -850,17 +850,17 @@ class Log(ClosesOnExit):
             return self._map[start:end], self._encoder.salt64
         return self._active.pread(end - start, start), self._encoder.salt64
 
-    def _checked(self, span: bytes | None, pos: int, salt: int, segment: int, offset: int, size: int) -> Record:
-        """The record of `size` bytes at `pos` of `span` (read from `offset` of `segment`),
-        verified; when there is no span or it does not check out, `_read_alone` reads it
-        again and finds out what is wrong, with the path in the message."""
+    def _checked(self, span: bytes | None, start: int, salt: int, segment: int, offset: int, size: int) -> Record:
+        """The record of `size` bytes at `offset` of `segment`, verified from `span` (bytes
+        read from `start`); when there is no span or it does not check out, `_read_alone`
+        reads it again and finds out what is wrong, with the path in the message."""
         try:
-            rec = None if span is None else read_record(span, pos, salt)
+            rec = None if span is None else read_record(span, offset - start, salt, None, start)
         except CorruptionError:
             rec = None
         if rec is None or rec.size != size:
             return self._read_alone(segment, offset)
-        return _new_tuple(Record, (rec.seq, rec.type, rec.flags, rec.payload, offset, size))
+        return rec
 
     def _read_alone(self, segment: int, offset: int) -> Record:
         """The record at `offset`, its header read and verified first so that its length
@@ -869,22 +869,20 @@ class Log(ClosesOnExit):
             self.check_usable()
             written_end = self._end - self._pending_size
             if segment == self._segments[-1].base and offset >= written_end:
-                rec = read_record(b"".join(self._pending), offset - written_end, self._encoder.salt64)
+                rec = read_record(b"".join(self._pending), offset - written_end, self._encoder.salt64,
+                                  None, written_end)
                 if rec is not None:
-                    return rec._replace(offset=offset)
+                    return rec
             f, salt = self._reader(segment), self._read_salt(segment)
         path = self._seg_path(segment)
-        try:
-            head = f.pread(RECORD_HEADER_SIZE, offset)
-            rec = read_record(head, 0, salt, path)  # verifies the header, so its length
-            if rec is None and len(head) == RECORD_HEADER_SIZE:
-                size = int.from_bytes(head[4:8], "little")
-                rec = read_record(head + f.pread(padded(size), offset + RECORD_HEADER_SIZE), 0, salt, path)
-        except CorruptionError as exc:  # it saw the record alone: give the file offset
-            raise type(exc)(exc.reason, path=path, offset=offset) from None
+        head = f.pread(RECORD_HEADER_SIZE, offset)
+        rec = read_record(head, 0, salt, path, offset)  # verifies the header, so its length
+        if rec is None and len(head) == RECORD_HEADER_SIZE:
+            size = int.from_bytes(head[4:8], "little")
+            rec = read_record(head + f.pread(padded(size), offset + RECORD_HEADER_SIZE), 0, salt, path, offset)
         if rec is None:
             raise CorruptionError("record is truncated", path=path, offset=offset)
-        return rec._replace(offset=offset)
+        return rec
 
     def _reader(self, base: int) -> File:
         f = self._readers.get(base)

@@ -136,8 +136,10 @@ class Encoder:
         return _CHECK.pack(_xxh32(body, self.salt32)) + body + stored + _ZEROS[:-n & (ALIGN - 1)]
 
 
-def read_record(buf: bytes | memoryview, pos: int, salt: int, path: str | None = None) -> Record | None:
-    """Decode the record at `pos`; None if `buf` ends inside it.
+def read_record(buf: bytes | memoryview, pos: int, salt: int, path: str | None = None,
+                origin: int = 0) -> Record | None:
+    """Decode the record at `pos`; None if `buf` ends inside it. `origin` is where
+    `buf` starts in its segment: the record's offset, and an error's, is origin + pos.
 
     Raises `ChecksumError` when a check fails and `CorruptionError` for any
     other invalid content. Never raises anything else for any input.
@@ -148,21 +150,21 @@ def read_record(buf: bytes | memoryview, pos: int, salt: int, path: str | None =
         return None
     check, n, seq, rtype, flags, reserved, raw_len, pcheck = _HEADER.unpack_from(buf, pos)
     if check != _xxh32(buf[pos + 4:start], salt & 0xFFFFFFFF):
-        raise ChecksumError("record header check mismatch", path=path, offset=pos)
+        raise ChecksumError("record header check mismatch", path=path, offset=origin + pos)
     if n > MAX_STORED or rtype == 0 or reserved or flags & ~KNOWN_FLAGS:
-        raise CorruptionError("record header has invalid fields", path=path, offset=pos)
+        raise CorruptionError("record header has invalid fields", path=path, offset=origin + pos)
     stop = start + n
     size = RECORD_HEADER_SIZE + ((n + ALIGN - 1) & -ALIGN)
     if pos + size > end:
         return None
     stored = buf[start:stop]
     if pcheck != _xxh64(stored, salt):
-        raise ChecksumError("record payload check mismatch", path=path, offset=pos)
+        raise ChecksumError("record payload check mismatch", path=path, offset=origin + pos)
     if n & (ALIGN - 1) and buf[stop:pos + size] != _ZEROS[:pos + size - stop]:
-        raise CorruptionError("record padding is not zero", path=path, offset=pos)
+        raise CorruptionError("record padding is not zero", path=path, offset=origin + pos)
     if flags & FLAG_ZSTD or raw_len != n or type(stored) is not bytes:
-        stored = _unpack(bytes(stored), flags, raw_len, path, pos)
-    return new_tuple(Record, (seq, rtype, flags, stored, pos, size))
+        stored = _unpack(bytes(stored), flags, raw_len, path, origin + pos)
+    return new_tuple(Record, (seq, rtype, flags, stored, origin + pos, size))
 
 
 def _unpack(stored: bytes, flags: int, raw_len: int, path: str | None, pos: int) -> bytes:

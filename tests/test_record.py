@@ -147,3 +147,13 @@ def test_plain_enqueue_head_plus_payload_is_the_enqueue_record(at, delay, prio, 
     job = Enqueue(at, at + delay, prio, attempts, name, None, None, payload)
     assert enqueue_head(at, at + delay, prio, attempts, raw) + payload == encode_enqueue(job)
     assert decode_enqueue(encode_enqueue(job)) == job
+
+
+def test_a_record_read_from_bytes_taken_inside_a_segment_has_its_segment_offset():
+    first, second = Encoder(SALT).encode(1, 16, b"one"), Encoder(SALT).encode(2, 16, b"two")
+    rec = read_record(first + second, len(first), SALT, None, 4096)
+    assert rec is not None and (rec.payload, rec.offset) == (b"two", 4096 + len(first))
+    damaged = first + bytes([second[0] ^ 1]) + second[1:]
+    with pytest.raises(ChecksumError) as info:
+        read_record(damaged, len(first), SALT, "seg", 4096)
+    assert (info.value.path, info.value.offset) == ("seg", 4096 + len(first))
