@@ -122,8 +122,7 @@ def _decode(blob: bytes | memoryview) -> tuple[dict[int, Entry], dict[str, int],
     for (id, last, segment, loc, run_at, expires, attempts, max_attempts, priority, ni, code,
          flags) in ROW.iter_unpack(memoryview(blob)[pos:rows_end]):
         e = jobs[id] = Entry(id, names[ni], priority, run_at, max_attempts, None,
-                             bases.setdefault(segment, segment), loc)
-        e.attempts, e.state = attempts, states[code]
+                             bases.setdefault(segment, segment), loc, states[code], attempts)
         if last != id:  # (else `last` is the id object itself, as after replay: no int of its own)
             e.last = last
         if code == DELAYED:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections import deque
+from collections import defaultdict, deque
 from heapq import heapify, heappop, heappush
 from typing import Any, Callable, Iterable, Iterator
 
@@ -78,9 +78,11 @@ class Entry:
                  "key", "expires", "segment", "loc", "slot", "extra", "last")
 
     def __init__(self, id: int, name: str, priority: int, run_at: float, max_attempts: int,
-                 key: str | None, segment: int, loc: int) -> None:
-        self.id, self.name, self.state, self.priority = id, name, PENDING, priority
-        self.run_at, self.attempts, self.max_attempts, self.key = run_at, 0, max_attempts, key
+                 key: str | None, segment: int, loc: int, state: str = PENDING, attempts: int = 0) -> None:
+        """A job as its ENQUEUE record makes it (pending, no attempt yet), or in `state`
+        after `attempts` (a snapshot restores it so)."""
+        self.id, self.name, self.state, self.priority = id, name, state, priority
+        self.run_at, self.attempts, self.max_attempts, self.key = run_at, attempts, max_attempts, key
         self.expires: float | None = None
         self.segment, self.loc = segment, loc
         self.slot: tuple | None = None  # type: ignore[type-arg]
@@ -116,6 +118,14 @@ class Extra:
 ReadyItem = tuple[int, float, int]  # (-priority, run_at, id): smaller is leased first
 
 
+def _ready_item(e: Entry) -> ReadyItem:
+    return (-e.priority, e.run_at, e.id)
+
+
+def _id_of(e: Entry) -> int:
+    return e.id
+
+
 class Ready:
     """The ready jobs of one task name, as items `ReadyItem`, smallest first.
 
@@ -130,6 +140,15 @@ class Ready:
     def __init__(self) -> None:
         self.run: deque[ReadyItem] = deque()
         self.heap: list[ReadyItem] = []
+
+    @classmethod
+    def of(cls, items: list[ReadyItem]) -> "Ready":
+        """A Ready holding `items`, in any order (sorted here, in place: in order already,
+        as a snapshot lists most jobs, that takes one pass)."""
+        ready = cls()
+        items.sort()
+        ready.run = deque(items)
+        return ready
 
     def push(self, item: ReadyItem) -> None:
         run = self.run
@@ -254,19 +273,29 @@ class Index:
     def adopt(self, jobs: dict[int, Entry], keys: dict[str, int], delayed: set[int]) -> None:
         """Take over the jobs of a snapshot (`_snapshot`: in id order, slots not set) and
         their unique keys: each pending job goes in a ready queue, or in the delayed heap
-        if its id is in `delayed`, each active one in the lease heap, with the methods
-        replay uses, and is counted. The index must be empty."""
+        if its id is in `delayed`, each active one in the lease heap, and is counted.
+        The ready queues are built at once (`Ready.of`), the heaps with the methods
+        replay uses. The index must be empty."""
         self.jobs, self.keys = jobs, keys
-        counts = self.counts
+        counts, ready, live = self.counts, defaultdict(list), 0
         for e in jobs.values():
-            counts[e.state] += 1
-            if e.state == PENDING:
-                self._schedule(e, e.run_at, -math.inf if e.id in delayed else math.inf)
-            elif e.state == ACTIVE:
+            state = e.state
+            counts[state] += 1
+            if state == PENDING:
+                if e.id in delayed:
+                    self._schedule(e, e.run_at, -math.inf)
+                else:
+                    e.slot = item = _ready_item(e)
+                    ready[e.name].append(item)
+            elif state == ACTIVE:
                 self._push_lease(e)
             else:
                 continue
-            self.live_bytes += e.size
+            live += e.loc & 0xFFFFFFFF  # Entry.size
+        self.live_bytes += live
+        for name, items in ready.items():
+            self._ready[name] = Ready.of(items)
+            self.n_ready += len(items)
 
     def _lease(self, e: Entry, rec: Lease) -> None:
         self._move(e, ACTIVE)
@@ -343,7 +372,7 @@ class Index:
             heappush(self._delayed, item)
 
     def _push_ready(self, e: Entry) -> None:
-        e.slot = item = (-e.priority, e.run_at, e.id)
+        e.slot = item = _ready_item(e)
         ready = self._ready.get(e.name)
         if ready is None:
             ready = self._ready[e.name] = Ready()
@@ -463,7 +492,11 @@ class Index:
                 e.segment, e.loc = segment, offset << 32 | size
 
     def active_jobs(self) -> list[Entry]:
-        return [e for e in self.jobs.values() if e.state == ACTIVE]
+        """The active jobs in id order, found through the lease heap, which holds each of
+        them (an open after a crash asks, and need not look at every job)."""
+        jobs = self.jobs
+        return sorted((e for item in self._leases if (e := jobs.get(item[1])) is not None and e.slot is item),
+                      key=_id_of)
 
     def oldest(self, state: str) -> Entry | None:
         """The job with the lowest id in `state`."""

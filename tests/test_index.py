@@ -30,6 +30,23 @@ def test_ready_pops_in_ascending_order_whatever_the_arrival_order(script: list) 
     assert ready.top() is None
 
 
+@given(st.lists(items, unique_by=lambda item: item[2], max_size=100), st.lists(items, max_size=20))
+def test_a_ready_built_at_once_pops_like_one_built_by_pushes(first: list, later: list) -> None:  # type: ignore[type-arg]
+    built = Ready.of(list(first))
+    pushed = Ready()
+    for item in first:
+        pushed.push(item)
+    seen = {item[2] for item in first}
+    for item in later:  # pushes after the build keep the order
+        if item[2] not in seen:
+            seen.add(item[2])
+            built.push(item)
+            pushed.push(item)
+    out = [built.pop() for _ in seen]
+    assert out == [pushed.pop() for _ in seen] == sorted(out)
+    assert built.top() is None
+
+
 def test_in_order_arrivals_stay_in_the_run_and_others_go_to_the_heap() -> None:
     ready = Ready()
     for i in range(5):
