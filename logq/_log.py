@@ -794,10 +794,12 @@ class Log(ClosesOnExit):
     def read(self, segment: int, offset: int, size: int | None = None) -> Record:
         """Read back and verify the record that `Appended` placed at (`segment`, `offset`).
 
-        With the record's `size` (from `Appended.sizes`) it takes one read, or
-        none: reads that walk forward through a segment (a consumer leasing jobs
-        in the order they were enqueued) read READ_AHEAD bytes at a time and
-        keep them, and a record that lies in the bytes kept is checked from them.
+        With the record's `size` (from `Appended.sizes`) it reads the record alone
+        or not at all: reads that walk forward through a segment (a consumer
+        leasing jobs in the order they were enqueued) read READ_AHEAD bytes at a
+        time and keep them, and a record that lies in the bytes kept is checked
+        from them. (A record that does not check out is read again, header first,
+        to say what is wrong with it.)
         """
         if size is None:
             return self._read_alone(segment, offset)
@@ -813,8 +815,9 @@ class Log(ClosesOnExit):
     def _read_ahead(self, segment: int, offset: int, size: int) -> tuple[bytes | None, int, int]:
         """The span that `read` checks the record at `offset` from (bytes, their offset,
         the segment's salt), kept for the next read: READ_AHEAD bytes (as many as are
-        written) if the read before was of an earlier place in the same segment, else
-        the record alone. No bytes if the record is not written yet."""
+        written) if the span kept before starts at an earlier place of the same
+        segment, else the record alone. No bytes if the record is not written yet.
+        A span longer than READ_AHEAD (a large record) is not kept, only its place."""
         last = self._ahead
         forward = last is not None and last[0] == segment and last[1] < offset
         with self._lock:
@@ -823,7 +826,8 @@ class Log(ClosesOnExit):
             if segment == self._segments[-1].base:
                 end = max(offset + size, min(end, self._end - self._pending_size))
             span, salt = self._span_locked(segment, offset, end)
-            self._ahead = None if span is None else (segment, offset, span, salt)
+            if span is not None:
+                self._ahead = (segment, offset, span if len(span) <= READ_AHEAD else b"", salt)
         return span, offset, salt
 
     def read_many(self, segment: int, places: Sequence[tuple[int, int]]) -> list[Record]:

@@ -291,7 +291,7 @@ class Index:
                 self._push_lease(e)
             else:
                 continue
-            live += e.loc & 0xFFFFFFFF  # Entry.size
+            live += e.size
         self.live_bytes += live
         for name, items in ready.items():
             self._ready[name] = Ready.of(items)
@@ -492,8 +492,9 @@ class Index:
                 e.segment, e.loc = segment, offset << 32 | size
 
     def active_jobs(self) -> list[Entry]:
-        """The active jobs in id order, found through the lease heap, which holds each of
-        them (an open after a crash asks, and need not look at every job)."""
+        """The active jobs in id order, found through the lease heap (so an open after a
+        crash need not look at every job). Each active job's item is there, except
+        that of one `expired` has just handed to the caller who expires it."""
         jobs = self.jobs
         return sorted((e for item in self._leases if (e := jobs.get(item[1])) is not None and e.slot is item),
                       key=_id_of)

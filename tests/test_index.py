@@ -77,3 +77,17 @@ def test_finished_leases_do_not_pile_up_in_the_lease_heap_and_live_ones_still_ex
         assert q.expire_leases() == 1
         info = q.get(keep)
         assert info is not None and info.state == "pending" and info.attempts == 1
+
+
+def test_active_jobs_are_every_active_job_in_id_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import logq
+    from logq.testing import FakeClock
+
+    clock = FakeClock()
+    with logq.Queue(str(tmp_path / "q"), clock=clock, compact_threshold=None) as q:
+        ids = [q.enqueue("t", priority=p) for p in (1, 5, 3, 9, 7, 2)]  # leased out of id order
+        jobs = [q.lease(lease_time=10.0 + i) for i in range(5)]
+        q.extend(jobs[0], lease_time=100.0)  # a second item in the lease heap for one job
+        q.ack(jobs[1])
+        active = [j.id for j in q.jobs("active", limit=None)]
+        assert [e.id for e in q._index.active_jobs()] == active == sorted(set(ids) - {jobs[1].id, ids[0]})

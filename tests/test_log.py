@@ -811,11 +811,15 @@ def test_records_written_through_the_map_survive_a_sigkill_without_any_fsync(tmp
     assert log.report.torn == []
 
 
+def rec(i):
+    return b"rec %04d" % i * 5
+
+
 def sealed_records(tmp_path, n=200):
-    """A log with `n` records in sealed segments; returns it and their (segment, offset, size)."""
+    """A log with `n` records of one size in sealed segments (`rec(i)`); returns it and
+    their (segment, offset, size)."""
     log = Log(tmp_path, sync="none", segment_size=16 << 10)
-    places = [(a.segment, a.offsets[0], a.sizes[0]) for a in (log.append([(16, b"rec %d" % i * 5)])
-                                                              for i in range(n))]
+    places = [(a.segment, a.offsets[0], a.sizes[0]) for a in (log.append([(16, rec(i))]) for i in range(n))]
     log.roll()
     return log, places
 
@@ -832,7 +836,7 @@ def test_reads_walking_forward_take_one_pread_per_read_ahead_span(tmp_path, monk
     log, places = sealed_records(tmp_path, 600)
     calls = counting_preads(monkeypatch)
     forward = [log.read(*place).payload for place in places]
-    assert forward == [b"rec %d" % i * 5 for i in range(len(places))]
+    assert forward == [rec(i) for i in range(len(places))]
     segments = len({s for s, _, _ in places})
     assert segments > 1 and len(calls) <= len(places) // 16  # records of 64 bytes, in spans of 2 KiB
     assert max(calls) == 2048
@@ -844,16 +848,52 @@ def test_reads_walking_forward_take_one_pread_per_read_ahead_span(tmp_path, monk
     log.close()
 
 
-def test_damage_inside_a_read_ahead_span_is_reported_for_its_record_only(tmp_path):
+@pytest.mark.parametrize("where", [10, 40], ids=["header", "payload"])
+def test_damage_inside_a_read_ahead_span_is_reported_for_its_record_only(tmp_path, where):
     log, places = sealed_records(tmp_path, 50)
     path = os.path.join(tmp_path, log_module.segment_name(places[0][0]))
     segment, offset, size = places[5]
-    flip_bit(path, offset + 40)
+    flip_bit(path, offset + where)
     got = [log.read(*place).payload for place in places[:5]]  # reading forward: the span holds record 5
     with pytest.raises(CorruptionError) as info:
         log.read(segment, offset, size)
     assert info.value.path == path and info.value.offset == offset
-    assert got == [b"rec %d" % i * 5 for i in range(5)]
-    assert log.read(*places[6]).payload == b"rec 6" * 5
-    flip_bit(path, offset + 40)
+    assert got == [rec(i) for i in range(5)]
+    assert log.read(*places[6]).payload == rec(6)
+    flip_bit(path, offset + where)
     log.close()
+
+
+def test_a_span_kept_from_one_segment_never_answers_for_another(tmp_path):
+    log, places = sealed_records(tmp_path, 600)
+    first, second = sorted({s for s, _, _ in places})[:2]
+    in_first = [p for p in places if p[0] == first]
+    log.read(*in_first[0])
+    log.read(*in_first[1])  # forward: the span kept starts here and covers the rest of the segment
+    i, place = next((i, p) for i, p in enumerate(places) if p[0] == second and p[1] > in_first[1][1])
+    assert log.read(*place).payload == rec(i)  # records of one size: the first segment has one at this offset
+    log.close()
+
+
+def test_reads_walking_forward_through_the_active_segment_read_ahead_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(log_module, "READ_AHEAD", 2048)
+    log = Log(tmp_path, sync="always")  # no map in this mode: reads are preads
+    places = [(a.segment, a.offsets[0], a.sizes[0]) for a in (log.append([(16, b"act %d" % i * 5)])
+                                                              for i in range(300))]
+    pending = log.write([(16, b"not written yet")])
+    calls = counting_preads(monkeypatch)
+    got = [log.read(*place).payload for place in places]
+    assert got == [b"act %d" % i * 5 for i in range(300)] and len(calls) <= len(places) // 16
+    assert log.read(pending.segment, pending.offsets[0], pending.sizes[0]).payload == b"not written yet"
+    monkeypatch.undo()
+    log.commit(pending)
+    log.close()
+
+
+def test_a_record_larger_than_the_read_ahead_is_not_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(log_module, "READ_AHEAD", 256)
+    with Log(tmp_path, sync="none") as log:
+        small, big = log.append([(16, b"s")]), log.append([(16, b"B" * 5000)])
+        log.read(small.segment, small.offsets[0], small.sizes[0])
+        assert log.read(big.segment, big.offsets[0], big.sizes[0]).payload == b"B" * 5000
+        assert log._ahead is not None and len(log._ahead[2]) <= 256  # its place only, not a copy of it
