@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 import struct
 from collections import defaultdict, deque
-from heapq import heapify, heappop, heappush
+from heapq import heapify, heappop, heappush, heapreplace
 from typing import Any, Callable, Iterable, Iterator
 
 from ._errors import CorruptionError, InvalidTransition, JobNotFound
@@ -182,6 +182,12 @@ class Index:
         self.live_bytes = 0
         self.n_ready = 0
         self._ready: dict[str, Ready] = {}
+        # `_tops` lists each task name that has ready jobs with an item no larger than any
+        # of them (`_listed[name]`), so that a lease of any name looks at the smallest
+        # listing rather than at every name; entries whose item is no longer the name's
+        # listing are dropped when they come up
+        self._tops: list[tuple[ReadyItem, str]] = []
+        self._listed: dict[str, ReadyItem] = {}
         self._delayed: list[tuple[float, int]] = []
         self._leases: list[tuple[float, int]] = []
         self._names: dict[bytes, str] = {}  # task names by their UTF-8 bytes: decoded once, shared
@@ -295,6 +301,7 @@ class Index:
         self.live_bytes += live
         for name, items in ready.items():
             self._ready[name] = Ready.of(items)
+            self._list(name, items[0])  # (sorted by Ready.of: its smallest)
             self.n_ready += len(items)
 
     def _lease(self, e: Entry, rec: Lease) -> None:
@@ -372,12 +379,22 @@ class Index:
             heappush(self._delayed, item)
 
     def _push_ready(self, e: Entry) -> None:
+        """Put job `e` in its task's ready queue; list it if it is smaller than the
+        task's listing."""
         e.slot = item = _ready_item(e)
-        ready = self._ready.get(e.name)
+        name = e.name
+        ready = self._ready.get(name)
         if ready is None:
-            ready = self._ready[e.name] = Ready()
+            ready = self._ready[name] = Ready()
         ready.push(item)
         self.n_ready += 1
+        listed = self._listed.get(name)
+        if listed is None or item < listed:
+            self._list(name, item)
+
+    def _list(self, name: str, item: ReadyItem) -> None:
+        self._listed[name] = item
+        heappush(self._tops, (item, name))
 
     def _push_lease(self, e: Entry) -> None:
         assert e.expires is not None
@@ -410,30 +427,63 @@ class Index:
 
     def best_ready(self, names: frozenset[str] | None) -> Entry | None:
         """The next job to lease among `names` (all if None): priority, run_at, id."""
-        best: tuple[int, float, int] | None = None
-        jobs, readies = self.jobs, self._ready
-        for name in (list(readies) if names is None else names):
-            ready = readies.get(name)
-            if ready is None:
+        if names is None:
+            return self._best_of_all()
+        best: ReadyItem | None = None
+        for name in names:
+            top = self._live_top(name)
+            if top is not None and (best is None or top < best):
+                best = top
+        return None if best is None else self.jobs[best[2]]
+
+    def _best_of_all(self) -> Entry | None:
+        """`best_ready` of every name: the smallest listing, once it is its name's live
+        smallest item (each listing is no larger than its name's items, so the
+        smallest listing that is bounds them all)."""
+        tops, listed = self._tops, self._listed
+        while tops:
+            item, name = tops[0]
+            if listed.get(name) is not item:  # a name listed again since, or forgotten
+                heappop(tops)
                 continue
-            while True:
-                top = ready.top()
-                if top is None:
-                    del readies[name]
-                    break
-                e = jobs.get(top[2])  # None: swept by compaction, a stale entry like any other
-                if e is not None and e.slot is top:
-                    if best is None or top < best:
-                        best = top
-                    break
-                ready.pop()
-        return None if best is None else jobs[best[2]]
+            top = self._live_top(name)
+            if top is None:
+                heappop(tops)
+                continue
+            if top is item:
+                return self.jobs[top[2]]
+            listed[name] = top
+            entry = (top, name)
+            heapreplace(tops, entry)
+            if tops[0] is entry:
+                return self.jobs[top[2]]
+        return None
+
+    def _live_top(self, name: str) -> ReadyItem | None:
+        """The smallest item of task `name`'s ready queue whose job still waits there,
+        dropping the stale items before it (jobs that left since; a job swept by
+        compaction is one too); None, with the queue and its listing forgotten, if
+        there is none."""
+        ready = self._ready.get(name)
+        if ready is None:
+            return None
+        jobs = self.jobs
+        while True:
+            top = ready.top()
+            if top is None:
+                del self._ready[name]
+                del self._listed[name]
+                return None
+            e = jobs.get(top[2])
+            if e is not None and e.slot is top:
+                return top
+            ready.pop()
 
     def best_ready_many(self, names: frozenset[str] | None, limit: int) -> list[Entry]:
         """Up to `limit` jobs to lease next, best first (`best_ready` repeated); the
         index is left as it was: the LEASE records applied next take them off."""
         best: list[Entry] = []
-        looked_past = []
+        looked_past: list[Entry] = []
         while True:
             e = self.best_ready(names)
             if e is None:
@@ -441,9 +491,11 @@ class Index:
             best.append(e)
             if len(best) == limit:
                 break
-            looked_past.append(self._ready[e.name].pop())  # best_ready leaves it on top
-        for e, item in zip(best, looked_past):  # put them back
-            self._ready.setdefault(e.name, Ready()).push(item)
+            self._ready[e.name].pop()  # best_ready leaves it on top: look past it
+            self.n_ready -= 1
+            looked_past.append(e)
+        for e in looked_past:  # put them back
+            self._push_ready(e)
         return best
 
     def expired(self, now: float) -> list[Entry]:

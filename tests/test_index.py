@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from logq._state import Ready
@@ -91,3 +91,49 @@ def test_active_jobs_are_every_active_job_in_id_order(tmp_path) -> None:  # type
         q.ack(jobs[1])
         active = [j.id for j in q.jobs("active", limit=None)]
         assert [e.id for e in q._index.active_jobs()] == active == sorted(set(ids) - {jobs[1].id, ids[0]})
+
+
+NAMES5 = ["a", "b", "c", "d", "e"]
+STEPS = st.lists(st.tuples(st.sampled_from(["enqueue", "enqueue", "lease", "lease_many", "release", "ack", "advance"]),
+                           st.integers(0, 4), st.integers(-1, 2), st.integers(0, 30)), max_size=80)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(STEPS)
+@example([("enqueue", 0, -1, 0), ("enqueue", 1, 0, 0), ("enqueue", 0, 2, 0), ("lease", 0, 0, 0)])  # a's best comes last
+def test_leases_of_any_name_or_some_take_the_smallest_due_job_of_those_names(tmp_path_factory, steps) -> None:  # type: ignore[no-untyped-def]
+    """Many task names, priorities, delays, jobs given back: a lease (of any name, or of
+    some) takes what a look at every due pending job would; lease_many the first k."""
+    import logq
+    from logq.testing import FakeClock
+
+    clock = FakeClock()
+    leased: list[logq.Job] = []
+    with logq.Queue(str(tmp_path_factory.mktemp("q")), clock=clock, compact_threshold=None,
+                    lease_time=1e6) as q:  # no lease expires behind `expected`'s back
+        def expected(names, k):  # type: ignore[no-untyped-def]
+            now = clock.time()
+            due = [j for j in q.jobs("pending", limit=None)
+                   if j.run_at <= now and (names is None or j.name in names)]
+            return [j.id for j in sorted(due, key=lambda j: (-j.priority, j.run_at, j.id))[:k]]
+
+        for op, i, priority, n in steps:
+            names = None if n % 3 == 0 else {NAMES5[i], NAMES5[(i + n) % 5]}
+            if op == "enqueue":
+                q.enqueue(NAMES5[i], priority=priority, delay=float(n % 4 == 1) * n / 10)
+            elif op == "lease":
+                want = expected(names, 1)
+                job = q.lease(names)
+                assert ([job.id] if job else []) == want
+                leased += [job] if job else []
+            elif op == "lease_many":
+                want = expected(names, n % 4 + 1)
+                jobs = q.lease_many(n % 4 + 1, names)
+                assert [j.id for j in jobs] == want
+                leased += jobs
+            elif op in ("release", "ack") and leased:
+                job = leased.pop(n % len(leased))
+                q.release(job, delay=n % 2 * 0.5) if op == "release" else q.ack(job)
+            elif op == "advance":
+                clock.advance(n / 10)
+            assert q.stats().due == len(expected(None, 10**6))  # the count of due jobs keeps up
