@@ -393,8 +393,15 @@ class Index:
             self._list(name, item)
 
     def _list(self, name: str, item: ReadyItem) -> None:
-        self._listed[name] = item
-        heappush(self._tops, (item, name))
+        """List task `name` in `_tops` with `item`. Entries it no longer holds are
+        dropped when they come up in a lease of any name, or here, all at once, when
+        they outnumber the names (leases that name their tasks never reach them)."""
+        listed, tops = self._listed, self._tops
+        listed[name] = item
+        heappush(tops, (item, name))
+        if len(tops) > 2 * len(listed) + PRUNE_SLACK:
+            self._tops = [(item, name) for name, item in listed.items()]
+            heapify(self._tops)
 
     def _push_lease(self, e: Entry) -> None:
         assert e.expires is not None

@@ -137,3 +137,17 @@ def test_leases_of_any_name_or_some_take_the_smallest_due_job_of_those_names(tmp
             elif op == "advance":
                 clock.advance(n / 10)
             assert q.stats().due == len(expected(None, 10**6))  # the count of due jobs keeps up
+
+
+def test_the_listing_of_task_names_stays_bounded_when_leases_name_their_tasks(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import logq
+    from logq._state import PRUNE_SLACK
+
+    with logq.Queue(str(tmp_path / "q"), compact_threshold=None) as q:
+        for i in range(3 * PRUNE_SLACK):  # each job outranks the one before: a new listing each
+            q.enqueue("t", priority=i)
+            q.ack(q.lease("t"))  # the queue empties again: the name is forgotten, then listed anew
+        assert len(q._index._tops) <= PRUNE_SLACK + 2
+        q.enqueue("t", priority=-1)
+        q.enqueue("u", priority=5)
+        assert [q.lease().name, q.lease().name, q.lease()] == ["u", "t", None]
