@@ -741,11 +741,16 @@ def test_sealed_segments_end_at_their_seal(tmp_path):
 # ------------------------------------------------------------ writes through a map
 
 
-def counting_pwrites(monkeypatch):
+def counting(monkeypatch, call, arg):
+    """Record argument `arg` (by position) of every call of os.`call` (pwrite, pread)."""
     calls = []
-    real = os.pwrite
-    monkeypatch.setattr(os, "pwrite", lambda fd, data, offset: calls.append(offset) or real(fd, data, offset))
+    real = getattr(os, call)
+    monkeypatch.setattr(os, call, lambda *args: calls.append(args[arg]) or real(*args))
     return calls
+
+
+def counting_pwrites(monkeypatch):
+    return counting(monkeypatch, "pwrite", 2)  # offsets
 
 
 def test_writes_and_reads_inside_the_mapped_stretch_take_no_system_call(tmp_path, monkeypatch):
@@ -825,10 +830,7 @@ def sealed_records(tmp_path, n=200):
 
 
 def counting_preads(monkeypatch):
-    calls = []
-    real = os.pread
-    monkeypatch.setattr(os, "pread", lambda fd, n, offset: calls.append(n) or real(fd, n, offset))
-    return calls
+    return counting(monkeypatch, "pread", 1)  # sizes
 
 
 def test_reads_walking_forward_take_one_pread_per_read_ahead_span(tmp_path, monkeypatch):
