@@ -46,6 +46,7 @@ import math
 import struct
 from collections import defaultdict, deque
 from heapq import heapify, heappop, heappush, heapreplace
+from operator import attrgetter
 from typing import Any, Callable, Iterable, Iterator
 
 from ._errors import CorruptionError, InvalidTransition, JobNotFound
@@ -120,10 +121,6 @@ ReadyItem = tuple[int, float, int]  # (-priority, run_at, id): smaller is leased
 
 def _ready_item(e: Entry) -> ReadyItem:
     return (-e.priority, e.run_at, e.id)
-
-
-def _id_of(e: Entry) -> int:
-    return e.id
 
 
 class Ready:
@@ -300,8 +297,8 @@ class Index:
             live += e.size
         self.live_bytes += live
         for name, items in ready.items():
-            self._ready[name] = Ready.of(items)
-            self._list(name, items[0])  # (sorted by Ready.of: its smallest)
+            self._ready[name] = built = Ready.of(items)
+            self._list(name, built.run[0])
             self.n_ready += len(items)
 
     def _lease(self, e: Entry, rec: Lease) -> None:
@@ -400,7 +397,7 @@ class Index:
         listed[name] = item
         heappush(tops, (item, name))
         if len(tops) > 2 * len(listed) + PRUNE_SLACK:
-            self._tops = [(item, name) for name, item in listed.items()]
+            self._tops = [(each, task) for task, each in listed.items()]
             heapify(self._tops)
 
     def _push_lease(self, e: Entry) -> None:
@@ -416,10 +413,16 @@ class Index:
         until its expiry time comes (lease_time x ack rate items, for a busy
         consumer); pruning when stale items outnumber live ones keeps the heap
         within twice the active jobs, at O(1) amortized cost."""
-        jobs = self.jobs
-        self._leases = [item for item in self._leases
-                        if (e := jobs.get(item[1])) is not None and e.slot is item]
+        self._leases = [item for item, _ in self._live_leases()]
         heapify(self._leases)
+
+    def _live_leases(self) -> Iterator[tuple[tuple[float, int], Entry]]:
+        """The items of the lease heap that are their job's current lease, with the job."""
+        jobs = self.jobs
+        for item in self._leases:
+            e = jobs.get(item[1])
+            if e is not None and e.slot is item:
+                yield item, e
 
     # ------------------------------------------------------------------ queries
 
@@ -554,9 +557,7 @@ class Index:
         """The active jobs in id order, found through the lease heap (so an open after a
         crash need not look at every job). Each active job's item is there, except
         that of one `expired` has just handed to the caller who expires it."""
-        jobs = self.jobs
-        return sorted((e for item in self._leases if (e := jobs.get(item[1])) is not None and e.slot is item),
-                      key=_id_of)
+        return sorted((e for _, e in self._live_leases()), key=attrgetter("id"))
 
     def oldest(self, state: str) -> Entry | None:
         """The job with the lowest id in `state`."""
