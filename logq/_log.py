@@ -68,6 +68,7 @@ from collections import deque
 from time import monotonic as _monotonic
 from _thread import LockType, allocate_lock as _allocate_lock
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Callable, NamedTuple, Sequence, TypeVar
 
 from ._errors import (
@@ -503,11 +504,11 @@ class Log(ClosesOnExit):
             return self._write_batch_locked(((rtype, payload),), mode)
 
     def _write_batch_locked(self, items: Sequence[tuple[int, bytes]], mode: str) -> Appended:
-        chunks, offsets, first = self._encode_batch(items)
-        sizes = tuple(map(len, chunks))
+        chunks, offsets, sizes, first = self._encode_batch(items)
         self._pending.extend(chunks)
-        self._pending_size += sum(sizes)
-        self._end += sum(sizes)
+        size = sum(sizes)
+        self._pending_size += size
+        self._end += size
         if mode != "always":
             self._flush_locked()
         return Appended(first, self._next_seq - 1, self._segments[-1].base, offsets, sizes, mode)
@@ -519,23 +520,28 @@ class Log(ClosesOnExit):
         elif self._failed is not None:
             raise self._failure()
 
-    def _encode_batch(self, items: Sequence[tuple[int, bytes]]) -> tuple[list[bytes], tuple[int, ...], int]:
-        for rtype, payload in items:
-            if not FIRST_USER_TYPE <= rtype <= 255 or not isinstance(payload, (bytes, bytearray, memoryview)):
-                raise InvalidArgument("records are (type 16..255, bytes) pairs")
-        estimate = sum(RECORD_HEADER_SIZE + len(p) + 8 for _, p in items)
-        if self._end > SEGMENT_HEADER_SIZE and self._end + estimate + 64 > self.segment_size:
+    def _encode_batch(self, items: Sequence[tuple[int, bytes]]
+                      ) -> tuple[list[bytes], tuple[int, ...], tuple[int, ...], int]:
+        """Check and encode `items` as the next records (after a rollover if they do not
+        fit): their bytes, offsets, sizes and first sequence number. Raises before
+        any change but the rollover."""
+        types = [rtype for rtype, _ in items]
+        if not FIRST_USER_TYPE <= min(types) <= max(types) <= 255:
+            raise InvalidArgument("records are (type 16..255, bytes) pairs")
+        payloads = [payload if type(payload) is bytes else _record_bytes(payload) for _, payload in items]
+        n = len(items)
+        if self._end > SEGMENT_HEADER_SIZE and self._end + sum(map(len, payloads)) + n * (RECORD_HEADER_SIZE + 8) \
+                + 64 > self.segment_size:
             self._rollover_locked()
-        encode, seq, end, last = self._encoder.encode, self._next_seq, self._end, len(items) - 1
-        chunks, offsets = [], []
-        for i, (rtype, payload) in enumerate(items):
-            flags = (FLAG_FIRST if i == 0 else 0) | (0 if i == last else FLAG_CONTINUED)
-            chunk = encode(seq + i, rtype, payload if type(payload) is bytes else bytes(payload), flags)
-            chunks.append(chunk)
-            offsets.append(end)
-            end += len(chunk)
-        self._next_seq = seq + len(items)
-        return chunks, tuple(offsets), seq
+        flags = [FLAG_CONTINUED] * n  # every record but the last says another follows
+        flags[0] |= FLAG_FIRST
+        flags[-1] &= ~FLAG_CONTINUED
+        seq = self._next_seq
+        chunks = list(map(self._encoder.encode, range(seq, seq + n), types, payloads, flags))
+        sizes = tuple(map(len, chunks))
+        offsets = tuple(accumulate(sizes[:-1], initial=self._end))
+        self._next_seq = seq + n
+        return chunks, offsets, sizes, seq
 
     def _flush_locked(self) -> None:
         """Write everything pending to the active segment (one write)."""
@@ -1015,6 +1021,13 @@ READ_SPAN = 256 << 10  # read_many reads records this close together with one pr
 READ_AHEAD = 32 << 10  # bytes `read` takes at once when reads walk forward through a segment
 PREALLOCATE = 64 << 10  # bytes of zeros the active segment grows by ahead of its appends
 ROOM_AFTER_RECORD = 3 * RECORD_HEADER_SIZE + ALIGN  # a one-record write leaves this much of a segment
+
+
+def _record_bytes(payload: object) -> bytes:
+    """A record payload given as a bytes-like object, as bytes; raise for anything else."""
+    if not isinstance(payload, (bytearray, memoryview)):
+        raise InvalidArgument("records are (type 16..255, bytes) pairs")
+    return bytes(payload)
 
 
 def _scan_windows(f: File, size: int, path: str, deliver: Callable[[Record], None], *,

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+Change = tuple[Entry, int, JobRecord]  # a job, the type of the record that changes it, the record
 EnqueueFields = tuple[float, float, int, int, str, "str | None", "tuple[float, float, float, float] | None"]
 """An ENQUEUE record's fields but the payload, in order: enqueued_at, run_at, priority,
 max_attempts, name, key, backoff."""
@@ -150,9 +151,9 @@ class Queue(ClosesOnExit):
         if not lost:
             return
         now = self.clock.time()
-        items = [self._expiry(e, now, "lease lost") for e in lost]
+        changes = [self._expiry(e, now, "lease lost") for e in lost]
         with self._lock:
-            appended = self._append_locked(items, "always")
+            appended = self._change_all_locked(changes, "always")
         self._log.commit(appended)
 
     # ----------------------------------------------------------------- enqueue
@@ -289,7 +290,7 @@ class Queue(ClosesOnExit):
                     if expired is not None:
                         appended.append(expired)
                     self._index.promote(now)
-                    taken = self._index.best_ready_many(wanted, n)
+                    taken = self._index.take_ready(wanted, n)
                     if taken:
                         break
                     for done in appended:  # do not hold a group commit open while waiting
@@ -300,12 +301,16 @@ class Queue(ClosesOnExit):
                     if not self._wait_locked(deadline, now):
                         return []
                 expires = now + lease_time
-                if len(taken) == 1:
-                    e = taken[0]
-                    rec = _new_tuple(Lease, (e.id, e.attempts + 1, now, expires))
-                    appended.append(self._change_locked(e, LEASE, rec, sync))
-                else:
-                    appended.append(self._append_locked(_lease_records(taken, now, expires), sync))
+                try:
+                    if len(taken) == 1:
+                        e = taken[0]
+                        rec = _new_tuple(Lease, (e.id, e.attempts + 1, now, expires))
+                        appended.append(self._change_locked(e, LEASE, rec, sync))
+                    else:
+                        appended.append(self._change_all_locked(_leases(taken, now, expires), sync))
+                except BaseException:
+                    self._index.put_back(taken)
+                    raise
                 return self._leased_jobs(taken, expires)
         finally:
             for done in appended:
@@ -400,9 +405,9 @@ class Queue(ClosesOnExit):
         delay = (Backoff(*backoff) if backoff else self.backoff).delay(e.attempts)
         return Outcome(e.id, now, False, now + delay, error)
 
-    def _expiry(self, e: Entry, now: float, reason: str) -> tuple[int, bytes]:
-        """The EXPIRE record (type and bytes) of a lost lease: pending again, or dead."""
-        return EXPIRE, encode_outcome(Outcome(e.id, now, e.attempts >= e.max_attempts, now, reason))
+    def _expiry(self, e: Entry, now: float, reason: str) -> Change:
+        """The EXPIRE change of a lost lease: pending again, or dead."""
+        return e, EXPIRE, Outcome(e.id, now, e.attempts >= e.max_attempts, now, reason)
 
     def expire_leases(self) -> int:
         """Return expired leases to pending (or dead); `lease` does this by itself. Returns the count."""
@@ -418,7 +423,7 @@ class Queue(ClosesOnExit):
         expired = self._index.expired(now)
         if not expired:
             return None
-        return self._append_locked([self._expiry(e, now, "lease expired") for e in expired], None)
+        return self._change_all_locked([self._expiry(e, now, "lease expired") for e in expired], None)
 
     # ------------------------------------------------------ cancel, retry, read
 
@@ -602,33 +607,44 @@ class Queue(ClosesOnExit):
             self._check_open()
             now = self.clock.time()
             items: list[tuple[int, bytes]] = []
+            changes: list[tuple[Entry, JobRecord] | None] = []
             errors: list[LogqError | None] = []
+            seen: set[int] = set()  # a job twice in one batch: its second outcome finds it final
             for job, result, error in outcomes:
                 rtype = ACK if error is None else FAIL
                 try:
+                    if job.id in seen:
+                        raise LeaseLostError(f"job {job.id} is twice in one batch of outcomes: the first counts")
                     e = self._leased_entry(job, rtype)
                 except LogqError as exc:
                     errors.append(exc)
                     continue
                 errors.append(None)
+                seen.add(job.id)
+                rec: JobRecord
                 if error is None:
-                    items.append((ACK, encode_job_at(JobAt(e.id, now, bytes(result)))))
+                    rec = _new_tuple(JobAt, (e.id, now, result if type(result) is bytes else bytes(result)))
+                    items.append((ACK, encode_job_at(rec)))
                     final = True
                 else:
-                    outcome = self._failure(e, now, (_error_text(error), True))
-                    items.append((FAIL, encode_outcome(outcome)))
-                    final = outcome.dead
-                items.extend(self._next_run(job, e, now, final))
-            appended = self._append_locked(items, None) if items else None
+                    rec = self._failure(e, now, (_error_text(error), True))
+                    items.append((FAIL, encode_outcome(rec)))
+                    final = rec.dead
+                changes.append((e, rec))
+                if final and self._tasks:
+                    for record in self._next_run(job, e, now):
+                        items.append(record)
+                        changes.append(None)
+            appended = self._append_locked(items, None, changes) if items else None
         if appended is not None:
             self._log.commit(appended)
         return errors
 
-    def _next_run(self, job: Job, e: Entry, now: float, final: bool) -> list[tuple[int, bytes]]:
+    def _next_run(self, job: Job, e: Entry, now: float) -> list[tuple[int, bytes]]:
         """The ENQUEUE of a periodic task's next run, once this run is final (else none)."""
         task = self._tasks.get(job.name)
         every = task.options.every if task is not None else None
-        if every is None or not final:
+        if every is None:
             return []
         slot = _next_slot(json.loads(job.payload)["slot"], every, now)
         return [(ENQUEUE, encode_enqueue(Enqueue(now, slot, e.priority, e.max_attempts, job.name,
@@ -750,13 +766,27 @@ class Queue(ClosesOnExit):
         self._notify_locked(e.id in self._watched and e.state in FINAL_STATES)
         return appended
 
-    def _append_locked(self, items: Sequence[tuple[int, bytes]], sync: str | None) -> Appended:
-        """Write records (type, payload bytes) as one batch and apply each to the index."""
+    def _change_all_locked(self, changes: Sequence[Change], sync: str | None) -> Appended:
+        """`_change_locked` for several changes (job, record type, record) as one batch."""
+        return self._append_locked([(rtype, ENCODERS[rtype](rec)) for _, rtype, rec in changes], sync,
+                                   [(e, rec) for e, _, rec in changes])
+
+    def _append_locked(self, items: Sequence[tuple[int, bytes]], sync: str | None,
+                       changes: Sequence[tuple[Entry, JobRecord] | None] = ()) -> Appended:
+        """Write records (type, payload bytes) as one batch and apply each to the index.
+        A record with a `changes` entry (job, decoded record: checked by the caller for
+        its type, as for `_change_locked`) goes to `Index.transition`, undecoded; the
+        others (ENQUEUEs) to `Index.apply`."""
         appended = self._log.write(items, sync=sync)
-        apply, watched, finished = self._index.apply, self._watched, False
+        index, watched, finished = self._index, self._watched, False
         seq, segment, offsets, sizes = appended.first_seq, appended.segment, appended.offsets, appended.sizes
         for i, (rtype, payload) in enumerate(items):
-            e = apply(rtype, seq + i, payload, segment, offsets[i], sizes[i])
+            change = changes[i] if changes else None
+            if change is None:
+                e = index.apply(rtype, seq + i, payload, segment, offsets[i], sizes[i])
+            else:
+                e = change[0]
+                index.transition(e, rtype, seq + i, change[1])
             if watched and e.id in watched and e.state in FINAL_STATES:
                 finished = True
         self._notify_locked(finished)
@@ -798,9 +828,9 @@ def _return_free_memory() -> None:
     trim(0)
 
 
-def _lease_records(taken: list[Entry], now: float, expires: float) -> list[tuple[int, bytes]]:
-    """The LEASE records (type, bytes) of a `lease_many` batch."""
-    return [(LEASE, encode_lease(Lease(e.id, e.attempts + 1, now, expires))) for e in taken]
+def _leases(taken: list[Entry], now: float, expires: float) -> list[Change]:
+    """The LEASE changes of a `lease_many` batch."""
+    return [(e, LEASE, _new_tuple(Lease, (e.id, e.attempts + 1, now, expires))) for e in taken]
 
 
 def _job_at_now(e: Entry, now: float, data: bytes) -> JobAt:

@@ -31,7 +31,8 @@ applying them needs no clock or randomness. Time enters only as arguments
 (`promote(now)`, `expired(now)`).
 
 Each pending or active job sits in exactly one priority queue, through the
-tuple in `Entry.slot`; the queues are cleaned lazily (a tuple that is no longer
+tuple in `Entry.slot` (but for the moment between a live lease's `take_ready`
+and its LEASE record); the queues are cleaned lazily (a tuple that is no longer
 its job's slot is stale). Ready jobs are ordered by (-priority, run_at, id) in
 one `Ready` queue per task name (a sorted run for jobs that arrive in order,
 and a heap); delayed jobs by (run_at, id) in a heap; active jobs by
@@ -489,24 +490,29 @@ class Index:
                 return top
             ready.pop()
 
-    def best_ready_many(self, names: frozenset[str] | None, limit: int) -> list[Entry]:
-        """Up to `limit` jobs to lease next, best first (`best_ready` repeated); the
-        index is left as it was: the LEASE records applied next take them off."""
-        best: list[Entry] = []
-        looked_past: list[Entry] = []
+    def take_ready(self, names: frozenset[str] | None, limit: int) -> list[Entry]:
+        """Take up to `limit` jobs to lease next, best first (`best_ready` repeated), out
+        of their ready queues: each is left pending in no queue, and the caller applies
+        its LEASE record next, or hands it back with `put_back`."""
+        taken: list[Entry] = []
         while True:
             e = self.best_ready(names)
             if e is None:
                 break
-            best.append(e)
-            if len(best) == limit:
+            self._ready[e.name].pop()  # best_ready finds it on top
+            e.slot = None
+            taken.append(e)
+            if len(taken) == limit:
                 break
-            self._ready[e.name].pop()  # best_ready leaves it on top: look past it
-            self.n_ready -= 1
-            looked_past.append(e)
-        for e in looked_past:  # put them back
-            self._push_ready(e)
-        return best
+        self.n_ready -= len(taken)
+        return taken
+
+    def put_back(self, taken: Iterable[Entry]) -> None:
+        """Return jobs that `take_ready` took, and that are still pending in no queue
+        (their LEASE was not written), to their ready queues."""
+        for e in taken:
+            if e.state == PENDING and e.slot is None:
+                self._push_ready(e)
 
     def expired(self, now: float) -> list[Entry]:
         """Active jobs whose lease ended at or before `now` (they stay active until applied)."""

@@ -481,12 +481,21 @@ def test_bad_options_are_refused_before_touching_disk(tmp_path, kw):
     assert not (tmp_path / "q").exists()
 
 
-@pytest.mark.parametrize("items", [[], [(1, b"x")], [(16, "text")], [(300, b"x")]])
+@pytest.mark.parametrize("items", [[], [(1, b"x")], [(16, "text")], [(300, b"x")], [(16, b"x"), (15, b"y")],
+                                   [(16, b"x"), (16, "text")], [(256, b"x"), (16, b"y")]])
 def test_bad_records_are_refused_and_nothing_is_written(tmp_path, items):
     with Log(tmp_path) as log:
         with pytest.raises(InvalidArgument):
             log.append(items)
         assert log.last_seq == 0
+
+
+def test_a_batch_takes_bytes_like_payloads(tmp_path):
+    with Log(tmp_path) as log:
+        first = log.append([(16, bytearray(b"ab")), (17, memoryview(b"cde")), (18, b"f")]).first_seq
+    log, got = replayed(tmp_path)
+    log.close()
+    assert got == [(first, 16, b"ab"), (first + 1, 17, b"cde"), (first + 2, 18, b"f")]
 
 
 # ------------------------------------------------------- structure of batches

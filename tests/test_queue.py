@@ -368,6 +368,36 @@ def test_complete_many_records_every_outcome_but_a_lost_lease_in_one_batch(q, cl
     assert (q.get(ids[2]).state, q.get(ids[2]).last_error) == ("pending", "boom")
 
 
+def test_complete_many_takes_a_job_given_twice_once(q, clock):
+    jid = q.enqueue("t", b"x")
+    job = q.lease()
+    before = q._log.last_seq
+    errors = q._complete_many([(job, b"first", None), (job, b"second", "boom")])
+    assert errors[0] is None and isinstance(errors[1], LeaseLostError) and "twice" in str(errors[1])
+    assert q._log.last_seq == before + 1  # one ACK, and no second record that replay would refuse
+    assert (q.get(jid).state, q.get(jid).result) == ("done", b"first")
+    q2 = reopen(q, clock)
+    assert (q2.get(jid).state, q2.get(jid).result) == ("done", b"first")
+    q2.close()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_lease_whose_write_fails_leaves_its_jobs_due(q, clock, monkeypatch, n):
+    ids = q.enqueue_many([("t", b"%d" % i) for i in range(3)])
+    before = q.stats()
+
+    def refuse(*args, **kwargs):
+        raise InvalidArgument("refused by the test")
+    with monkeypatch.context() as m:
+        m.setattr(q._log, "write_one", refuse)
+        m.setattr(q._log, "write", refuse)
+        with pytest.raises(InvalidArgument, match="refused"):
+            q.lease_many(n)
+    after = q.stats()
+    assert (after.counts, after.due, after.last_seq) == (before.counts, before.due, before.last_seq)
+    assert [j.id for j in q.lease_many(3)] == ids  # taken back into their ready queue, in order
+
+
 def test_lease_lost_in_a_crash_counts_the_attempt(q, clock):
     jid = q.enqueue("t", b"x", max_attempts=2)
     q.lease()
