@@ -217,6 +217,12 @@ class Driver:
         self._call(f"ack({jid})", lambda: self.queue().ack(jid, result=result),
                    {None: m.ack(self.state, jid, result)})
 
+    def ack_many(self, jids: Sequence[int]) -> None:
+        after = self.state
+        for jid in jids:
+            after = m.ack(after, jid, b"")
+        self._call(f"ack_many({list(jids)})", lambda: self.queue().ack_many(list(jids)), {None: after})
+
     def fail(self, jid: int, retry: bool = True) -> None:
         after = m.fail(self.state, jid, "err", retry, self.clock.time(), BACKOFF)
         self._call(f"fail({jid}, retry={retry})", lambda: self.queue().fail(jid, "err", retry=retry),

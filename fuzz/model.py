@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 `CrashMachine` draws a sync mode and a file-system seed, then a sequence of
-rules: the queue calls (enqueue, enqueue_many, lease, lease_many, ack, fail, release,
+rules: the queue calls (enqueue, enqueue_many, lease, lease_many, ack, ack_many, fail, release,
 cancel, expire_leases, compact when the Queue has it), clock moves, `sync`,
 a clean `reopen`, an immediate `crash(fault)` (optionally crashing again
 inside the recovery), and two arming rules: an EIO on the nth next write /
@@ -89,6 +89,12 @@ class CrashMachine(RuleBasedStateMachine):
     @rule(data=st.data(), result=st.binary(max_size=16))
     def ack(self, data: st.DataObject, result: bytes) -> None:
         self.drv.ack(data.draw(st.sampled_from(self.drv.active())), result)
+
+    @precondition(lambda self: self.d is not None and self.d.active())
+    @rule(data=st.data())
+    def ack_many(self, data: st.DataObject) -> None:
+        self.drv.ack_many(data.draw(st.lists(st.sampled_from(self.drv.active()), min_size=1, max_size=3,
+                                             unique=True)))
 
     @precondition(lambda self: self.d is not None and self.d.active())
     @rule(data=st.data(), retry=st.booleans())

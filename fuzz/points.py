@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A workload is a list of named steps on a `Driver` (the standard one below
-covers enqueue, a unique key, a batch, lease/lease_many/ack/fail/release/cancel,
+covers enqueue, a unique key, a batch, lease/lease_many/ack/ack_many/fail/release/cancel,
 expiry, rollover, sync, compaction when present, and a clean reopen). A dry
 run counts its file operations N. Then for every point n in 1..N the
 workload runs again on fresh simulated files until the process halts right
@@ -98,6 +98,7 @@ def standard_workload() -> list[Step]:
         ("advance 3", lambda d: d.advance(3)),
         ("expire_leases", lambda d: d.expire_leases()),
         ("lease_many 2 (left active)", lambda d: d.lease_many(2, lease_time=5)),
+        ("lease_many 2, ack_many", lambda d: (d.lease_many(2, lease_time=5), d.ack_many(d.active()[-2:]))),
         ("reopen", lambda d: d.reopen()),
         ("enqueue after reopen", lambda d: d.enqueue("a", b"last")),
     ]
@@ -120,6 +121,7 @@ def random_workload(seed: int, length: int = 24) -> list[Step]:
         lambda: ("sync", lambda d: d.sync()),
         lambda: ("compact", lambda d: d.compact()),
         lambda: ("reopen", lambda d: d.reopen()),
+        lambda: ("ack_many", lambda d: d.ack_many(d.active()[:2])),
     ]
     return [rng.choice(menu)() for _ in range(length)]
 

@@ -38,10 +38,10 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar, cast
 
 from ._clock import Clock, SystemClock
-from ._errors import ClosedError, InvalidArgument, LeaseLostError, LogqError
+from ._errors import ClosedError, InvalidArgument, InvalidTransition, LeaseLostError, LogqError
 from ._jobrec import (
     ACK, CANCEL, ENCODERS, ENQUEUE, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES, Enqueue, JobAt,
-    JobRecord, Lease, Outcome, decode_enqueue, encode_enqueue, encode_job_at, encode_lease, encode_outcome,
+    JobRecord, Lease, Outcome, decode_enqueue, encode_enqueue, encode_job_at, encode_outcome,
     enqueue_head, enqueue_time_and_payload,
 )
 from ._jobs import (
@@ -354,6 +354,26 @@ class Queue(ClosesOnExit):
             result = bytes(result)
         self._on_lease(job, ACK, _job_at_now, result, sync)
 
+    def ack_many(self, jobs: Iterable[Job | int], *, sync: str | None = None) -> None:
+        """`ack` each of `jobs` (no result), as one atomic batch: one write, and one fsync
+        in `always` mode. If any of them cannot be acked (unknown, not active, its
+        lease lost, or given twice), raise for the first such and ack none."""
+        with self._lock:
+            self._check_open()
+            now = self.clock.time()
+            changes: list[Change] = []
+            seen: set[int] = set()
+            for job in jobs:
+                e = self._leased_entry(job, ACK)
+                if e.id in seen:
+                    raise InvalidTransition(f"job {e.id} is twice in ack_many: give each job once; nothing was acked")
+                seen.add(e.id)
+                changes.append((e, ACK, _new_tuple(JobAt, (e.id, now, b""))))
+            if not changes:
+                return
+            appended = self._change_all_locked(changes, sync)
+        self._log.commit(appended)
+
     def fail(self, job: Job | int, error: str | BaseException = "", *, retry: bool = True,
              sync: str | None = None) -> None:
         """Record a failed attempt: pending again after the backoff delay, or dead.
@@ -641,7 +661,8 @@ class Queue(ClosesOnExit):
         return errors
 
     def _next_run(self, job: Job, e: Entry, now: float) -> list[tuple[int, bytes]]:
-        """The ENQUEUE of a periodic task's next run, once this run is final (else none)."""
+        """The ENQUEUE of a periodic task's next run, for a run that is final (none if
+        `job` is not of a periodic task)."""
         task = self._tasks.get(job.name)
         every = task.options.every if task is not None else None
         if every is None:

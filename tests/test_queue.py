@@ -9,7 +9,7 @@ import pytest
 
 import logq
 from logq import Backoff, ClosedError, InvalidArgument, InvalidTransition, JobNotFound, LeaseLostError, Queue
-from logq._jobrec import LEASE
+from logq._jobrec import ACK, LEASE
 from logq._record import FLAG_CONTINUED, FLAG_FIRST
 from logq._segment import scan
 from logq.testing import FakeClock
@@ -396,6 +396,44 @@ def test_a_lease_whose_write_fails_leaves_its_jobs_due(q, clock, monkeypatch, n)
     after = q.stats()
     assert (after.counts, after.due, after.last_seq) == (before.counts, before.due, before.last_seq)
     assert [j.id for j in q.lease_many(3)] == ids  # taken back into their ready queue, in order
+
+
+def test_ack_many_finishes_jobs_in_one_atomic_batch(q, clock):
+    ids = q.enqueue_many([("t", b"%d" % i) for i in range(4)])
+    jobs = q.lease_many(3)
+    before = q._log.last_seq
+    q.ack_many([jobs[0], jobs[1].id, jobs[2]])  # jobs or ids, as ack takes
+    assert q._log.last_seq == before + 3
+    q.sync()
+    records: list = []
+    for path in segment_paths(q.path):
+        with open(path, "rb") as f:
+            scan(f.read(), path, records.append)
+    acks = [r for r in records if r.type == ACK]
+    assert [bool(r.flags & FLAG_CONTINUED) for r in acks] == [True, True, False]  # one batch
+    q2 = reopen(q, clock)
+    assert [(q2.get(i).state, q2.get(i).result) for i in ids] == [("done", b"")] * 3 + [("pending", None)]
+    q2.ack_many([])  # nothing to do, nothing written
+    assert q2._log.last_seq == before + 3
+    q2.close()
+
+
+def test_ack_many_with_one_bad_job_acks_none(q, clock):
+    q.enqueue_many([("t", b"%d" % i) for i in range(3)])
+    first = q.lease_many(2, lease_time=1)
+    clock.advance(2)
+    again = q.lease_many(3)  # the first leases expired
+    before = q._log.last_seq
+    for bad, error in (([again[0], first[1]], LeaseLostError), ([again[0], again[0]], InvalidTransition),
+                       ([again[0], 999], JobNotFound), ([again[0], "x"], InvalidArgument)):
+        with pytest.raises(error):
+            q.ack_many(bad)  # type: ignore[list-item]
+        assert q._log.last_seq == before and q.stats().counts["active"] == 3
+    q.ack_many(again)
+    assert q.stats().counts["done"] == 3
+    q.close()
+    with pytest.raises(ClosedError):
+        q.ack_many(again)
 
 
 def test_lease_lost_in_a_crash_counts_the_attempt(q, clock):

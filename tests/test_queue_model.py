@@ -66,6 +66,15 @@ class Model:
         return min(due, key=lambda j: (-j.priority, j.run_at, j.id), default=None)
 
 
+def _copy_if_still_there(src: str, dst: str) -> None:
+    """Copy a file for a crash copy, unless it went while the copy ran: the queue is
+    still open, and its compaction thread removes its temporary file when done."""
+    try:
+        shutil.copy2(src, dst)
+    except FileNotFoundError:
+        pass
+
+
 class QueueMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -131,6 +140,25 @@ class QueueMachine(RuleBasedStateMachine):
         j = data.draw(st.sampled_from(self.active()))
         self.q.ack(j.id, result=result)
         j.state, j.result, j.expires = "done", result, None
+
+    @rule(n=st.integers(1, 4), names=st.none() | st.sets(NAMES, min_size=1))
+    def lease_many(self, n, names) -> None:
+        now = self.clock.time()
+        self.model.expire(now, "lease expired")
+        jobs = self.q.lease_many(n, names, lease_time=10)
+        expected = []
+        while len(expected) < n and (best := self.model.best(now, names)) is not None:
+            best.state, best.attempts, best.expires = "active", best.attempts + 1, now + 10
+            expected.append(best)
+        assert [(j.id, j.attempts, j.payload) for j in jobs] == [(m.id, m.attempts, m.payload) for m in expected]
+
+    @precondition(lambda self: self.active())
+    @rule(data=st.data())
+    def ack_many(self, data) -> None:
+        chosen = data.draw(st.lists(st.sampled_from(self.active()), min_size=1, max_size=3, unique_by=id))
+        self.q.ack_many([j.id for j in chosen])
+        for j in chosen:
+            j.state, j.result, j.expires = "done", b"", None
 
     @precondition(lambda self: self.active())
     @rule(data=st.data(), retry=st.booleans())
@@ -199,7 +227,7 @@ class QueueMachine(RuleBasedStateMachine):
         old = os.path.join(self.tmp, str(self.generation))
         self.generation += 1
         shutil.copytree(old, os.path.join(self.tmp, str(self.generation)),
-                        ignore=shutil.ignore_patterns("logq.lock"))
+                        ignore=shutil.ignore_patterns("logq.lock"), copy_function=_copy_if_still_there)
         self.abandoned.append(self.q)
         self.open()
         self.model.expire(self.clock.time(), "lease lost", everything=True)
