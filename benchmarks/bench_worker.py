@@ -27,11 +27,12 @@ from /proc/stat), since the 2-core machine is shared.
 Profile (unless --no-profile): the thread-worker path (C = 4) runs again with
 a cProfile per worker thread, once with a wall-clock timer (where the slots
 spend their time, waits included) and once with a per-thread CPU timer (what
-costs CPU), and the time per task is split into buckets: lease, ack, task
-decode, task call, result encode, metrics, hooks/bookkeeping, heartbeat, and
-the main thread's q.wait wake-ups. cProfile cannot see the wait to acquire a
-`with lock:` block: that wait shows up as the *self* time of lease/_on_lease
-in the wall-clock profile and is absent from the CPU profile.
+costs CPU), and the time per task is split into buckets: leases, outcomes,
+task decode, task call, result encode, metrics, hooks/bookkeeping, heartbeat,
+and the main thread's q.wait wake-ups. cProfile cannot see the wait to
+acquire a `with lock:` block: that wait shows up as the *self* time of
+_lease/_complete_many in the wall-clock profile and is absent from the CPU
+profile.
 
 Target (issue): thread workers in batch mode >= 20,000 tasks/s on 2 cores.
 """
@@ -54,7 +55,7 @@ import time
 from typing import Any, Callable
 
 import logq
-from logq._worker import Worker
+from logq._worker import PREFETCH_MAX, Worker
 
 if __package__:
     from .machine import CpuSampler, git_state
@@ -194,13 +195,14 @@ def run_micro(root: str, n: int) -> dict[str, float]:
     q, path = _open(root, "micro")
     out: dict[str, float] = {}
 
-    def measure(label: str, fn: Callable[[], Any], count: int) -> list[Any]:
+    def measure(label: str, fn: Callable[[], Any], count: int, per: int = 1) -> list[Any]:
+        """Call `fn` `count` times; record the CPU time per call, or per job of `per` a call."""
         got = []
         append = got.append
         t0 = time.thread_time()
         for _ in range(count):
             append(fn())
-        out[label] = (time.thread_time() - t0) / count * 1e6
+        out[label] = (time.thread_time() - t0) / count / per * 1e6
         return got
 
     try:
@@ -217,6 +219,12 @@ def run_micro(root: str, n: int) -> dict[str, float]:
         jobs = measure("Queue.lease('name')", lambda: q.lease(TASK), n)
         it = iter(jobs)
         measure("Queue.ack(job)", lambda: q.ack(next(it)), n)
+        ids, _ = _fill(q, n)
+        batches = measure(f"Queue.lease_many({PREFETCH_MAX}, frozenset) as a fast slot calls it, per job",
+                          lambda: q.lease_many(PREFETCH_MAX, names), n // PREFETCH_MAX, PREFETCH_MAX)
+        it = iter(batches)
+        measure(f"Queue._complete_many({PREFETCH_MAX} acks) as a fast slot calls it, per job",
+                lambda: q._complete_many([(j, b"null", None) for j in next(it)]), n // PREFETCH_MAX, PREFETCH_MAX)
         e = q._index.jobs[ids[0]]
         measure("  of lease: read the ENQUEUE record back (_enqueue_of)", lambda: q._enqueue_of(e), n)
         measure("  of lease: _names(frozenset) (copy + name checks)", lambda: _names(names), n)
@@ -299,28 +307,27 @@ def _merge(profiles: list[cProfile.Profile]) -> pstats.Stats | None:
 
 
 def buckets(st: pstats.Stats) -> list[tuple[str, float]]:
-    """(label, seconds) per bucket of the worker slots' time; sub-rows start with two spaces."""
+    """(label, seconds) per bucket of the worker slots' time; sub-rows start with two spaces.
+
+    The slots lease with `lease_many` (and `lease`), both `Queue._lease`, and record
+    outcomes with `Queue._complete_many` (through `_complete` for a single one)."""
     Q, W, T, L, S = "logq/_queue.py", "logq/_worker.py", "logq/_tasks.py", "logq/_log.py", "logq/_state.py"
-    lease = _cum(st, Q, "lease")
+    lease = _cum(st, Q, "_lease")
     wait_locked = _cum(st, Q, "_wait_locked")
-    lease_append = _cum(st, Q, "_append_locked", (Q, "lease"))
-    lease_read = _cum(st, Q, "_enqueue_of", (Q, "lease"))
-    lease_index = _cum(st, Q, "_expire_locked", (Q, "lease")) + _cum(st, S, "promote", (Q, "lease")) \
-        + _cum(st, S, "best_ready", (Q, "lease"))
-    lease_names = _cum(st, Q, "_names", (Q, "lease"))
-    lease_commit = _cum(st, L, "commit", (Q, "lease"))
-    lease_job = _cum(st, "logq/_jobs.py", "__init__", (Q, "lease"))
-    lease_self = _self(st, Q, "lease")
-    lease_other = (lease - lease_self - wait_locked - lease_append - lease_read - lease_index - lease_names
-                   - lease_commit - lease_job)
-    complete = _cum(st, Q, "_complete")
-    on_lease = _cum(st, Q, "_on_lease")
-    ack_self = _self(st, Q, "_on_lease")
-    ack_append = _cum(st, Q, "_append_locked", (Q, "_on_lease"))
-    ack_check = _cum(st, S, "check", (Q, "_on_lease"))
-    ack_build = _cum(st, Q, "build", (Q, "_on_lease")) + _cum(st, Q, "then", (Q, "_on_lease"))
-    ack_commit = _cum(st, L, "commit", (Q, "_on_lease"))
-    ack_other = complete - on_lease
+    lease_append = _cum(st, Q, "_change_locked", (Q, "_lease")) + _cum(st, Q, "_change_all_locked", (Q, "_lease"))
+    lease_read = _cum(st, Q, "_leased_jobs", (Q, "_lease"))
+    lease_index = _cum(st, Q, "_expire_locked", (Q, "_lease")) + _cum(st, S, "promote", (Q, "_lease")) \
+        + _cum(st, S, "take_ready", (Q, "_lease"))
+    lease_names = _cum(st, Q, "_names", (Q, "_lease"))
+    lease_commit = _cum(st, L, "commit", (Q, "_lease"))
+    lease_self = _self(st, Q, "_lease")
+    lease_other = lease - lease_self - wait_locked - lease_append - lease_read - lease_index - lease_names - lease_commit
+    complete = _cum(st, Q, "_complete_many")
+    ack_self = _self(st, Q, "_complete_many")
+    ack_append = _cum(st, Q, "_append_locked", (Q, "_complete_many"))
+    ack_check = _cum(st, Q, "_leased_entry", (Q, "_complete_many"))
+    ack_commit = _cum(st, L, "commit", (Q, "_complete_many"))
+    ack_other = complete - ack_self - ack_append - ack_check - ack_commit
     decode = _cum(st, T, "decode")
     encode = _cum(st, T, "encode_result")
     metrics = _cum(st, W, "record") + _cum(st, Q, "metrics")
@@ -329,25 +336,25 @@ def buckets(st: pstats.Stats) -> list[tuple[str, float]]:
     call = _cum(st, "bench_worker.py", "noop")
     slot_total = _cum(st, W, "_thread_slot")
     bookkeeping = slot_total - lease - complete - decode - encode - metrics - hook - task_names - call
-    write = _cum(st, L, "write")
-    apply = _cum(st, S, "apply")
-    notify = _cum(st, "threading.py", "notify_all", (Q, "_append_locked"))
+    write = _cum(st, L, "write") + _cum(st, L, "write_one")
+    index = _cum(st, S, "transition") + _cum(st, S, "apply")
+    notify = _cum(st, "threading.py", "notify_all", (Q, "_notify_locked"))
     return [
-        ("lease (Queue.lease, all)", lease),
+        ("lease (Queue._lease: lease_many and lease)", lease),
         ("  self time: waiting for the queue lock/GIL, arg checks", lease_self),
         ("  Condition.wait, no due job (idle tail until stop)", wait_locked),
-        ("  append LEASE record (log write + index apply + notify)", lease_append),
-        ("  read the ENQUEUE record back (_enqueue_of)", lease_read),
-        ("  expire/promote/best_ready", lease_index),
+        ("  write and apply the LEASE records", lease_append),
+        ("  read the ENQUEUE records back, build the Jobs", lease_read),
+        ("  expire/promote/take_ready", lease_index),
         ("  _names(): frozenset + name checks", lease_names),
-        ("  log.commit + Job()", lease_commit + lease_job),
+        ("  log.commit", lease_commit),
         ("  rest", lease_other),
-        ("ack (Queue._complete, all)", complete),
-        ("  self time of _on_lease: waiting for the queue lock/GIL", ack_self),
-        ("  append ACK record (log write + index apply + notify)", ack_append),
-        ("  index check + record build closures", ack_check + ack_build),
+        ("outcomes (Queue._complete_many)", complete),
+        ("  self time: waiting for the queue lock/GIL, records built", ack_self),
+        ("  write and apply the ACK/FAIL records", ack_append),
+        ("  lease checks (_leased_entry)", ack_check),
         ("  log.commit", ack_commit),
-        ("  _complete wrapper (task lookup, closures)", ack_other),
+        ("  rest", ack_other),
         ("task decode (JSON [args, kwargs])", decode),
         ("task call (the no-op)", call),
         ("result encode (JSON null)", encode),
@@ -356,9 +363,9 @@ def buckets(st: pstats.Stats) -> list[tuple[str, float]]:
         ("queue._task_names() per lease", task_names),
         ("worker bookkeeping (slot loop, _process, running dict lock)", bookkeeping),
         ("= slot threads total", slot_total),
-        ("of which: Log.write (lease+ack)", write),
-        ("of which: Index.apply (lease+ack)", apply),
-        ("of which: Condition.notify_all in _append_locked", notify),
+        ("of which: Log.write/write_one (leases and outcomes)", write),
+        ("of which: Index.transition/apply (leases and outcomes)", index),
+        ("of which: Condition.notify_all after a change", notify),
     ]
 
 
