@@ -336,7 +336,7 @@ def buckets(st: pstats.Stats) -> list[tuple[str, float]]:
     call = _cum(st, "bench_worker.py", "noop")
     slot_total = _cum(st, W, "_thread_slot")
     bookkeeping = slot_total - lease - complete - decode - encode - metrics - hook - task_names - call
-    write = _cum(st, L, "write") + _cum(st, L, "write_one")
+    write = _cum(st, L, "write") + _cum(st, L, "write_one", (Q, "_change_locked"))  # (write calls write_one too)
     index = _cum(st, S, "transition") + _cum(st, S, "apply")
     notify = _cum(st, "threading.py", "notify_all", (Q, "_notify_locked"))
     return [

@@ -1024,8 +1024,9 @@ ROOM_AFTER_RECORD = 3 * RECORD_HEADER_SIZE + ALIGN  # a one-record write leaves 
 
 
 def _record_bytes(payload: object) -> bytes:
-    """A record payload given as a bytes-like object, as bytes; raise for anything else."""
-    if not isinstance(payload, (bytearray, memoryview)):
+    """A record payload given as a bytes-like object (a bytes subclass, bytearray,
+    memoryview), as bytes; raise for anything else."""
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise InvalidArgument("records are (type 16..255, bytes) pairs")
     return bytes(payload)
 

@@ -358,6 +358,10 @@ class Queue(ClosesOnExit):
         """`ack` each of `jobs` (no result), as one atomic batch: one write, and one fsync
         in `always` mode. If any of them cannot be acked (unknown, not active, its
         lease lost, or given twice), raise for the first such and ack none."""
+        if isinstance(jobs, (Job, int)) or not isinstance(jobs, Iterable):
+            raise InvalidArgument(f"ack_many takes a list of jobs or ids, not {type(jobs).__name__}: "
+                                  "use ack for one job")
+        jobs = list(jobs)  # before taking the lock: the iterable may call the queue
         with self._lock:
             self._check_open()
             now = self.clock.time()

@@ -492,7 +492,9 @@ def test_bad_records_are_refused_and_nothing_is_written(tmp_path, items):
 
 def test_a_batch_takes_bytes_like_payloads(tmp_path):
     with Log(tmp_path) as log:
-        first = log.append([(16, bytearray(b"ab")), (17, memoryview(b"cde")), (18, b"f")]).first_seq
+        class Tagged(bytes):
+            pass
+        first = log.append([(16, bytearray(b"ab")), (17, memoryview(b"cde")), (18, Tagged(b"f"))]).first_seq
     log, got = replayed(tmp_path)
     log.close()
     assert got == [(first, 16, b"ab"), (first + 1, 17, b"cde"), (first + 2, 18, b"f")]

@@ -429,7 +429,9 @@ def test_ack_many_with_one_bad_job_acks_none(q, clock):
         with pytest.raises(error):
             q.ack_many(bad)  # type: ignore[list-item]
         assert q._log.last_seq == before and q.stats().counts["active"] == 3
-    q.ack_many(again)
+    with pytest.raises(InvalidArgument, match="use ack for one job"):
+        q.ack_many(again[0])  # type: ignore[arg-type]
+    q.ack_many(j for j in again if q.get(j.id).state == "active")  # an iterable that calls the queue
     assert q.stats().counts["done"] == 3
     q.close()
     with pytest.raises(ClosedError):
