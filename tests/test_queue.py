@@ -29,6 +29,16 @@ def q(qdir, clock):
     queue.close()
 
 
+def records_of_type(q: Queue, rtype: int) -> list:
+    """The records of type `rtype` in the queue's segments, in log order, after a sync."""
+    q.sync()
+    records: list = []
+    for path in segment_paths(q.path):
+        with open(path, "rb") as f:
+            scan(f.read(), path, records.append)
+    return [r for r in records if r.type == rtype]
+
+
 def reopen(q: Queue, clock: FakeClock, **kw) -> Queue:
     q.close()
     return Queue(q.path, clock=clock, backoff=Backoff(base=1, factor=2, max=60, jitter=0), **kw)
@@ -324,12 +334,7 @@ def test_lease_many_is_one_atomic_batch_of_leases(q, clock):
     ids = q.enqueue_many([("t", b"%d" % i) for i in range(4)])
     jobs = q.lease_many(3)
     assert [j.id for j in jobs] == ids[:3] and [j.payload for j in jobs] == [b"0", b"1", b"2"]
-    q.sync()
-    records: list = []
-    for path in segment_paths(q.path):
-        with open(path, "rb") as f:
-            scan(f.read(), path, records.append)
-    leases = [r for r in records if r.type == LEASE]
+    leases = records_of_type(q, LEASE)
     assert len(leases) == 3  # one batch: the first opens it, the others continue it
     assert [bool(r.flags & FLAG_FIRST) for r in leases] == [True, False, False]
     assert [bool(r.flags & FLAG_CONTINUED) for r in leases] == [True, True, False]
@@ -404,12 +409,7 @@ def test_ack_many_finishes_jobs_in_one_atomic_batch(q, clock):
     before = q._log.last_seq
     q.ack_many([jobs[0], jobs[1].id, jobs[2]])  # jobs or ids, as ack takes
     assert q._log.last_seq == before + 3
-    q.sync()
-    records: list = []
-    for path in segment_paths(q.path):
-        with open(path, "rb") as f:
-            scan(f.read(), path, records.append)
-    acks = [r for r in records if r.type == ACK]
+    acks = records_of_type(q, ACK)
     assert [bool(r.flags & FLAG_CONTINUED) for r in acks] == [True, True, False]  # one batch
     q2 = reopen(q, clock)
     assert [(q2.get(i).state, q2.get(i).result) for i in ids] == [("done", b"")] * 3 + [("pending", None)]
