@@ -10,9 +10,9 @@ for every record in the log. A live call `check`s first, builds the decoded
 record, appends its encoding, and then hands that same record to `transition`
 (a batch of changes too; a live ENQUEUE hands its fields to `add`, as
 `apply` does after decoding, and a batch of them hands the bytes to
-`apply`): one state machine either way, and encode/decode are exact inverses. (Opening after a clean close loads the state
-replay had reached from a checkpoint, `_snapshot`, and replay goes on from
-there.)
+`apply`): one state machine either way, and encode/decode are exact
+inverses. (Opening after a clean close loads the state replay had reached
+from a checkpoint, `_snapshot`, and replay goes on from there.)
 
 The legal transitions are one table, `ALLOWED`; spec/semantics.md follows it:
 
