@@ -14,7 +14,7 @@ from logq._record import FLAG_CONTINUED, FLAG_FIRST
 from logq._segment import scan
 from logq.testing import FakeClock
 
-from .helpers import segment_paths
+from .helpers import abandon, segment_paths
 
 
 @pytest.fixture
@@ -431,11 +431,26 @@ def test_ack_many_with_one_bad_job_acks_none(q, clock):
         assert q._log.last_seq == before and q.stats().counts["active"] == 3
     with pytest.raises(InvalidArgument, match="use ack for one job"):
         q.ack_many(again[0])  # type: ignore[arg-type]
-    q.ack_many(j for j in again if q.get(j.id).state == "active")  # an iterable that calls the queue
+    q.ack_many(again)
     assert q.stats().counts["done"] == 3
     q.close()
     with pytest.raises(ClosedError):
         q.ack_many(again)
+
+
+def test_ack_many_takes_an_iterable_that_calls_the_queue(qdir):
+    queue = Queue(qdir)
+    queue.enqueue_many([("t", b"%d" % i) for i in range(3)])
+    jobs = queue.lease_many(3)
+    still_active = (j for j in jobs if queue.get(j.id).state == "active")  # calls the queue as it goes
+    caller = threading.Thread(target=queue.ack_many, args=(still_active,), daemon=True)
+    caller.start()
+    caller.join(timeout=30)  # a deadlock fails the test instead of hanging the run
+    if caller.is_alive():
+        abandon(queue)  # its lock is held for good: do not wait for it in close
+        pytest.fail("ack_many deadlocked on an iterable that calls the queue")
+    assert queue.stats().counts["done"] == 3
+    queue.close()
 
 
 def test_lease_lost_in_a_crash_counts_the_attempt(q, clock):
