@@ -372,7 +372,7 @@ class Queue(ClosesOnExit):
                 if e.id in seen:
                     raise InvalidTransition(f"job {e.id} is twice in ack_many: give each job once; nothing was acked")
                 seen.add(e.id)
-                changes.append((e, ACK, _new_tuple(JobAt, (e.id, now, b""))))
+                changes.append((e, ACK, _job_at_now(e, now, b"")))
             if not changes:
                 return
             appended = self._change_all_locked(changes, sync)
@@ -647,7 +647,7 @@ class Queue(ClosesOnExit):
                 seen.add(job.id)
                 rec: JobRecord
                 if error is None:
-                    rec = _new_tuple(JobAt, (e.id, now, result if type(result) is bytes else bytes(result)))
+                    rec = _job_at_now(e, now, result if type(result) is bytes else bytes(result))
                     items.append((ACK, encode_job_at(rec)))
                     final = True
                 else:

@@ -32,9 +32,9 @@ applying them needs no clock or randomness. Time enters only as arguments
 (`promote(now)`, `expired(now)`).
 
 Each pending or active job sits in exactly one priority queue, through the
-tuple in `Entry.slot` (but for the moment between a live lease's `take_ready`
-and its LEASE record); the queues are cleaned lazily (a tuple that is no longer
-its job's slot is stale). Ready jobs are ordered by (-priority, run_at, id) in
+tuple in `Entry.slot` (but for the moment between a live lease's `take_ready`,
+which takes the tuple out of its ready queue, and its LEASE record); the
+queues are cleaned lazily (a tuple that is no longer its job's slot is stale). Ready jobs are ordered by (-priority, run_at, id) in
 one `Ready` queue per task name (a sorted run for jobs that arrive in order,
 and a heap); delayed jobs by (run_at, id) in a heap; active jobs by
 (expires, id) in a heap.
@@ -354,8 +354,9 @@ class Index:
 
     def _move(self, e: Entry, state: str) -> None:
         """Take job `e` out of the queue it sits in, if any, and into `state`, counted."""
-        if e.slot is not None:
-            if e.ready:
+        slot = e.slot
+        if slot is not None:
+            if len(slot) == 3:  # a ready item (`Entry.ready`, spelled out on this hot path)
                 self.n_ready -= 1
             e.slot = None
         counts = self.counts
@@ -378,15 +379,18 @@ class Index:
             heappush(self._delayed, item)
 
     def _push_ready(self, e: Entry) -> None:
-        """Put job `e` in its task's ready queue; list it if it is smaller than the
-        task's listing."""
+        """Put job `e` in its task's ready queue, counted."""
         e.slot = item = _ready_item(e)
-        name = e.name
+        self._queue_ready(e.name, item)
+        self.n_ready += 1
+
+    def _queue_ready(self, name: str, item: ReadyItem) -> None:
+        """Put `item` in task `name`'s ready queue; list the task if `item` is smaller than
+        its listing."""
         ready = self._ready.get(name)
         if ready is None:
             ready = self._ready[name] = Ready()
         ready.push(item)
-        self.n_ready += 1
         listed = self._listed.get(name)
         if listed is None or item < listed:
             self._list(name, item)
@@ -492,28 +496,27 @@ class Index:
             ready.pop()
 
     def take_ready(self, names: frozenset[str] | None, limit: int) -> list[Entry]:
-        """Take up to `limit` jobs to lease next, best first (`best_ready` repeated), out
-        of their ready queues: each is left pending in no queue, and the caller applies
-        its LEASE record next, or hands it back with `put_back`."""
+        """Take up to `limit` jobs to lease next, best first (`best_ready` repeated), their
+        items out of their ready queues (the job, its slot and the counts are left as
+        they are: the LEASE record the caller applies next changes them, as in replay;
+        if it is not written, the caller hands them back with `put_back`)."""
         taken: list[Entry] = []
         while True:
             e = self.best_ready(names)
             if e is None:
                 break
             self._ready[e.name].pop()  # best_ready finds it on top
-            e.slot = None
             taken.append(e)
             if len(taken) == limit:
                 break
-        self.n_ready -= len(taken)
         return taken
 
     def put_back(self, taken: Iterable[Entry]) -> None:
-        """Return jobs that `take_ready` took, and that are still pending in no queue
+        """Return the items of jobs that `take_ready` took, and that are still ready
         (their LEASE was not written), to their ready queues."""
         for e in taken:
-            if e.state == PENDING and e.slot is None:
-                self._push_ready(e)
+            if e.state == PENDING and e.ready:
+                self._queue_ready(e.name, e.slot)  # type: ignore[arg-type]
 
     def expired(self, now: float) -> list[Entry]:
         """Active jobs whose lease ended at or before `now` (they stay active until applied)."""
