@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Callable
 
-from logq._log import Log
+from logq.log.log import Log
 
 PAYLOAD_SIZE = 100
 RECORD_TYPE = 16

@@ -1,4 +1,4 @@
-"""End-to-end throughput of no-op tasks through the worker runtime (logq._worker).
+"""End-to-end throughput of no-op tasks through the worker runtime (logq.runtime.worker).
 
 Run:  python benchmarks/bench_worker.py [--quick] [--dir DIR] [--json PATH] [--no-profile]
 
@@ -55,7 +55,7 @@ import time
 from typing import Any, Callable
 
 import logq
-from logq._worker import PREFETCH_MAX, Worker
+from logq.runtime.worker import PREFETCH_MAX, Worker
 
 if __package__:
     from .machine import CpuSampler, git_state
@@ -191,7 +191,7 @@ def run_floor(root: str, n: int) -> dict[str, Any]:
 
 def run_micro(root: str, n: int) -> dict[str, float]:
     """CPU microseconds per call of each step of a task's path, one thread, no contention."""
-    from logq._queue import _names
+    from logq.queue import _names
     q, path = _open(root, "micro")
     out: dict[str, float] = {}
 
@@ -311,7 +311,7 @@ def buckets(st: pstats.Stats) -> list[tuple[str, float]]:
 
     The slots lease with `lease_many` (and `lease`), both `Queue._lease`, and record
     outcomes with `Queue._complete_many` (through `_complete` for a single one)."""
-    Q, W, T, L, S = "logq/_queue.py", "logq/_worker.py", "logq/_tasks.py", "logq/_log.py", "logq/_state.py"
+    Q, W, T, L, S = "logq/queue.py", "logq/runtime/worker.py", "logq/runtime/tasks.py", "logq/log/log.py", "logq/core/index.py"
     lease = _cum(st, Q, "_lease")
     wait_locked = _cum(st, Q, "_wait_locked")
     lease_append = _cum(st, Q, "_change_locked", (Q, "_lease")) + _cum(st, Q, "_change_all_locked", (Q, "_lease"))
@@ -388,7 +388,7 @@ def run_profile(root: str, n: int, concurrency: int) -> dict[str, Any]:
         assert st is not None
         table = {k: v / n * 1e6 for k, v in buckets(st)}
         hb = _merge(profiles["heartbeat"])
-        table["heartbeat thread (wall: mostly asleep)"] = (_cum(hb, "logq/_worker.py", "_heartbeat") / n * 1e6
+        table["heartbeat thread (wall: mostly asleep)"] = (_cum(hb, "logq/runtime/worker.py", "_heartbeat") / n * 1e6
                                                      if hb is not None else 0.0)
         ms = pstats.Stats(main, stream=io.StringIO())
         table["main thread: q.wait wake-ups (count per task)"] = _calls(ms, "threading.py", "wait") / n

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from logq import Backoff, CorruptionError, InvalidTransition, LogqError, Queue
-from logq._segment import parse_segment_name
+from logq.log.segment import parse_segment_name
 from logq.testing import FakeClock
 
 from . import oracle as m

@@ -12,7 +12,7 @@ The parent mirrors every line in a `Ledger` (oracle.py): on `B` it computes
 the states the call may lead to, on `A` it checks the result and makes that
 state the acknowledged one. After a random time it sends SIGKILL, drains the
 pipe (a `B` without its `A` is a call cut short: it may or may not have
-happened), and then checks the directory: `logq._verify.verify` finds no
+happened), and then checks the directory: `logq.log.verify.verify` finds no
 damage, the reopened queue matches the ledger with every acknowledged call
 kept (a process crash keeps everything written), a second recovery gives the
 same jobs and cuts nothing, and - checked once per round while the child
@@ -39,7 +39,7 @@ import time
 from typing import Any, Callable, TextIO
 
 from logq import LockedError, Queue
-from logq._verify import verify
+from logq.log.verify import verify
 from logq.testing import FakeClock
 
 from . import oracle as m

@@ -9,20 +9,20 @@
 
 import logging as _logging
 
-from ._clock import Clock, SystemClock
-from ._errors import (
+from .clock import Clock, SystemClock
+from .errors import (
     ChecksumError, ClosedError, CorruptionError, InvalidArgument, InvalidTransition, JobNotFound,
     LeaseLostError, LockedError, LogqError, NotALogqDirectory, UnsupportedVersionError,
     WriterFailedError,
 )
-from ._fs import OsFileSystem
-from ._jobs import Backoff, CompactionReport, Job, JobInfo, Stats
-from ._log import Appended, Log, RecoveryReport, TornTail
-from ._queue import Queue
-from ._record import Record
-from ._segment import LostRange
-from ._tasks import Handle, JSONSerializer, Serializer, Task, TaskCancelled, TaskFailed, WaitTimeout
-from ._worker import Metrics, TaskMetrics, TaskTimeout, Worker
+from .log.fs import OsFileSystem
+from .core.jobs import Backoff, CompactionReport, Job, JobInfo, Stats
+from .log.log import Appended, Log, RecoveryReport, TornTail
+from .queue import Queue
+from .log.codec import Record
+from .log.segment import LostRange
+from .runtime.tasks import Handle, JSONSerializer, Serializer, Task, TaskCancelled, TaskFailed, WaitTimeout
+from .runtime.worker import Metrics, TaskMetrics, TaskTimeout, Worker
 
 __version__ = "0.1.0"
 

@@ -39,7 +39,7 @@ import re
 import threading
 from collections.abc import Iterator
 
-from ._errors import ClosedError, InvalidArgument, LogqError, WriterFailedError
+from .errors import ClosedError, InvalidArgument, LogqError, WriterFailedError
 
 
 class PrometheusClientMissing(LogqError, ImportError):
@@ -53,9 +53,9 @@ except ImportError as exc:
     raise PrometheusClientMissing(
         "logq.prometheus needs prometheus_client: pip install 'logq[prometheus]'") from exc
 
-from ._jobs import STATES, Stats
-from ._queue import Queue
-from ._worker import TaskMetrics
+from .core.jobs import STATES, Stats
+from .queue import Queue
+from .runtime.worker import TaskMetrics
 
 _Family = GaugeMetricFamily | CounterMetricFamily
 

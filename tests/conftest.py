@@ -7,7 +7,7 @@ import os
 import pytest
 from hypothesis import settings
 
-from logq._verify import verify
+from logq.log.verify import verify
 
 # No example database: runs start fresh and nothing is written into the checkout.
 settings.register_profile("logq", database=None)

@@ -7,8 +7,8 @@ import os
 import threading
 from typing import Any
 
-from logq._fs import OsFile, OsFileSystem
-from logq._segment import parse_segment_name
+from logq.log.fs import OsFile, OsFileSystem
+from logq.log.segment import parse_segment_name
 
 
 class FaultyFile:

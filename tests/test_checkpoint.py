@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import logq
-from logq import _checkpoint, _snapshot
-from logq._state import Index
+from logq.log import checkpoint as _checkpoint
+from logq.core import snapshot as _snapshot
+from logq.core.index import Index
 from logq.testing import FakeClock
 
 from .helpers import FaultyFS, abandon, flip_bit, segment_paths, truncate

@@ -23,7 +23,7 @@ import pytest
 import xxhash
 
 from logq import Backoff, Queue
-from logq._record import SEGMENT_HEADER_SIZE
+from logq.log.codec import SEGMENT_HEADER_SIZE
 from logq.testing import FakeClock
 
 from .helpers import flip_bit, segment_paths, truncate
@@ -461,7 +461,7 @@ def test_compact_sweeps_finished_jobs_and_leaves_a_verified_queue(healthy, tmp_p
 
 def test_inspect_works_in_the_middle_of_a_compaction(healthy, tmp_path):
     """A committed swap not yet rolled into place: inspect reads it as the new segment."""
-    from logq import _compact
+    from logq.log import compact as _compact
     path = str(tmp_path / "mid")
     shutil.copytree(healthy.path, path)
     with Queue(path, retain_done=0, retain_dead=0, compact_threshold=None) as q:

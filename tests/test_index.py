@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from logq._state import Ready
+from logq.core.index import Ready
 
 items = st.tuples(st.integers(-3, 3), st.sampled_from([0.0, 1.0, 2.5, 7.0]), st.integers(0, 10**6))
 ops = st.lists(st.one_of(items, st.just("pop")), max_size=200)
@@ -58,7 +58,7 @@ def test_in_order_arrivals_stay_in_the_run_and_others_go_to_the_heap() -> None:
 
 def test_finished_leases_do_not_pile_up_in_the_lease_heap_and_live_ones_still_expire(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import logq
-    from logq._state import PRUNE_SLACK
+    from logq.core.index import PRUNE_SLACK
     from logq.testing import FakeClock
 
     clock = FakeClock()
@@ -141,7 +141,7 @@ def test_leases_of_any_name_or_some_take_the_smallest_due_job_of_those_names(tmp
 
 def test_the_listing_of_task_names_stays_bounded_when_leases_name_their_tasks(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import logq
-    from logq._state import PRUNE_SLACK
+    from logq.core.index import PRUNE_SLACK
 
     with logq.Queue(str(tmp_path / "q"), compact_threshold=None) as q:
         for i in range(3 * PRUNE_SLACK):  # each job outranks the one before: a new listing each

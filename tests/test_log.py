@@ -15,9 +15,9 @@ from logq import (
     ClosedError, CorruptionError, InvalidArgument, LockedError, Log, NotALogqDirectory,
     UnsupportedVersionError, WriterFailedError,
 )
-from logq import _log as log_module
-from logq._fs import OsFileSystem
-from logq._record import SEGMENT_HEADER_SIZE
+from logq.log import log as log_module
+from logq.log.fs import OsFileSystem
+from logq.log.codec import SEGMENT_HEADER_SIZE
 
 from .helpers import FaultyFS, flip_bit, segment_paths, truncate
 
@@ -509,13 +509,13 @@ def _rewrite(path, offset, record_bytes):
 
 
 def _salt(path):
-    from logq._record import decode_segment_header
+    from logq.log.codec import decode_segment_header
     return decode_segment_header(open(path, "rb").read(40)).salt
 
 
 @pytest.mark.parametrize("flags, message", [(0, "never began"), (0x04 | 0x02, "before the previous")])
 def test_broken_batch_structure_is_corruption(tmp_path, flags, message):
-    from logq._record import Encoder
+    from logq.log.codec import Encoder
     fill(tmp_path, 150, segment_size=4096)
     sealed = segment_paths(tmp_path)[0]
     if flags == 0:  # a lone record without FIRST
@@ -529,7 +529,7 @@ def test_broken_batch_structure_is_corruption(tmp_path, flags, message):
 
 
 def test_reserved_record_type_is_corruption(tmp_path):
-    from logq._record import FLAG_FIRST, Encoder
+    from logq.log.codec import FLAG_FIRST, Encoder
     fill(tmp_path, 150, segment_size=4096)
     sealed = segment_paths(tmp_path)[0]
     _rewrite(sealed, SEGMENT_HEADER_SIZE, Encoder(_salt(sealed)).encode(1, 5, b"p0", FLAG_FIRST))
@@ -604,8 +604,8 @@ def test_salvage_in_the_last_segment_reports_and_seals_instead_of_cutting(tmp_pa
 @pytest.fixture(params=[48, 700])
 def small_window(request, monkeypatch):
     """Replay reads segments a few bytes at a time: every boundary case is hit."""
-    import logq._log
-    monkeypatch.setattr(logq._log, "REPLAY_WINDOW", request.param)
+    import logq.log.log
+    monkeypatch.setattr(logq.log.log, "REPLAY_WINDOW", request.param)
     return request.param
 
 
@@ -621,8 +621,8 @@ def test_windowed_replay_equals_whole_replay(tmp_path, small_window):
     _mixed_log(tmp_path)
     log, got = replayed(tmp_path)
     log.close()
-    import logq._log
-    logq._log.REPLAY_WINDOW = 1 << 30
+    import logq.log.log
+    logq.log.log.REPLAY_WINDOW = 1 << 30
     whole, all_at_once = replayed(tmp_path)
     whole.close()
     assert got == all_at_once and len(got) == 301

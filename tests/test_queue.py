@@ -9,9 +9,9 @@ import pytest
 
 import logq
 from logq import Backoff, ClosedError, InvalidArgument, InvalidTransition, JobNotFound, LeaseLostError, Queue
-from logq._jobrec import ACK, LEASE
-from logq._record import FLAG_CONTINUED, FLAG_FIRST
-from logq._segment import scan
+from logq.core.records import ACK, LEASE
+from logq.log.codec import FLAG_CONTINUED, FLAG_FIRST
+from logq.log.segment import scan
 from logq.testing import FakeClock
 
 from .helpers import abandon, segment_paths

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from logq import ChecksumError, CorruptionError, LogqError, UnsupportedVersionError
-from logq._record import (
+from logq.log.codec import (
     FLAG_CONTINUED, FLAG_ZSTD, SEGMENT_HEADER_SIZE, Encoder, decode_segment_header,
     encode_segment_header, read_record,
 )
@@ -134,7 +134,7 @@ def test_newer_segment_version_is_refused_by_name():
 
 # ------------------------------------------------------------------ job records
 
-from logq._jobrec import Enqueue, decode_enqueue, encode_enqueue, enqueue_head  # noqa: E402
+from logq.core.records import Enqueue, decode_enqueue, encode_enqueue, enqueue_head  # noqa: E402
 
 
 @given(st.floats(0, 2e9), st.floats(0, 1e6), st.integers(-(2**31), 2**31 - 1), st.integers(1, 2**32 - 1),

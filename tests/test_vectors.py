@@ -22,9 +22,9 @@ import pytest
 import xxhash
 import zstandard
 
-from logq._log import Log
-from logq._record import read_record
-from logq._segment import parse_segment_name, scan, segment_name
+from logq.log.log import Log
+from logq.log.codec import read_record
+from logq.log.segment import parse_segment_name, scan, segment_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(ROOT, "spec")

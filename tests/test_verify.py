@@ -6,7 +6,7 @@ import os
 import shutil
 
 from logq import Log, Queue
-from logq._verify import segment_files, verify
+from logq.log.verify import segment_files, verify
 
 from .helpers import flip_bit, segment_paths
 
@@ -63,7 +63,7 @@ def test_a_committed_swap_stands_for_the_segments_it_replaces(tmp_path):
     real = q._log.install
 
     def freeze_after_commit(out, bases):  # copy the directory just after step C2
-        from logq import _compact
+        from logq.log import compact as _compact
         swap = os.path.join(q.path, os.path.basename(out.tmp_path).replace(_compact.COMPACTING, _compact.SWAP))
         q._log.fs.rename(out.tmp_path, swap)
         shutil.copytree(q.path, tmp_path / "mid", ignore=shutil.ignore_patterns("logq.lock"))

@@ -19,7 +19,7 @@ import os
 import re
 import sys
 
-from logq._record import (
+from logq.log.codec import (
     FLAG_CONTINUED, FLAG_FIRST, FORMAT_VERSION, SEGMENT_HEADER_SIZE, TYPE_SEAL, Encoder, encode_segment_header,
 )
 

@@ -23,7 +23,8 @@ from typing import NamedTuple
 import xxhash
 import zstandard
 
-from ._errors import ChecksumError, CorruptionError, InvalidArgument, UnsupportedVersionError
+from ..tuples import new_tuple
+from ..errors import ChecksumError, CorruptionError, InvalidArgument, UnsupportedVersionError
 
 FORMAT_VERSION = 1
 SEGMENT_MAGIC = b"\x89LOGQSG\n"
@@ -50,9 +51,6 @@ KNOWN_FLAGS = FLAG_ZSTD | FLAG_CONTINUED | FLAG_FIRST
 _xxh32 = xxhash.xxh32_intdigest
 _xxh64 = xxhash.xxh64_intdigest
 _ZEROS = bytes(ALIGN)
-new_tuple = tuple.__new__
-"""`new_tuple(Cls, fields)` builds NamedTuple `Cls` from a tuple of its fields, without its
-Python-level `__new__` (for hot paths)."""
 
 
 class Record(NamedTuple):

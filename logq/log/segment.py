@@ -21,12 +21,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ._errors import CorruptionError
+from ..tuples import new_tuple
+from ..errors import CorruptionError
 import xxhash
 
-from ._record import (
+from .codec import (
     _HEADER, ALIGN, FIRST_USER_TYPE, FLAG_CONTINUED, FLAG_FIRST, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
-    TYPE_SEAL, Record, new_tuple,
+    TYPE_SEAL, Record,
     SegmentHeader, decode_segment_header, read_record,
 )
 

@@ -31,10 +31,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ._errors import CorruptionError
-from ._fs import File, FileSystem
-from ._record import FLAG_FIRST, SEGMENT_HEADER_SIZE, TYPE_SEAL, Encoder, Record, encode_segment_header
-from ._segment import scan, segment_name
+from ..errors import CorruptionError
+from .fs import File, FileSystem
+from .codec import FLAG_FIRST, SEGMENT_HEADER_SIZE, TYPE_SEAL, Encoder, Record, encode_segment_header
+from .segment import scan, segment_name
 
 COMPACTING = ".compacting"
 SWAP = ".swap"

@@ -71,18 +71,18 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Callable, NamedTuple, Sequence, TypeVar
 
-from ._errors import (
+from ..tuples import new_tuple as _new_tuple
+from ..errors import (
     ClosedError, CorruptionError, InvalidArgument, LockedError, NotALogqDirectory,
     UnsupportedVersionError, WriterFailedError,
 )
-from ._fs import File, FileSystem, Lock, OsFileSystem, read_lock_holder
-from ._record import (
-    new_tuple as _new_tuple,
+from .fs import File, FileSystem, Lock, OsFileSystem, read_lock_holder
+from .codec import (
     ALIGN, FIRST_USER_TYPE, FLAG_CONTINUED, FLAG_FIRST, FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
     TYPE_SEAL, Encoder, Record, decode_segment_header, encode_segment_header, padded, read_record,
 )
-from . import _checkpoint, _compact
-from ._segment import LostRange, ScanResult, is_unborn, is_unwritten, parse_segment_name, scan, segment_name
+from . import checkpoint as _checkpoint, compact as _compact
+from .segment import LostRange, ScanResult, is_unborn, is_unwritten, parse_segment_name, scan, segment_name
 
 META_NAME = "logq.meta"
 LOCK_NAME = "logq.lock"

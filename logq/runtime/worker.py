@@ -49,12 +49,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
 
-from ._errors import InvalidArgument, LeaseLostError, LogqError
-from ._jobs import Job
-from ._tasks import Task
+from ..errors import InvalidArgument, LeaseLostError, LogqError
+from ..core.jobs import Job
+from .tasks import Task
 
 if TYPE_CHECKING:
-    from ._queue import Queue
+    from ..queue import Queue
 
 log = logging.getLogger("logq")
 KINDS = ("thread", "process", "async")

@@ -26,10 +26,10 @@ from __future__ import annotations
 import math
 import struct
 
-from ._errors import CorruptionError
-from ._jobrec import BACKOFF as _BACKOFF  # a job's backoff, laid out as in its ENQUEUE record
-from ._jobs import ACTIVE, CANCELLED, DEAD, DONE, PENDING
-from ._state import Entry, Extra, Index
+from ..errors import CorruptionError
+from .records import BACKOFF as _BACKOFF  # a job's backoff, laid out as in its ENQUEUE record
+from .jobs import ACTIVE, CANCELLED, DEAD, DONE, PENDING
+from .index import Entry, Extra, Index
 
 VERSION = 1
 _HEAD = struct.Struct("<IIQ")

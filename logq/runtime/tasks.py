@@ -16,11 +16,11 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generic, Protocol, TypeVar
 
-from ._errors import InvalidArgument, LogqError
-from ._jobs import Backoff, JobInfo
+from ..errors import InvalidArgument, LogqError
+from ..core.jobs import Backoff, JobInfo
 
 if TYPE_CHECKING:
-    from ._queue import Queue
+    from ..queue import Queue
 
 R = TypeVar("R")
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ._compact import SWAP
-from ._errors import CorruptionError, LogqError
-from ._record import Record
-from ._segment import ScanResult, is_unborn, is_unwritten, parse_segment_name, scan
+from .compact import SWAP
+from ..errors import CorruptionError, LogqError
+from .codec import Record
+from .segment import ScanResult, is_unborn, is_unwritten, parse_segment_name, scan
 
 
 @dataclass

@@ -6,7 +6,7 @@ import random as _random
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ._errors import InvalidArgument
+from ..errors import InvalidArgument
 
 PENDING, ACTIVE, DONE, DEAD, CANCELLED = "pending", "active", "done", "dead", "cancelled"
 STATES = (PENDING, ACTIVE, DONE, DEAD, CANCELLED)

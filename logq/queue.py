@@ -37,25 +37,26 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar, cast
 
-from ._clock import Clock, SystemClock
-from ._errors import ClosedError, InvalidArgument, InvalidTransition, LeaseLostError, LogqError
-from ._jobrec import (
+from .clock import Clock, SystemClock
+from .errors import ClosedError, InvalidArgument, InvalidTransition, LeaseLostError, LogqError
+from .core.records import (
     ACK, CANCEL, ENCODERS, ENQUEUE, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES, Enqueue, JobAt,
     JobRecord, Lease, Outcome, decode_enqueue, encode_enqueue, encode_job_at, encode_outcome,
     enqueue_head, enqueue_time_and_payload,
 )
-from ._jobs import (
+from .core.jobs import (
     ACTIVE, FINAL_STATES, PENDING, STATES, Backoff, CompactionReport, Job, JobInfo, Stats, new_job,
 )
-from ._log import DEFAULT_SEGMENT_SIZE, Appended, ClosesOnExit, Log, RecoveryReport
-from ._fs import FileSystem
-from ._record import Record, new_tuple as _new_tuple
-from ._state import Entry, Index
-from . import _snapshot
-from ._tasks import Serializer, Task, TaskOptions, WaitTimeout
+from .log.log import DEFAULT_SEGMENT_SIZE, Appended, ClosesOnExit, Log, RecoveryReport
+from .log.fs import FileSystem
+from .log.codec import Record
+from .tuples import new_tuple as _new_tuple
+from .core.index import Entry, Index
+from .core import snapshot as _snapshot
+from .runtime.tasks import Serializer, Task, TaskOptions, WaitTimeout
 
 if TYPE_CHECKING:
-    from ._worker import Metrics, Worker
+    from .runtime.worker import Metrics, Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -584,7 +585,7 @@ class Queue(ClosesOnExit):
 
     def worker(self, **options: Any) -> "Worker":
         """A `Worker` for the registered tasks; see `run_worker` for the options."""
-        from ._worker import Worker
+        from .runtime.worker import Worker
         return Worker(self, **options)
 
     def run_worker(self, concurrency: int = 4, *, kind: str = "thread", names: list[str] | None = None,
@@ -601,7 +602,7 @@ class Queue(ClosesOnExit):
     def metrics(self) -> "Metrics":
         """Per-task counts and run times of the workers in this process."""
         if self._metrics is None:
-            from ._worker import Metrics
+            from .runtime.worker import Metrics
             self._metrics = Metrics()
         return self._metrics
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import struct
 from typing import Any, Callable, NamedTuple
 
-from ._errors import CorruptionError
-from ._record import new_tuple as _new_tuple
+from ..errors import CorruptionError
+from ..tuples import new_tuple as _new_tuple
 
 ENQUEUE, LEASE, ACK, FAIL, RELEASE, EXTEND, CANCEL, RETRY, EXPIRE = range(16, 25)
 TYPE_NAMES = {ENQUEUE: "enqueue", LEASE: "lease", ACK: "ack", FAIL: "fail", RELEASE: "release",

@@ -49,15 +49,14 @@ import struct
 from collections import defaultdict, deque
 from heapq import heapify, heappop, heappush, heapreplace
 from operator import attrgetter
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
-from ._errors import CorruptionError, InvalidTransition, JobNotFound
-from ._jobrec import (
+from ..errors import CorruptionError, InvalidTransition, JobNotFound
+from .records import (
     ACK, CANCEL, CODECS, ENQUEUE, ENQUEUE_HEAD, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES,
     JobAt, JobRecord, Lease, Outcome, enqueue_backoff, enqueue_meta,
 )
-from ._jobs import ACTIVE, CANCELLED, DEAD, DONE, PENDING, STATES
-from ._record import Record
+from .jobs import ACTIVE, CANCELLED, DEAD, DONE, PENDING, STATES
 
 ALLOWED: dict[int, frozenset[str]] = {
     LEASE: frozenset((PENDING,)),
@@ -72,6 +71,21 @@ ALLOWED: dict[int, frozenset[str]] = {
 
 
 PRUNE_SLACK = 4096  # stale lease items tolerated beyond twice the active jobs
+
+
+class LoggedRecord(Protocol):
+    """What replay reads of a record from the log (the log's `Record` has these fields)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def type(self) -> int: ...
+    @property
+    def payload(self) -> bytes | memoryview: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def size(self) -> int: ...
 
 
 class Entry:
@@ -233,7 +247,7 @@ class Index:
         _TRANSITIONS[rtype](self, e, rec)
         e.last = seq
 
-    def replay(self, rec: Record, base: int) -> None:
+    def replay(self, rec: LoggedRecord, base: int) -> None:
         """`apply` for a record read back from segment `base` (the log's replay callback)."""
         if rec.type == ENQUEUE:
             self._enqueue(rec.seq, rec.payload, base, rec.offset << 32 | rec.size)

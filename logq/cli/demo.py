@@ -19,10 +19,10 @@ import sys
 import threading
 import time
 
-from ._errors import LogqError
-from ._jobs import Backoff
-from ._queue import Queue
-from ._worker import Worker
+from ..errors import LogqError
+from ..core.jobs import Backoff
+from ..queue import Queue
+from ..runtime.worker import Worker
 
 TASK = "fetch"
 

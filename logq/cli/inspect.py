@@ -29,25 +29,25 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, TextIO
 
-from ._errors import CorruptionError, InvalidArgument, LogqError, NotALogqDirectory, UnsupportedVersionError
-from . import _checkpoint
-from ._fs import OsFileSystem, read_lock_holder
-from ._inspect_text import (
+from ..errors import CorruptionError, InvalidArgument, LogqError, NotALogqDirectory, UnsupportedVersionError
+from ..log import checkpoint as _checkpoint
+from ..log.fs import OsFileSystem, read_lock_holder
+from .inspect_text import (
     RECORD_HEADER, Info, format_check, format_history, format_record, format_summary, problem_lines, to_json,
 )
-from ._jobrec import (
+from ..core.records import (
     ACK, CANCEL, ENQUEUE, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES, decode_enqueue,
     decode_job_at, decode_lease, decode_outcome, job_id_of,
 )
-from ._jobs import PENDING
-from ._log import LOCK_NAME, META_NAME, TORN_SUFFIX
-from ._record import (
+from ..core.jobs import PENDING
+from ..log.log import LOCK_NAME, META_NAME, TORN_SUFFIX
+from ..log.codec import (
     ALIGN, FLAG_CONTINUED, FLAG_ZSTD, FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
     SEGMENT_MAGIC, TYPE_SEAL, Record, decode_segment_header, read_record,
 )
-from ._segment import ScanResult, is_unwritten, parse_segment_name, scan
-from ._state import Entry, Index
-from ._verify import Problem, Verification, segment_files, verify
+from ..log.segment import ScanResult, is_unwritten, parse_segment_name, scan
+from ..core.index import Entry, Index
+from ..log.verify import Problem, Verification, segment_files, verify
 
 OnRecord = Callable[[Record, int, int | None, str | None], None]  # record, segment, job id, error
 TYPE_CODES = {name: code for code, name in TYPE_NAMES.items()}

@@ -39,8 +39,8 @@ from typing import Callable
 
 import xxhash
 
-from ._errors import CorruptionError
-from ._fs import File
+from ..errors import CorruptionError
+from .fs import File
 
 NAME = "logq.checkpoint"
 MAGIC = b"LOGQCKPT"

@@ -11,7 +11,7 @@ import os
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from ._log import LOCK_NAME
+from ..log.log import LOCK_NAME
 
 Info = dict[str, Any]
 DATA_LABEL = {"ack": "result", "fail": "error", "expire": "error"}  # else "payload"

@@ -1,0 +1,258 @@
+"""The logq command line: `python -m logq SUBCOMMAND ...`.
+
+Theory of operation
+-------------------
+This module only parses arguments and calls one function per subcommand;
+the work is done elsewhere (`inspect.run`, `demo.run`, and the two short
+queue commands below). Every subcommand returns its exit status: 0 success,
+1 a finding (damage for `inspect --verify`, an unknown job for
+`inspect --job`), 2 a usage error or a path that cannot be used, with a
+one-line message on stderr. `inspect` is read-only and takes no lock;
+`stats` and `requeue-dead` open the queue like an application does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from . import inspect as _inspect, inspect_text as _inspect_text
+from ..errors import LogqError, NotALogqDirectory
+from ..queue import Queue
+
+Command = Callable[[argparse.Namespace], int]
+
+_INSPECT_EXAMPLES = """\
+examples:
+  python -m logq inspect data/jobs                  summary: segments, jobs per state, torn tail
+  python -m logq inspect data/jobs --verify         check every record; exit 1 on damage
+  python -m logq inspect data/jobs --records --type fail --limit 20
+  python -m logq inspect data/jobs --records --from 1000 --to 1100 --payload
+  python -m logq inspect data/jobs --job 42         one job's history, state after each record
+  python -m logq inspect data/jobs --json | jq .jobs
+  python -m logq inspect data/jobs --records --json | jq 'select(.type == "fail")'
+  python -m logq inspect data/jobs/00000000000000000001.seg
+
+Read-only: takes no lock and writes nothing, so it is safe on a queue that is
+open in another process. Exit status: 0 ok, 1 damage found by --verify (or no
+such job for --job), 2 a missing path, not a logq queue, another file format
+or a newer format version.
+"""
+
+_STATS_EXAMPLES = """\
+examples:
+  python -m logq stats data/jobs
+  python -m logq stats data/jobs --json | jq .counts
+
+Opens the queue like an application: takes the writer lock (fails with exit 2
+if the queue is open elsewhere), cuts a torn tail and returns leases held by a
+process that is gone to pending. For a read-only look use `inspect`.
+"""
+
+_REQUEUE_EXAMPLES = """\
+examples:
+  python -m logq requeue-dead data/jobs
+  python -m logq requeue-dead data/jobs --name send_email --limit 100
+
+Dead jobs become pending again, due now, with a fresh count of attempts.
+Takes the writer lock (exit 2 if the queue is open elsewhere).
+"""
+
+_COMPACT_EXAMPLES = """\
+examples:
+  python -m logq compact data/jobs
+  python -m logq compact data/jobs --retain-done 0 --retain-dead 86400
+
+Seals the active segment and rewrites the log without the jobs that are done,
+cancelled or dead and past retention. Takes the writer lock (exit 2 if the
+queue is open elsewhere). A crash at any moment leaves the old or the new files.
+"""
+
+_DEMO_EXAMPLES = """\
+examples:
+  python -m logq demo                        200 simulated downloads with 4 workers
+  python -m logq demo --dir /tmp/d --workers 8 --jobs 1000
+  python -m logq demo --enqueue              add another round of jobs to the queue
+
+Press Ctrl-C (or kill -9) and run the same command again: it resumes.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    ns = parser.parse_args(argv)
+    command: Command = ns.run
+    try:
+        return command(ns)
+    except BrokenPipeError:  # e.g. `inspect --records | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except (LogqError, OSError) as exc:
+        print(f"logq {ns.command}: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m logq", description="logq: an embedded, persistent job queue.",
+        epilog="Run `python -m logq SUBCOMMAND --help` for a subcommand's options and examples.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    _add_inspect(sub)
+    demo = _add(sub, "demo", "run a demo job that resumes after Ctrl-C or kill -9", _DEMO_EXAMPLES, _demo)
+    demo.add_argument("--dir", default="logq-demo", help="queue directory (default: logq-demo)")
+    demo.add_argument("--workers", type=_positive, default=4, help="worker threads (default: 4)")
+    demo.add_argument("--jobs", type=_count, default=200, help="jobs to enqueue (default: 200)")
+    demo.add_argument("--enqueue", action="store_true", help="enqueue the jobs even if the queue has some")
+    compact = _add(sub, "compact", "remove finished jobs from the log, offline", _COMPACT_EXAMPLES, _compact)
+    compact.add_argument("dir", metavar="DIR", help="queue directory")
+    compact.add_argument("--retain-done", type=float, default=3600.0, metavar="SECONDS",
+                         help="keep done and cancelled jobs this long after they finished (default 3600)")
+    compact.add_argument("--retain-dead", type=float, default=7 * 86400.0, metavar="SECONDS",
+                         help="keep dead jobs this long (default 604800, a week)")
+    compact.add_argument("--json", action="store_true", help="print the report as JSON")
+    stats = _add(sub, "stats", "open the queue (takes the lock) and print its statistics",
+                 _STATS_EXAMPLES, _stats)
+    stats.add_argument("dir", metavar="DIR", help="queue directory")
+    stats.add_argument("--json", action="store_true", help="print one JSON document")
+    requeue = _add(sub, "requeue-dead", "make dead jobs pending again (takes the lock)",
+                   _REQUEUE_EXAMPLES, _requeue_dead)
+    requeue.add_argument("dir", metavar="DIR", help="queue directory")
+    requeue.add_argument("--name", help="only jobs of this task name")
+    requeue.add_argument("--limit", type=_count, help="at most N jobs")
+    return parser
+
+
+def _add(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", name: str, summary: str,
+         examples: str, run: Command) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=summary, description=summary, epilog=examples,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(run=run)
+    return p
+
+
+def _add_inspect(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = _add(sub, "inspect", "read-only look at a queue directory or segment file (no lock)",
+             _INSPECT_EXAMPLES, _inspect_command)
+    p.add_argument("path", metavar="PATH", help="queue directory, or one .seg file")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--records", action="store_true", help="dump records (filters below)")
+    mode.add_argument("--verify", action="store_true", help="check every record; exit 1 on any damage")
+    p.add_argument("--job", type=_count, metavar="ID",
+                   help="one job's history; with --records, only that job's records")
+    p.add_argument("--json", action="store_true",
+                   help="machine-readable: one JSON document (JSON lines with --records)")
+    p.add_argument("--payload", action="store_true",
+                   help="with --records or --job: print payloads whole, not a short preview")
+    f = p.add_argument_group("record filters (with --records)")
+    f.add_argument("--segment", metavar="SEG", help="only this segment (base sequence number or file name)")
+    f.add_argument("--from", dest="first", type=_count, metavar="SEQ", help="from this sequence number")
+    f.add_argument("--to", dest="last", type=_count, metavar="SEQ", help="up to this sequence number")
+    f.add_argument("--type", dest="types", action="append", metavar="TYPE",
+                   help="only these record types: enqueue, lease, ack, fail, release, extend, cancel, "
+                        "retry, expire (repeat or separate with commas)")
+    f.add_argument("--limit", type=_count, metavar="N", help="print at most N records")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+# ------------------------------------------------------------------ dispatch
+
+def _inspect_command(ns: argparse.Namespace) -> int:
+    filters = [ns.segment, ns.first, ns.last, ns.types, ns.limit]
+    if not ns.records and any(v is not None for v in filters):
+        return _usage("--segment, --from, --to, --type and --limit need --records")
+    if ns.payload and not (ns.records or ns.job is not None):
+        return _usage("--payload needs --records or --job")
+    if ns.verify and ns.job is not None:
+        return _usage("--verify checks the whole queue; it does not take --job")
+    return _inspect.run(ns.path, records=ns.records, job=ns.job, verify_only=ns.verify, as_json=ns.json,
+                        segment=ns.segment, first=ns.first, last=ns.last, types=ns.types,
+                        limit=ns.limit, whole=ns.payload)
+
+
+def _demo(ns: argparse.Namespace) -> int:
+    from . import demo as demo  # imported only when asked for: it starts threads
+    return demo.run(dir=ns.dir, workers=ns.workers, jobs=ns.jobs, enqueue=ns.enqueue)
+
+
+def _compact(ns: argparse.Namespace) -> int:
+    """Open the queue (taking its lock), seal the active segment and compact everything."""
+    _must_exist(ns.dir)
+    with Queue(ns.dir, retain_done=ns.retain_done, retain_dead=ns.retain_dead, compact_threshold=None) as q:
+        before = q.stats().bytes_on_disk
+        report = q.compact(include_active=True)
+        after = q.stats().bytes_on_disk
+    fields = {name: getattr(report, name) for name in report.__dataclass_fields__}
+    if ns.json:
+        print(_inspect_text.to_json(dict(fields, bytes_on_disk_before=before, bytes_on_disk_after=after)))
+        return 0
+    print(f"compacted {report.segments_in} segment(s): {report.jobs_swept:,} jobs swept, "
+          f"{report.records_kept:,} records kept, {report.records_dropped:,} dropped in {report.seconds:.2f}s")
+    print(f"bytes on disk: {before:,} -> {after:,}")
+    return 0
+
+
+def _stats(ns: argparse.Namespace) -> int:
+    """Open the queue (taking its lock) and print `Queue.stats()`."""
+    _must_exist(ns.dir)
+    with Queue(ns.dir) as q:
+        s = q.stats()
+    fields = {name: getattr(s, name) for name in s.__dataclass_fields__}
+    if ns.json:
+        print(_inspect_text.to_json(fields))
+        return 0
+    print(f"jobs: {', '.join(f'{n:,} {state}' for state, n in s.counts.items())}")
+    print(f"due now: {s.due:,}")
+    age = "-" if s.oldest_pending_age is None else f"{s.oldest_pending_age:.1f}s"
+    print(f"oldest pending job: {age} old")
+    print(f"segments: {s.segments} ({s.bytes_on_disk:,} bytes on disk, {s.live_bytes:,} bytes of live jobs)")
+    print(f"sequence: last {s.last_seq:,}, durable {s.durable_seq:,}")
+    return 0
+
+
+def _requeue_dead(ns: argparse.Namespace) -> int:
+    """Open the queue and `retry` every dead job (of `--name`, at most `--limit`)."""
+    _must_exist(ns.dir)
+    with Queue(ns.dir) as q:
+        dead = q.jobs(state="dead", name=ns.name, limit=ns.limit)
+        for job in dead:
+            q.retry(job.id)
+    print(f"requeued {len(dead)} dead job(s) in {ns.dir}")
+    return 0
+
+
+def _must_exist(path: str) -> None:
+    """Commands that open a queue must not create one by mistake: refuse what is not a queue."""
+    if _inspect.open_target(path).single:
+        raise NotALogqDirectory(f"{path} is a file: pass the queue directory")
+
+
+def _usage(message: str, command: str = "inspect") -> int:
+    print(f"logq {command}: {message}", file=sys.stderr)
+    return 2
+
