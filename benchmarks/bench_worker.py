@@ -225,11 +225,11 @@ def run_micro(root: str, n: int) -> dict[str, float]:
         it = iter(batches)
         measure(f"Queue._complete_many({PREFETCH_MAX} acks) as a fast slot calls it, per job",
                 lambda: q._complete_many([(j, b"null", None) for j in next(it)]), n // PREFETCH_MAX, PREFETCH_MAX)
-        e = q._index.jobs[ids[0]]
-        measure("  of lease: read the ENQUEUE record back (_enqueue_of)", lambda: q._enqueue_of(e), n)
+        e = q._backend._index.jobs[ids[0]]
+        measure("  of lease: read the ENQUEUE record back (_enqueue_of)", lambda: q._backend._enqueue_of(e), n)
         measure("  of lease: _names(frozenset) (copy + name checks)", lambda: _names(names), n)
         measure("  of lease+ack: Condition.notify_all, no waiter (x2 per task)",
-                lambda: (q._lock.acquire(), q._changed.notify_all(), q._lock.release()), n)
+                lambda: (q._backend._lock.acquire(), q._backend._changed.notify_all(), q._backend._lock.release()), n)
         measure("Queue._task_names() (per lease)", q._task_names, n)
         measure("Task.decode(b'[[],{}]') (JSON)", lambda: task.decode(PAYLOAD), n)
         measure("Task.encode_result(None) (JSON)", lambda: task.encode_result(None), n)

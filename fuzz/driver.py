@@ -552,7 +552,7 @@ class Driver:
     @staticmethod
     def _kill(q: Queue | None) -> None:
         """Stop the background syncer of a queue a crash abandoned (its threads die with it)."""
-        stop = getattr(getattr(q, "_log", None), "_stop", None)
+        stop = getattr(getattr(getattr(q, "_backend", None), "_log", None), "_stop", None)
         if isinstance(stop, threading.Event):
             stop.set()
 

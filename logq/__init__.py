@@ -12,7 +12,7 @@ import logging as _logging
 from .clock import Clock, SystemClock
 from .errors import (
     ChecksumError, ClosedError, CorruptionError, InvalidArgument, InvalidTransition, JobNotFound,
-    LeaseLostError, LockedError, LogqError, NotALogqDirectory, UnsupportedVersionError,
+    LeaseLostError, LockedError, LogqError, NotALogqDirectory, UnsupportedVersionError, WaitTimeout,
     WriterFailedError,
 )
 from .log.fs import OsFileSystem
@@ -21,7 +21,7 @@ from .log.log import Appended, Log, RecoveryReport, TornTail
 from .queue import Queue
 from .log.codec import Record
 from .log.segment import LostRange
-from .runtime.tasks import Handle, JSONSerializer, Serializer, Task, TaskCancelled, TaskFailed, WaitTimeout
+from .runtime.tasks import Handle, JSONSerializer, Serializer, Task, TaskCancelled, TaskFailed
 from .runtime.worker import Metrics, TaskMetrics, TaskTimeout, Worker
 
 __version__ = "0.1.0"

@@ -72,3 +72,7 @@ class JobNotFound(InvalidTransition, KeyError):
 
 class LeaseLostError(InvalidTransition):
     """The caller's lease ended (expired and re-leased, or the job was finished elsewhere)."""
+
+
+class WaitTimeout(LogqError, TimeoutError):
+    """The job did not finish within the time given to wait for it."""

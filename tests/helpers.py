@@ -96,9 +96,10 @@ class CrashingFS(FaultyFS):
 
 def abandon(queue: Any) -> None:
     """What a crash leaves: no close, no final fsync; only the lock goes with the process."""
-    queue._closed = True
-    queue._compact_wanted.set()
-    log = queue._log
+    backend = queue._backend
+    backend._closed = True
+    backend.compactor.wanted()
+    log = backend.log
     log._closed = True
     log._stop.set()
     log._release_files()

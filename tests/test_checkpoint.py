@@ -51,7 +51,7 @@ def canonical(index: Index, now: float) -> dict[str, Any]:
 def open_state(path: str, clock: FakeClock, **kw: Any) -> tuple[dict[str, Any], logq.RecoveryReport]:
     q = logq.Queue(path, clock=clock, compact_threshold=None, **kw)
     try:
-        return canonical(q._index, clock.time()), q.recovery
+        return canonical(q._backend._index, clock.time()), q.recovery
     finally:
         abandon(q)  # no close: it would write a new checkpoint
 
@@ -152,7 +152,7 @@ def test_a_checkpoint_is_used_and_only_later_records_are_replayed(tmp_path, cloc
         first = q.enqueue_many([("a", b"x" * 100)] * 100)
         q.ack(q.lease())
     q = logq.Queue(path, clock=clock, segment_size=4096)
-    assert q.recovery.restored_seq == q._log.last_seq and q.recovery.records == 0
+    assert q.recovery.restored_seq == q._backend.log.last_seq and q.recovery.records == 0
     later = q.enqueue("b", b"after the checkpoint")
     abandon(q)  # a crash: the checkpoint on disk is the one from the first close
     q = logq.Queue(path, clock=clock, segment_size=4096)

@@ -465,16 +465,16 @@ def test_inspect_works_in_the_middle_of_a_compaction(healthy, tmp_path):
     path = str(tmp_path / "mid")
     shutil.copytree(healthy.path, path)
     with Queue(path, retain_done=0, retain_dead=0, compact_threshold=None) as q:
-        bases = [b for b, _ in q._log.sealed_prefix()]
-        out = q._log.compact(bases, lambda rec: False)
-        q._log.fs.rename(out.tmp_path, out.tmp_path.replace(_compact.COMPACTING, _compact.SWAP))
+        bases = [b for b, _ in q._backend.log.sealed_prefix()]
+        out = q._backend.log.compact(bases, lambda rec: False)
+        q._backend.log.fs.rename(out.tmp_path, out.tmp_path.replace(_compact.COMPACTING, _compact.SWAP))
         before = snapshot(path)
         r = cli("inspect", path, "--verify")
         assert r.returncode == 0, r.stdout + r.stderr
         assert cli("inspect", path, "--json").returncode == 0
         assert snapshot(path) == before  # read-only
-        q._log.fs.rename(out.tmp_path.replace(_compact.COMPACTING, _compact.SWAP), out.tmp_path)
-        q._log.discard(out)
+        q._backend.log.fs.rename(out.tmp_path.replace(_compact.COMPACTING, _compact.SWAP), out.tmp_path)
+        q._backend.log.discard(out)
 
 
 def test_stats_text_and_json(healthy):

@@ -86,7 +86,7 @@ def test_enqueue_many_with_one_bad_item_writes_nothing(qdir, bad):
     for kw in ({"delay": -1}, {"priority": 2**40}, {"max_attempts": 0}):
         with pytest.raises(InvalidArgument):
             q.enqueue_many([("a", b"1")], **kw)
-    assert q.stats().counts["pending"] == 0 and q._log.last_seq == 0
+    assert q.stats().counts["pending"] == 0 and q.stats().last_seq == 0
     q.close()
 
 
@@ -156,14 +156,14 @@ def test_lease_wait_returns_when_a_job_arrives(q):
 def _waiting_spy(q, expected: int) -> threading.Event:
     """An event set once `expected` threads are inside Queue.wait's wait for a final state."""
     entered, inside = threading.Event(), [0]
-    real_wait = q._finished.wait
+    real_wait = q._backend._finished.wait
 
     def wait(timeout=None):
         inside[0] += 1  # the queue lock is held here
         if inside[0] >= expected:
             entered.set()
         return real_wait(timeout)
-    q._finished.wait = wait
+    q._backend._finished.wait = wait
     return entered
 
 
@@ -176,22 +176,22 @@ def test_wait_wakes_when_the_job_is_final_and_only_then(q):
         t.start()
     assert entered.wait(30)
     notified = []
-    real_notify = q._finished.notify_all
-    q._finished.notify_all = lambda: (notified.append(1), real_notify())[1]
+    real_notify = q._backend._finished.notify_all
+    q._backend._finished.notify_all = lambda: (notified.append(1), real_notify())[1]
     q.ack(q.lease())  # `other`: a change, but not of the watched job
-    assert not notified and q._watched == {jid: 2}
+    assert not notified and q._backend._watched == {jid: 2}
     q.ack(q.lease())
     for t in waiters:
         t.join(30)
     assert [(i.id, i.state, i.payload) for i in got] == [(jid, "done", b"mine")] * 2
-    assert notified == [1] and q._watched == {} and q.get(other).state == "done"
+    assert notified == [1] and q._backend._watched == {} and q.get(other).state == "done"
 
 
 def test_wait_times_out_and_a_close_wakes_it(q):
     jid = q.enqueue("t", b"x")
     with pytest.raises(logq.WaitTimeout):
         q.wait(jid, timeout=0.01)
-    assert q._watched == {}
+    assert q._backend._watched == {}
     entered = _waiting_spy(q, 1)
     errors: list = []
 
@@ -364,10 +364,10 @@ def test_complete_many_records_every_outcome_but_a_lost_lease_in_one_batch(q, cl
     first = q.lease_many(3, lease_time=1)
     clock.advance(2)
     again = q.lease_many(3)  # the first leases expired: these are attempt 2
-    before = q._log.last_seq
+    before = q.stats().last_seq
     errors = q._complete_many([(again[0], b"ok", None), (first[1], b"", None), (again[2], b"", "boom")])
     assert errors[0] is None and isinstance(errors[1], LeaseLostError) and errors[2] is None
-    assert q._log.last_seq == before + 2  # the two that held their lease, one batch
+    assert q.stats().last_seq == before + 2  # the two that held their lease, one batch
     assert (q.get(ids[0]).state, q.get(ids[0]).result) == ("done", b"ok")
     assert q.get(ids[1]).state == "active"  # the lost lease changed nothing
     assert (q.get(ids[2]).state, q.get(ids[2]).last_error) == ("pending", "boom")
@@ -376,10 +376,10 @@ def test_complete_many_records_every_outcome_but_a_lost_lease_in_one_batch(q, cl
 def test_complete_many_takes_a_job_given_twice_once(q, clock):
     jid = q.enqueue("t", b"x")
     job = q.lease()
-    before = q._log.last_seq
+    before = q.stats().last_seq
     errors = q._complete_many([(job, b"first", None), (job, b"second", "boom")])
     assert errors[0] is None and isinstance(errors[1], LeaseLostError) and "twice" in str(errors[1])
-    assert q._log.last_seq == before + 1  # one ACK, and no second record that replay would refuse
+    assert q.stats().last_seq == before + 1  # one ACK, and no second record that replay would refuse
     assert (q.get(jid).state, q.get(jid).result) == ("done", b"first")
     q2 = reopen(q, clock)
     assert (q2.get(jid).state, q2.get(jid).result) == ("done", b"first")
@@ -394,8 +394,8 @@ def test_a_lease_whose_write_fails_leaves_its_jobs_due(q, clock, monkeypatch, n)
     def refuse(*args, **kwargs):
         raise InvalidArgument("refused by the test")
     with monkeypatch.context() as m:
-        m.setattr(q._log, "write_one", refuse)
-        m.setattr(q._log, "write", refuse)
+        m.setattr(q._backend.log, "write_one", refuse)
+        m.setattr(q._backend.log, "write", refuse)
         with pytest.raises(InvalidArgument, match="refused"):
             q.lease_many(n)
     after = q.stats()
@@ -406,15 +406,15 @@ def test_a_lease_whose_write_fails_leaves_its_jobs_due(q, clock, monkeypatch, n)
 def test_ack_many_finishes_jobs_in_one_atomic_batch(q, clock):
     ids = q.enqueue_many([("t", b"%d" % i) for i in range(4)])
     jobs = q.lease_many(3)
-    before = q._log.last_seq
+    before = q.stats().last_seq
     q.ack_many([jobs[0], jobs[1].id, jobs[2]])  # jobs or ids, as ack takes
-    assert q._log.last_seq == before + 3
+    assert q.stats().last_seq == before + 3
     acks = records_of_type(q, ACK)
     assert [bool(r.flags & FLAG_CONTINUED) for r in acks] == [True, True, False]  # one batch
     q2 = reopen(q, clock)
     assert [(q2.get(i).state, q2.get(i).result) for i in ids] == [("done", b"")] * 3 + [("pending", None)]
     q2.ack_many([])  # nothing to do, nothing written
-    assert q2._log.last_seq == before + 3
+    assert q2.stats().last_seq == before + 3
     q2.close()
 
 
@@ -423,12 +423,12 @@ def test_ack_many_with_one_bad_job_acks_none(q, clock):
     first = q.lease_many(2, lease_time=1)
     clock.advance(2)
     again = q.lease_many(3)  # the first leases expired
-    before = q._log.last_seq
+    before = q.stats().last_seq
     for bad, error in (([again[0], first[1]], LeaseLostError), ([again[0], again[0]], InvalidTransition),
                        ([again[0], 999], JobNotFound), ([again[0], "x"], InvalidArgument)):
         with pytest.raises(error):
             q.ack_many(bad)  # type: ignore[list-item]
-        assert q._log.last_seq == before and q.stats().counts["active"] == 3
+        assert q.stats().last_seq == before and q.stats().counts["active"] == 3
     with pytest.raises(InvalidArgument, match="use ack for one job"):
         q.ack_many(again[0])  # type: ignore[arg-type]
     q.ack_many(again)

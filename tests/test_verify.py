@@ -60,17 +60,17 @@ def test_a_committed_swap_stands_for_the_segments_it_replaces(tmp_path):
     for i in range(300):
         q.enqueue("t", b"x" * 20)
         q.ack(q.lease())
-    real = q._log.install
+    real = q._backend.log.install
 
     def freeze_after_commit(out, bases):  # copy the directory just after step C2
         from logq.log import compact as _compact
         swap = os.path.join(q.path, os.path.basename(out.tmp_path).replace(_compact.COMPACTING, _compact.SWAP))
-        q._log.fs.rename(out.tmp_path, swap)
+        q._backend.log.fs.rename(out.tmp_path, swap)
         shutil.copytree(q.path, tmp_path / "mid", ignore=shutil.ignore_patterns("logq.lock"))
-        q._log.fs.rename(swap, out.tmp_path)
+        q._backend.log.fs.rename(swap, out.tmp_path)
         real(out, bases)
 
-    q._log.install = freeze_after_commit
+    q._backend.log.install = freeze_after_commit
     q.compact()
     q.close()
     mid = str(tmp_path / "mid")

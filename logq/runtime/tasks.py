@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generic, Protocol, TypeVar
 
-from ..errors import InvalidArgument, LogqError
+from ..errors import InvalidArgument, LogqError, WaitTimeout
 from ..core.jobs import Backoff, JobInfo
 
 if TYPE_CHECKING:
@@ -56,10 +56,6 @@ class TaskFailed(LogqError):
 
 class TaskCancelled(LogqError):
     """The task's job was cancelled before it ran."""
-
-
-class WaitTimeout(LogqError, TimeoutError):
-    """The job did not finish within the time given to wait for it."""
 
 
 @dataclass(frozen=True)

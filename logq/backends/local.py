@@ -1,0 +1,112 @@
+"""The local backend: jobs in an append-only log in one directory, the index in memory.
+
+Theory of operation
+-------------------
+`Engine` carries out the job operations over the `Index` and the `Log`; this
+module opens and closes them. Opening replays the log through `Index.replay`,
+or, after a clean close, restores the index from the checkpoint that close
+left (`core.snapshot`) and replays only the records after it. Jobs still
+active at the end of the replay lost their lease with the process that held
+it: an EXPIRE record is appended for each (pending again, or dead with "lease
+lost" once max_attempts is used up), so a job that kills its process cannot
+loop forever. Replay runs with the garbage collector off and then freezes the
+index out of later collections; after a long replay the freed heap pages go
+back to the OS. A `Compactor` thread sweeps final jobs after rollovers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import gc
+import os
+
+from ..clock import Clock
+from ..core import policy
+from ..core import snapshot as _snapshot
+from ..core.jobs import Backoff, CompactionReport
+from ..core.records import EXPIRE
+from ..log.fs import FileSystem
+from ..log.log import Log, RecoveryReport
+from .base import Capabilities
+from .compactor import Compactor
+from .engine import Engine
+
+CAPABILITIES = Capabilities(durable=True, compaction=True, inspectable=True)
+TRIM_AFTER_RECORDS = 100_000  # a replay this long leaves freed heap pages worth returning
+
+
+class LocalBackend(Engine):
+    """The jobs of directory `path`, kept in its log (options as `logq.Queue` documents them)."""
+
+    capabilities = CAPABILITIES
+
+    def __init__(self, path: str | os.PathLike[str], *, clock: Clock, backoff: Backoff, retain_done: float,
+                 retain_dead: float, compact_threshold: float | None, sync: str, sync_interval: float,
+                 segment_size: int, compression: str | None, compress_threshold: int, salvage: bool,
+                 fs: FileSystem | None) -> None:
+        super().__init__(clock, backoff, retain_done, retain_dead)
+        self.compactor = Compactor(self, compact_threshold)
+        collecting = gc.isenabled()
+        gc.disable()  # replay creates millions of objects and no cycles: collections only cost
+        try:
+            self._log = self.log = Log(
+                path, replay=self._index.replay, sync=sync, sync_interval=sync_interval,
+                segment_size=segment_size, compression=compression, compress_threshold=compress_threshold,
+                salvage=salvage, fs=fs, on_rollover=self.compactor.wanted if compact_threshold is not None else None,
+                restore=functools.partial(_snapshot.restore, self._index))
+        finally:
+            if collecting:
+                gc.enable()
+        gc.freeze()  # keep the index out of later collections
+        if max(self.log.report.records, len(self._index.jobs)) >= TRIM_AFTER_RECORDS:
+            _return_free_memory()
+        self.path = self.log.path
+        try:
+            self._recover_leases()
+        except BaseException:
+            self.log.close()
+            raise
+        self.compactor.start()
+
+    @property
+    def recovery(self) -> RecoveryReport:
+        """What opening found: torn tails cut, ranges lost in salvage mode."""
+        return self.log.report
+
+    def _recover_leases(self) -> None:
+        lost = self._index.active_jobs()
+        if not lost:
+            return
+        now = self.clock.time()
+        with self._lock:
+            appended = self._change_all_locked([(e, EXPIRE, policy.expiry(e, now, "lease lost")) for e in lost],
+                                               "always")
+        self.log.commit(appended)
+
+    def compact(self, include_active: bool) -> CompactionReport:
+        return self.compactor.compact(include_active)
+
+    def close(self) -> None:
+        """Make everything durable, leave a checkpoint of the index (spec/format.md §11) and
+        release the directory. Safe to repeat."""
+        if not self._mark_closed():
+            return
+        self.compactor.stop()
+        with self.compactor.running:  # let a compaction started by another thread finish first
+            self.log.close(checkpoint=self._final_snapshot)
+
+    def _final_snapshot(self) -> bytes:
+        """The index for the checkpoint that close leaves (no call changes it once closed)."""
+        with self._lock:
+            return _snapshot.encode(self._index)
+
+
+def _return_free_memory() -> None:
+    """Give the heap pages that replay used and freed back to the OS (glibc's
+    malloc_trim; a no-op where it does not exist)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
