@@ -110,6 +110,48 @@ def test_every_subcommand_has_help_with_examples(name):
     assert "examples:" in r.stdout and f"python -m logq {name}" in r.stdout
 
 
+def readme_command_summary() -> dict[str, list[str]]:
+    """The README's summary of the command line: each subcommand's forms (a form may span lines)."""
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    block = readme.split("## The command line", 1)[1].split("```", 2)[1]
+    forms: dict[str, list[str]] = {}
+    for line in block.splitlines():
+        text = line.split("#")[0].strip()
+        m = re.match(r"python -m logq (\S+)", text)
+        if m:
+            forms.setdefault(m.group(1), []).append(text)
+        elif text:
+            last = list(forms)[-1]
+            forms[last][-1] += " " + text
+    return forms
+
+
+def test_readme_command_summary_shows_every_option_of_every_subcommand():
+    summary = readme_command_summary()
+    assert sorted(summary) == ["compact", "demo", "inspect", "requeue-dead", "stats"]
+    for sub, forms in summary.items():
+        helped = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", cli(sub, "--help").stdout)) - {"--help"}
+        shown = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", " ".join(forms)))
+        assert shown == helped, sub
+
+
+def test_readme_command_summary_shows_only_combinations_the_parser_takes(healthy):
+    """Each inspect form of the summary runs as shown (`--job` with `--records` too), and none
+    shows `--verify` with `--records` or `--job`, which are refused."""
+    forms = readme_command_summary()["inspect"]
+    assert len(forms) == 4
+    values = {"ID": healthy.ids["report"], "S": 1, "SEQ": 1, "T": "enqueue", "N": 5}
+    for line in forms:
+        for shown in (re.sub(r"\[[^]]*\]", "", line), line.replace("[", "").replace("]", "")):
+            words = shown.split()[5:]  # after "python -m logq inspect PATH"
+            r = cli("inspect", healthy.path, *(values.get(w, w) for w in words))
+            assert r.returncode == 0, (shown, r.stderr)
+        assert not ("--verify" in line and ("--records" in line or "--job" in line))
+    assert cli("inspect", healthy.path, "--records", "--job", healthy.ids["report"], "--json").returncode == 0
+    assert cli("inspect", healthy.path, "--verify", "--job", 1).returncode == 2
+    assert cli("inspect", healthy.path, "--verify", "--records").returncode == 2
+
+
 def test_no_subcommand_is_a_usage_error():
     r = cli()
     assert r.returncode == 2 and "usage:" in r.stderr
@@ -226,6 +268,82 @@ def test_job_history_shows_the_state_after_each_record(healthy):
     assert r.returncode == 0
     assert r.stdout.startswith("job 1 'report': done, 2 of 3 attempts used")
     assert "error='smtp timeout'" in r.stdout and "result='report.pdf'" in r.stdout
+
+
+LONG_NAME = "thumbnails.resize_for_mobile_x"  # 30 characters: wider than the 16 the name column starts at
+
+
+def assert_lined_up(lines: list[str], names: list[str]) -> None:
+    """Every record line's cells start (left-aligned) or end (right-aligned) under their title."""
+    header = lines[0]
+    for line, name in zip(lines[1:], names, strict=True):
+        cells = line.split()
+        assert line[:header.index("seq") + 3].strip() == cells[0]
+        assert line[header.index("name"):].startswith(name + " "), (header, line)
+        assert line[header.index("state"):].split()[0] == cells[4]
+        assert line[:header.index("size") + 4].split()[-1] == cells[5]
+        assert (line + "  ")[header.index("time"):].startswith(cells[7] + "  ")
+        assert line[header.index("detail"):] == line[header.index("detail"):].lstrip()
+
+
+def test_columns_line_up_with_the_header_for_long_task_names(qdir):
+    with Queue(qdir) as q:
+        q.enqueue(LONG_NAME, b"a")
+        q.enqueue("short", b"b")
+        q.ack(q.lease(LONG_NAME))
+    r = cli("inspect", qdir, "--records")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [line.split()[1] for line in lines[1:]] == ["enqueue", "enqueue", "lease", "ack"]
+    assert_lined_up(lines, [LONG_NAME, "short", LONG_NAME, LONG_NAME])
+    history = cli("inspect", qdir, "--job", 1).stdout.splitlines()
+    table = history[history.index("") + 1:]
+    assert_lined_up(table, [LONG_NAME] * 3)
+
+
+def test_a_streamed_record_table_repeats_its_header_when_a_later_name_widens_it():
+    from logq.cli.inspect_text import RecordTable
+
+    def record(seq: int, name: str) -> dict[str, Any]:
+        return {"seq": seq, "type": "enqueue", "job": seq, "name": name, "state": "pending", "size": 64,
+                "raw_size": 30, "time": T0, "detail": {}, "preview": "x"}
+    table = RecordTable(page=2)
+    lines = table.add(record(1, "a")) + table.add(record(2, "b")) + table.add(record(3, LONG_NAME))
+    lines += table.add(record(4, "c")) + table.add(record(5, "d")) + table.finish()
+    headers = [i for i, line in enumerate(lines) if line.split()[:2] == ["seq", "type"]]
+    assert headers == [0, 3] and len(lines) == 7
+    assert_lined_up(lines[:3], ["a", "b"])
+    assert_lined_up(lines[3:], [LONG_NAME, "c", "d"])
+    assert lines[0].index("state") < lines[3].index("state")  # sized to the first page, then widened
+
+
+def test_summary_columns_fit_long_numbers(tmp_path):
+    from logq.cli.inspect_text import format_summary
+    seg = {"file": "x" * 40 + ".seg", "first_seq": 10**12, "last_seq": 10**12 + 5, "records": 6,
+           "bytes": 10**13, "state": "active", "compression_ratio": None, "check": "ok", "problem": None}
+    d = {"kind": "segment", "format_version": None, "path": "p", "segments": [seg],
+         "totals": {"segments": 1, "first_seq": 10**12, "last_seq": 10**12 + 5, "records": 6, "bytes": 10**13},
+         "jobs": {}, "oldest_pending": None, "tail": None, "saved_tails": [], "writer": None,
+         "checkpoint": None, "problems": [], "replay_errors": {"count": 0, "first": []}}
+    lines = list(format_summary(d))
+    header, row, total = lines[2], lines[3], lines[4]
+    for title, cell in (("first", "1,000,000,000,000"), ("bytes", "10,000,000,000,000")):
+        end = header.index(title) + len(title)
+        assert row[:end].endswith(cell) and total[:end].endswith(cell)
+    assert row[header.index("state"):].startswith("active") and row.startswith(seg["file"] + " ")
+
+
+def test_an_error_is_shown_whole(qdir):
+    error = "ConnectionError: " + "".join(f"host-{i:03d} refused; " for i in range(12)) + "giving up"
+    assert len(error) > 200
+    with Queue(qdir) as q:
+        jid = q.enqueue(LONG_NAME, b"a")
+        q.fail(q.lease(), error)
+    r = cli("inspect", qdir, "--records", "--type", "fail")
+    assert r.returncode == 0 and f"error={error!r}" in r.stdout, r.stdout
+    assert f"error={error!r}" in cli("inspect", qdir, "--job", jid).stdout
+    assert json_lines(cli("inspect", qdir, "--records", "--json", "--type", "fail"))[0]["preview"] == error
+    assert json_lines(cli("inspect", qdir, "--records", "--json"))[0]["preview"] == "a"  # payloads: a preview
 
 
 def test_job_that_no_record_names_exits_1(healthy):
@@ -368,7 +486,8 @@ def test_inspect_works_while_another_process_has_the_queue_open(qdir):
         assert child.stdout is not None and child.stdin is not None
         assert child.stdout.readline().strip() == "ready"
         d = inspect_json(qdir)
-        assert d["writer"] == {"pid": child.pid, "running": True}
+        assert d["writer"] == {"pid": child.pid, "running": True, "holds_lock": True}
+        assert f"writer: process {child.pid} has the queue open (it holds logq.lock)" in cli("inspect", qdir).stdout
         assert d["jobs"]["active"] == 1 and d["ok"]
         assert cli("inspect", qdir, "--verify").returncode == 0
         assert json_lines(cli("inspect", qdir, "--records", "--json", "--type", "lease"))[-1]["name"] == "live"
@@ -377,11 +496,15 @@ def test_inspect_works_while_another_process_has_the_queue_open(qdir):
         child.stdin.write("\n")
         child.stdin.flush()
         assert child.stdout.readline().strip() == "closed"
+        assert inspect_json(qdir)["writer"] == {"pid": child.pid, "running": True, "holds_lock": False}
+        assert (f"writer: none (process {child.pid}, the last named in logq.lock, is running but no longer "
+                f"holds the lock)") in cli("inspect", qdir).stdout
     finally:
         if child.stdin is not None:
             child.stdin.close()
         assert child.wait(timeout=30) == 0
     assert inspect_json(qdir)["jobs"]["done"] == 12
+    assert f"writer: none (process {child.pid}, the last named in logq.lock, has ended)" in cli("inspect", qdir).stdout
 
 
 # ------------------------------------------------------------------- bad paths

@@ -33,7 +33,7 @@ from ..errors import CorruptionError, InvalidArgument, LogqError, NotALogqDirect
 from ..log import checkpoint as _checkpoint
 from ..log.fs import OsFileSystem, read_lock_holder
 from .inspect_text import (
-    RECORD_HEADER, Info, format_check, format_history, format_record, format_summary, problem_lines, to_json,
+    Info, RecordTable, format_check, format_history, format_summary, problem_lines, to_json,
 )
 from ..core.records import (
     ACK, CANCEL, ENQUEUE, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES, decode_enqueue,
@@ -288,7 +288,7 @@ def describe(rec: Record, base: int, job_id: int | None, error: str | None, inde
                "raw_size": len(rec.payload), "compressed": bool(rec.flags & FLAG_ZSTD),
                "continued": bool(rec.flags & FLAG_CONTINUED)}
     d.update(fields)
-    d.update(_data(data, whole))
+    d.update(_data(data, whole, is_error=rec.type in (FAIL, EXPIRE)))
     if error is not None:
         d["error"] = error
     return d
@@ -321,9 +321,11 @@ def _type_name(rtype: int) -> str:
     return "seal" if rtype == TYPE_SEAL else TYPE_NAMES.get(rtype, f"type-{rtype}")
 
 
-def _data(data: bytes, whole: bool) -> Info:
+def _data(data: bytes, whole: bool, is_error: bool = False) -> Info:
+    """The record's data: a preview, or with `whole` the data itself. An error's preview is the
+    whole text (control characters escaped): an error cut short would hide what went wrong."""
     if not whole:
-        return {"preview": preview(data)}
+        return {"preview": preview(data, max(len(data), PREVIEW) if is_error else PREVIEW)}
     try:
         return {"payload": data.decode(), "payload_encoding": "utf-8"}
     except UnicodeDecodeError:
@@ -460,9 +462,34 @@ def _checkpoint_info(target: Target) -> Info | None:
 
 
 def _writer(target: Target) -> Info | None:
-    """The pid in the lock file (read, never locked) and whether a process with that pid runs."""
-    pid = None if target.single else read_lock_holder(os.path.join(target.path, LOCK_NAME))
-    return None if pid is None else {"pid": pid, "running": _alive(pid)}
+    """The pid in the lock file (read, never locked), whether it runs and whether it holds the lock."""
+    path = None if target.single else os.path.join(target.path, LOCK_NAME)
+    pid = None if path is None else read_lock_holder(path)
+    if path is None or pid is None:
+        return None
+    return {"pid": pid, "running": _alive(pid), "holds_lock": _holds_flock(path, pid)}
+
+
+def _holds_flock(path: str, pid: int) -> bool | None:
+    """Whether process `pid` holds a flock on `path`, read from /proc/locks (Linux); None if unknown.
+
+    The lock file keeps the pid of its last holder after a clean close, and a
+    pid can be reused: only the kernel's list of locks says who holds it now.
+    Matched by inode and pid (the device numbers that list shows are not always
+    those of stat, e.g. on overlayfs).
+    """
+    try:
+        inode = os.stat(path).st_ino
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        words = line.split()  # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2162976 0 EOF"; waiters have "->"
+        if len(words) >= 6 and words[1] == "FLOCK" and words[4] == str(pid) \
+                and words[5].rpartition(":")[2] == str(inode):
+            return True
+    return False
 
 
 def _alive(pid: int) -> bool | None:
@@ -539,11 +566,15 @@ def run(path: str, *, records: bool = False, job: int | None = None, verify_only
 
 def _run_records(target: Target, flt: Filter, limit: int | None, whole: bool, as_json: bool,
                  out: TextIO, err: TextIO) -> int:
+    table = RecordTable()
+
     def emit(r: Info) -> None:
-        _write(out, [to_json(r, lines=True)] if as_json else format_record(r))
-    if not as_json:
-        out.write(RECORD_HEADER + "\n")
-    found = dump(target, flt, limit, whole, emit)
+        _write(out, [to_json(r, lines=True)] if as_json else table.add(r))
+    try:
+        found = dump(target, flt, limit, whole, emit)
+    finally:  # print what the table holds back, also when reading stopped on an error
+        if not as_json:
+            _write(out, table.finish())
     _write(err, problem_lines(found, "logq inspect: warning:"))
     return 0
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from ..log.log import LOCK_NAME
 
@@ -38,22 +40,63 @@ def format_summary(d: Info) -> Iterator[str]:
     kind = "segment file" if d["kind"] == "segment" else f"queue (format {d['format_version'] or '?'})"
     yield f"logq {kind}: {d['path']}"
     yield ""
-    yield f"{'segment':<24} {'first':>8} {'last':>8} {'records':>8} {'bytes':>12}  {'state':<7} {'ratio':>5}  check"
+    rows = []
     for s in d["segments"]:
         ratio = f"{s['compression_ratio']:.2f}" if s["compression_ratio"] else "-"
         where = f" at byte {s['problem']['offset']:,}" if s["problem"] else ""
-        yield (f"{s['file']:<24} {_n(s['first_seq']):>8} {_n(s['last_seq']):>8} {s['records']:>8,} "
-               f"{_n(s['bytes']):>12}  {s['state']:<7} {ratio:>5}  {s['check']}{where}")
+        rows.append((s["file"], _n(s["first_seq"]), _n(s["last_seq"]), f"{s['records']:,}", _n(s["bytes"]),
+                     s["state"], ratio, s["check"] + where))
     t = d["totals"]
-    yield (f"{'total (' + str(t['segments']) + ')':<24} {_n(t['first_seq']):>8} {_n(t['last_seq']):>8} "
-           f"{t['records']:>8,} {t['bytes']:>12,}")
+    rows.append((f"total ({t['segments']})", _n(t["first_seq"]), _n(t["last_seq"]), f"{t['records']:,}",
+                 f"{t['bytes']:,}", "", "", ""))
+    widths = _widths(SEGMENT_COLUMNS, rows)
+    yield _row(SEGMENT_COLUMNS, widths, tuple(c.title for c in SEGMENT_COLUMNS))
+    for row in rows:
+        yield _row(SEGMENT_COLUMNS, widths, row)
     yield ""
     jobs = d["jobs"]
     yield f"jobs: {', '.join(f'{n:,} {s}' for s, n in jobs.items())} ({sum(jobs.values()):,} in all)"
     yield _oldest_line(d["oldest_pending"])
+    if d["kind"] != "segment":
+        yield _writer_line(d["writer"])
     yield from _tail_lines(d["tail"], d["saved_tails"], d["writer"])
     yield _checkpoint_line(d["checkpoint"])
     yield from problem_lines(d, "DAMAGE")
+
+
+# ------------------------------------------------------------------- tables
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a text table: its title, the least width and how cells align in it."""
+
+    title: str
+    width: int
+    right: bool = False
+    gap: str = " "  # what separates it from the column before
+
+
+SEGMENT_COLUMNS = (Column("segment", 24), Column("first", 8, True), Column("last", 8, True),
+                   Column("records", 8, True), Column("bytes", 12, True), Column("state", 7, gap="  "),
+                   Column("ratio", 5, True), Column("check", 0, gap="  "))
+
+
+def _widths(columns: tuple[Column, ...], rows: Iterable[tuple[str, ...]],
+            least: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """Each column as wide as its widest cell, its title, its least width and `least`."""
+    widths = list(least or (max(c.width, len(c.title)) for c in columns))
+    for row in rows:
+        for i, cell in enumerate(row[:-1]):  # the last column is never padded
+            widths[i] = max(widths[i], len(cell))
+    return tuple(widths)
+
+
+def _row(columns: tuple[Column, ...], widths: tuple[int, ...], cells: tuple[str, ...]) -> str:
+    out = []
+    for i, (c, w, cell) in enumerate(zip(columns, widths, cells)):
+        last = i == len(columns) - 1
+        out.append((c.gap if i else "") + (cell if last else cell.rjust(w) if c.right else cell.ljust(w)))
+    return "".join(out).rstrip()
 
 
 def _oldest_line(o: Info | None) -> str:
@@ -72,6 +115,26 @@ def _checkpoint_line(c: Info | None) -> str:
     return f"checkpoint: {c['file']} is not usable ({c['reason']}); the next open replays every record"
 
 
+def _writer_line(writer: Info | None) -> str:
+    """Who has the queue open: the process named in the lock file, and whether it holds the lock."""
+    if writer is None:
+        return f"writer: none ({LOCK_NAME} names no process)"
+    pid, holds = writer["pid"], writer.get("holds_lock")
+    if holds:
+        return f"writer: process {pid} has the queue open (it holds {LOCK_NAME})"
+    if holds is None and writer["running"] is not False:
+        return (f"writer: process {pid} (named in {LOCK_NAME}) is running; whether it still has the "
+                f"queue open cannot be told here")
+    state = "has ended" if writer["running"] is False else "is running but no longer holds the lock"
+    return f"writer: none (process {pid}, the last named in {LOCK_NAME}, {state})"
+
+
+def _may_be_writing(writer: Info) -> bool:
+    """The lock's holder, or where that cannot be read, a running process named in the lock file."""
+    holds = writer.get("holds_lock")
+    return bool(holds or holds is None and writer["running"])
+
+
 def _tail_lines(tail: Info | None, saved: list[Info], writer: Info | None) -> Iterator[str]:
     if tail is None:
         yield "torn tail: none"
@@ -79,7 +142,7 @@ def _tail_lines(tail: Info | None, saved: list[Info], writer: Info | None) -> It
         yield (f"torn tail: {tail['bytes']:,} bytes after byte {tail['offset']:,} of "
                f"{os.path.basename(tail['file'])} ({tail['reason']}); not repaired: the next open "
                f"saves them to {os.path.basename(tail['saved_to_on_next_open'])} and cuts them")
-        if writer is not None and writer["running"]:
+        if writer is not None and _may_be_writing(writer):
             yield f"  process {writer['pid']} (named in {LOCK_NAME}) is running: this may be a write in progress"
     for s in saved:
         yield f"saved by an earlier recovery: {s['file']} ({_n(s['bytes'])} bytes)"
@@ -95,18 +158,72 @@ def problem_lines(d: Info, prefix: str) -> Iterator[str]:
         yield f"{prefix} ... {replay['count'] - 3:,} more record(s) do not replay"
 
 
-RECORD_HEADER = (f"{'seq':>8}  {'type':<8} {'job':>8}  {'name':<16} {'state':<9} {'size':>7} "
-                 f"{'raw':>7}  {'time':<24}  detail")
+RECORD_COLUMNS = (Column("seq", 8, True), Column("type", 8, gap="  "), Column("job", 8, True),
+                  Column("name", 16, gap="  "), Column("state", 9), Column("size", 7, True),
+                  Column("raw", 7, True), Column("time", 24, gap="  "), Column("detail", 0, gap="  "))
+RECORD_PAGE = 256  # records a streamed table holds back to size its columns
+RECORD_PAGE_BYTES = 4 << 20  # or fewer, when their whole payloads (--payload) add up to this
 
 
-def format_record(r: Info) -> Iterator[str]:
-    """One record: a line (as in RECORD_HEADER), and with --payload its data whole below it."""
-    job = "-" if r["job"] is None else str(r["job"])
-    yield (f"{r['seq']:>8}  {r['type']:<8} {job:>8}  {r['name'] or '-':<16} {r['state'] or '-':<9} "
-           f"{r['size']:>7} {r['raw_size']:>7}  {iso(r['time']):<24}  {_detail(r)}".rstrip())
-    if r.get("payload"):
-        encoding = "" if r["payload_encoding"] == "utf-8" else " (base64)"
-        yield f"{'':>10}{DATA_LABEL.get(r['type'], 'payload')}{encoding}: {r['payload']}"
+class RecordTable:
+    """Record lines under a header, with columns as wide as their contents.
+
+    A whole list (`--job`) is sized at once. A stream (`--records`) is held
+    back a page of RECORD_PAGE records (or RECORD_PAGE_BYTES of whole
+    payloads) at a time and sized to it; columns only
+    ever widen, and when a later page widens them the header is printed again
+    above it, so that every line lines up with the header above it. `add`
+    and `finish` return the lines to print now; `finish` prints at least the header.
+    """
+
+    def __init__(self, page: int = RECORD_PAGE, page_bytes: int = RECORD_PAGE_BYTES) -> None:
+        self.page, self.page_bytes = page, page_bytes
+        self.held: list[Info] = []
+        self.held_bytes = 0
+        self.widths: tuple[int, ...] | None = None
+
+    def add(self, r: Info) -> list[str]:
+        self.held.append(r)
+        self.held_bytes += len(r.get("payload") or "")
+        full = len(self.held) >= self.page or self.held_bytes >= self.page_bytes
+        return self._release() if full else []
+
+    def finish(self) -> list[str]:
+        return self._release()
+
+    def _release(self) -> list[str]:
+        rows = [(r, _record_cells(r)) for r in self.held]
+        self.held, self.held_bytes = [], 0
+        widths = _widths(RECORD_COLUMNS, (cells for _, cells in rows), self.widths)
+        out = []
+        if widths != self.widths:
+            out.append(_row(RECORD_COLUMNS, widths, tuple(c.title for c in RECORD_COLUMNS)))
+            self.widths = widths
+        for r, cells in rows:
+            out.append(_row(RECORD_COLUMNS, widths, cells))
+            out.extend(_data_lines(r))
+        return out
+
+
+def _record_cells(r: Info) -> tuple[str, ...]:
+    return (str(r["seq"]), r["type"], "-" if r["job"] is None else str(r["job"]), r["name"] or "-",
+            r["state"] or "-", str(r["size"]), str(r["raw_size"]), iso(r["time"]), _detail(r))
+
+
+def _data_lines(r: Info) -> list[str]:
+    """With --payload: the record's data whole, below its line."""
+    if not r.get("payload"):
+        return []
+    encoding = "" if r["payload_encoding"] == "utf-8" else " (base64)"
+    return [f"{'':>10}{DATA_LABEL.get(r['type'], 'payload')}{encoding}: {r['payload']}"]
+
+
+def format_records(records: Iterable[Info]) -> Iterator[str]:
+    """A header and every record, the columns sized to all of them."""
+    table = RecordTable(page=sys.maxsize, page_bytes=sys.maxsize)
+    for r in records:
+        yield from table.add(r)
+    yield from table.finish()
 
 
 def _detail(r: Info) -> str:
@@ -135,9 +252,7 @@ def format_history(d: Info) -> Iterator[str]:
         if j["last_error"]:
             yield f"last error: {j['last_error']}"
     yield ""
-    yield RECORD_HEADER
-    for r in d["history"]:
-        yield from format_record(r)
+    yield from format_records(d["history"])
     yield from problem_lines(d, "DAMAGE")
 
 
