@@ -14,7 +14,8 @@ and removed afterwards.
     Every 0.2 s the main thread samples stats(): bytes_on_disk, live_bytes,
     segments. Check: bytes_on_disk <= live_bytes + 3 * segment_size at every
     sample. The curve goes to PREFIX.json and PREFIX.png (matplotlib), with
-    PREFIX = benchmarks/results/compact-curve (compact-curve-quick in --quick).
+    PREFIX = benchmarks/results/compact-curve (tracked), or with --quick
+    benchmarks/results/local/compact-curve-quick (ignored by git).
     Afterwards the queue is reopened and its counts compared (replay after
     compactions).
 
@@ -543,6 +544,12 @@ def report(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def curve_prefix(quick: bool) -> str:
+    """Where the curve goes by default: the tracked results for a full run, local/ for --quick."""
+    results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    return os.path.join(results, "local", "compact-curve-quick") if quick else os.path.join(results, "compact-curve")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="100,000 jobs in (a), 200,000 in (b) (under a minute)")
@@ -552,8 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--curve", metavar="PREFIX", help="where the curve goes (PREFIX.json, PREFIX.png)")
     ap.add_argument("--only", choices=("a", "bc"), help="run only part (a), or only (b)+(c)")
     args = ap.parse_args(argv)
-    here = os.path.dirname(os.path.abspath(__file__))
-    prefix = args.curve or os.path.join(here, "results", "compact-curve" + ("-quick" if args.quick else ""))
+    prefix = args.curve or curve_prefix(args.quick)
     rate = args.rate or (5_000.0 if args.quick else 8_000.0)
     n = 100_000 if args.quick else 1_000_000
     max_seconds = 60.0 if args.quick else 240.0

@@ -27,8 +27,12 @@ Workloads (NAMES for --only, comma separated), 100-byte payloads:
 Every figure is the best of interleaved rounds (see workloads.py); ratios are
 to the SQLite baseline of the same workload in the same run. For 8 threads the
 baseline is the faster of one connection per thread and one shared connection
-behind a lock. Output: a table on stdout, JSON and a PNG chart of the ratios in
-benchmarks/results/ (suite-quick.* / suite-full.*; suite-*-partial.* with --only).
+behind a lock. Output: a table on stdout, JSON and a PNG chart of the ratios.
+A full run of every workload writes benchmarks/results/suite-full.{json,png},
+the tracked record the docs cite; a --quick or --only run writes
+benchmarks/results/local/suite-quick[-partial].* or suite-full-partial.*
+(git ignores local/), so trying the suite leaves the tracked results alone.
+--json and --png choose other paths.
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ from benchmarks.workloads import FULL_N, WORKLOADS, Ctx, Row, fs_type, make_stag
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-RESULTS = os.path.join(HERE, "results")
+RESULTS = os.path.join(HERE, "results")  # tracked: what full runs of every workload write
+LOCAL_RESULTS = os.path.join(RESULTS, "local")  # ignored by git: quick and partial runs
 BUDGET_S = {"quick": 120.0, "full": 900.0}
 CHART_SYSTEMS = ["logq-always", "logq-batch", "persist-queue", "litequeue", "huey"]
 TABLE_SYSTEMS = ["sqlite", "logq-always", "logq-batch", "persist-queue", "litequeue", "huey"]
@@ -220,7 +225,7 @@ def print_table(rows: list[Row], targets: list[dict[str, Any]], n_big: int) -> N
         wrows.sort(key=lambda r: _system_order(r.system))
         for i, r in enumerate(wrows):
             t = tmap.get((w, r.system))
-            result = r.error[:40] if r.error and r.value is None else (
+            result = _error_cell(r.error) if r.error and r.value is None else (
                 fmt_value(r.value, r.unit) if r.value is not None else (r.note or "-"))
             lines.append((names[w] if i == 0 else "", label_of(r.system), durability_of(r.system), result,
                           fmt_ratio(r.extra.get("ratio")), target_text(t) if t else "",
@@ -230,6 +235,16 @@ def print_table(rows: list[Row], targets: list[dict[str, Any]], n_big: int) -> N
         print("  ".join(c.ljust(w) if j < 3 else c.rjust(w) for j, (c, w) in enumerate(zip(line, widths))))
         if i == 0:
             print("  ".join("-" * w for w in widths))
+    failed = [r for r in rows if r.error and r.value is None and len(r.error) > ERROR_CELL]
+    for r in failed:  # the table shows the start of a long error; here it is whole
+        print(f"error in {r.workload}, {label_of(r.system).strip()}: {r.error}")
+
+
+ERROR_CELL = 40  # characters of an error shown in the table (then "...", and the error whole below it)
+
+
+def _error_cell(error: str) -> str:
+    return error if len(error) <= ERROR_CELL else error[:ERROR_CELL - 3] + "..."
 
 
 def _system_order(key: str) -> int:
@@ -427,6 +442,13 @@ def observed_pragmas(ctx: Ctx) -> dict[str, Any]:
 
 # -------------------------------------------------------------------- main
 
+def output_paths(quick: bool, partial: bool) -> tuple[str, str]:
+    """The default JSON and PNG paths: the tracked results only for a full run of every workload."""
+    stem = f"suite-{'quick' if quick else 'full'}" + ("-partial" if partial else "")
+    folder = LOCAL_RESULTS if quick or partial else RESULTS
+    return os.path.join(folder, stem + ".json"), os.path.join(folder, stem + ".png")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0],
                                  epilog="See the module docstring of benchmarks/suite.py for the details.")
@@ -448,9 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown workloads {sorted(unknown)}; choose from {','.join(WORKLOADS)}")
     mode = "quick" if args.quick else "full"
-    stem = f"suite-{mode}" + ("-partial" if args.only else "")
-    json_path = args.json or os.path.join(RESULTS, stem + ".json")
-    png_path = args.png or os.path.join(RESULTS, stem + ".png")
+    json_path, png_path = output_paths(args.quick, bool(args.only))
+    json_path, png_path = args.json or json_path, args.png or png_path
 
     missing = []
     for mod, pkg in (("persistqueue", "persist-queue"), ("litequeue", "litequeue"), ("huey", "huey")):
@@ -529,14 +550,17 @@ def main(argv: list[str] | None = None) -> int:
                              threads=8, payload_bytes=100, batch=10_000),
                env=env, load=load, systems=systems, baselines=base, targets=targets,
                rows=[asdict(r) for r in rows], seconds=seconds, profiles=profiles, total_s=total)
-    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+    for path in (json_path, png_path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(json_path, "w") as f:
         json.dump(out, f, indent=2)
         f.write("\n")
     title = (f"logq vs SQLite-based queues, ratio to a hand-written SQLite table ({mode} run, "
              f"{env['date'][:10]}, {env['cpus']} CPUs, Python {env['python']})")
     problem = chart(rows, targets, ctx.n_big, png_path, title)
-    print(f"wrote {os.path.relpath(json_path)}" + (f"; {problem}" if problem else f", {os.path.relpath(png_path)}"))
+    print(f"wrote {os.path.relpath(json_path)}" + (f"; {problem}" if problem else f", {os.path.relpath(png_path)}")
+          + ("" if json_path.startswith(RESULTS + os.sep) and not json_path.startswith(LOCAL_RESULTS + os.sep)
+             else " (not the tracked results: those come from a full run)"))
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(markdown(rows, targets, ctx.n_big, base))

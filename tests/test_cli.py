@@ -631,6 +631,57 @@ def test_demo_dispatches_and_leaves_a_queue_that_verifies(tmp_path):
     assert d["ok"] and inspect_json(path)["jobs"]["done"] == 3
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def git(*args: object, cwd: str = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+needs_checkout = pytest.mark.skipif(shutil.which("git") is None or git("rev-parse").returncode != 0,
+                                    reason="needs git and a git checkout of logq")
+
+
+@needs_checkout
+def test_demo_run_as_the_quick_start_says_leaves_the_clone_clean(tmp_path):
+    """The demo's default directory, made in the current directory, is one git ignores."""
+    clone = str(tmp_path / "clone")
+    assert git("init", "-q", clone).returncode == 0
+    shutil.copy(os.path.join(REPO, ".gitignore"), clone)
+    before = git("status", "--porcelain", "--untracked-files=all", cwd=clone).stdout
+    r = subprocess.run([sys.executable, "-m", "logq", "demo", "--workers", "2", "--jobs", "3"],
+                       cwd=clone, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert os.path.isdir(os.path.join(clone, "logq-demo"))
+    assert git("status", "--porcelain", "--untracked-files=all", cwd=clone).stdout == before == "?? .gitignore\n"
+
+
+@needs_checkout
+def test_quick_and_partial_benchmark_runs_write_where_git_ignores_and_full_runs_write_the_tracked_results():
+    from benchmarks.bench_compact import curve_prefix
+    from benchmarks.suite import output_paths
+    scratch = [*output_paths(quick=True, partial=False), *output_paths(quick=True, partial=True),
+               *output_paths(quick=False, partial=True), curve_prefix(True) + ".json", curve_prefix(True) + ".png"]
+    for path in scratch:
+        assert git("check-ignore", "-q", path).returncode == 0, path
+        assert git("ls-files", path).stdout == "", path
+    record = [*output_paths(quick=False, partial=False), curve_prefix(False) + ".json", curve_prefix(False) + ".png"]
+    for path in record:
+        assert git("ls-files", "--error-unmatch", path).returncode == 0, path
+    assert git("ls-files", os.path.join(REPO, "benchmarks", "results", "*quick*")).stdout == ""
+
+
+def test_benchmark_table_shows_a_long_error_whole_below_it(capsys):
+    from benchmarks.suite import add_ratios, evaluate_targets, print_table
+    from benchmarks.workloads import Row
+    error = "RuntimeError: " + "database is locked; " * 8 + "gave up"
+    rows = [Row("enq1", "sqlite", 5000.0, "/s"), Row("enq1", "huey", None, "/s", error=error)]
+    add_ratios(rows)
+    print_table(rows, evaluate_targets(rows, 100_000), 100_000)
+    out = capsys.readouterr().out
+    assert error in out and "RuntimeError: database is locked; dat...  " in out  # the cell, marked as cut
+
+
 def test_demo_stopped_by_ctrl_c_lets_running_jobs_finish_and_leaves_none_active(tmp_path):
     path = tmp_path / "demo"
     p = subprocess.Popen([sys.executable, "-m", "logq", "demo", "--dir", str(path), "--workers", "3", "--jobs", "400"],
