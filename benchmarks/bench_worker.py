@@ -129,7 +129,7 @@ def run_worker(root: str, kind: str, concurrency: int, n: int, *, completion: st
                     done.set()
 
         hooks = {"on_success": on_success} if completion == "hook" else {}
-        w = worker_cls(q, concurrency=concurrency, kind=kind, grace=5.0, **hooks)
+        w = worker_cls(q._registry, concurrency=concurrency, kind=kind, grace=5.0, **hooks)
         errors: list[BaseException] = []
 
         def runner() -> None:
@@ -207,7 +207,7 @@ def run_micro(root: str, n: int) -> dict[str, float]:
 
     try:
         _register(q, "thread")
-        task = q._tasks[TASK]
+        task = q._registry.tasks[TASK]
         names = frozenset([TASK])
         ids, _ = _fill(q, n)
         jobs = measure("Queue.lease(frozenset, wait=0.5) as Worker._lease calls it",
@@ -230,7 +230,7 @@ def run_micro(root: str, n: int) -> dict[str, float]:
         measure("  of lease: _names(frozenset) (copy + name checks)", lambda: _names(names), n)
         measure("  of lease+ack: Condition.notify_all, no waiter (x2 per task)",
                 lambda: (q._backend._lock.acquire(), q._backend._changed.notify_all(), q._backend._lock.release()), n)
-        measure("Queue._task_names() (per lease)", q._task_names, n)
+        measure("Registry.names() (per lease)", q._registry.names, n)
         measure("Task.decode(b'[[],{}]') (JSON)", lambda: task.decode(PAYLOAD), n)
         measure("Task.encode_result(None) (JSON)", lambda: task.encode_result(None), n)
         metrics = q.metrics
@@ -312,6 +312,7 @@ def buckets(st: pstats.Stats) -> list[tuple[str, float]]:
     The slots lease with `lease_many` (and `lease`), both `Queue._lease`, and record
     outcomes with `Queue._complete_many` (through `_complete` for a single one)."""
     Q, W, T, L, S = "logq/queue.py", "logq/runtime/worker.py", "logq/runtime/tasks.py", "logq/log/log.py", "logq/core/index.py"
+    R = "logq/runtime/registry.py"
     lease = _cum(st, Q, "_lease")
     wait_locked = _cum(st, Q, "_wait_locked")
     lease_append = _cum(st, Q, "_change_locked", (Q, "_lease")) + _cum(st, Q, "_change_all_locked", (Q, "_lease"))
@@ -330,9 +331,9 @@ def buckets(st: pstats.Stats) -> list[tuple[str, float]]:
     ack_other = complete - ack_self - ack_append - ack_check - ack_commit
     decode = _cum(st, T, "decode")
     encode = _cum(st, T, "encode_result")
-    metrics = _cum(st, W, "record") + _cum(st, Q, "metrics")
+    metrics = _cum(st, R, "record")
     hook = _cum(st, W, "_hook")
-    task_names = _cum(st, Q, "_task_names")
+    task_names = _cum(st, R, "names")
     call = _cum(st, "bench_worker.py", "noop")
     slot_total = _cum(st, W, "_thread_slot")
     bookkeeping = slot_total - lease - complete - decode - encode - metrics - hook - task_names - call
@@ -358,9 +359,9 @@ def buckets(st: pstats.Stats) -> list[tuple[str, float]]:
         ("task decode (JSON [args, kwargs])", decode),
         ("task call (the no-op)", call),
         ("result encode (JSON null)", encode),
-        ("metrics (Metrics.record + Queue.metrics)", metrics),
+        ("metrics (Metrics.record)", metrics),
         ("hooks (Worker._hook)", hook),
-        ("queue._task_names() per lease", task_names),
+        ("Registry.names() per lease", task_names),
         ("worker bookkeeping (slot loop, _process, running dict lock)", bookkeeping),
         ("= slot threads total", slot_total),
         ("of which: Log.write/write_one (leases and outcomes)", write),

@@ -12,18 +12,18 @@ written. The backend does the rest (`backends.base.Backend` says what each
 operation promises). The hot paths (enqueue, lease, ack and their batches, the
 worker's completions) call a bound method of the backend kept in `__init__`.
 
-The task registry (`task`, `register`, `every`) and the worker factory live
-here too, for the runtime (`logq.runtime`) to use; periodic tasks hand the
-backend a `next_run` function, so that finishing a run and queueing the next
-are one atomic write.
+The task methods (`task`, `register`, `every`, `metrics`) delegate to the
+queue's `runtime.registry.Registry`, and `worker` builds a `runtime.worker.Worker`
+over it; the runtime sees the queue only through `_Source`, its `JobSource`.
+A periodic run that finishes hands the backend a `next_run` function, so that
+finishing a run and queueing the next are one atomic write.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .backends.base import Backend
 from .backends.local import LocalBackend
@@ -35,10 +35,10 @@ from .core.records import Enqueue
 from .errors import InvalidArgument, LogqError
 from .log.fs import FileSystem
 from .log.log import DEFAULT_SEGMENT_SIZE, ClosesOnExit, RecoveryReport
-from .runtime.tasks import Serializer, Task, TaskOptions
-
-if TYPE_CHECKING:
-    from .runtime.worker import Metrics, Worker
+from .runtime.registry import Metrics, Registry
+from .runtime.source import Completion, Schedule
+from .runtime.tasks import Serializer, Task
+from .runtime.worker import Worker
 
 MAX_NAME = 1000
 MAX_CACHED_NAMES = 10_000  # task names kept checked for enqueue
@@ -83,9 +83,7 @@ class Queue(ClosesOnExit):
         self.backoff = backoff or Backoff()
         self.clock: Clock = clock or SystemClock()
         self._names: set[str] = set()  # task names already checked
-        self._tasks: dict[str, Task[Any]] = {}
-        self._periodic: dict[str, tuple[float, bool]] = {}  # name -> (seconds, run_now)
-        self._metrics: Metrics | None = None
+        self._registry = Registry(_Source(self))  # tasks, periodic schedules, metrics
         options = dict(clock=self.clock, backoff=self.backoff, retain_done=self.retain_done,
                        retain_dead=self.retain_dead, compact_threshold=compact_threshold, sync=sync,
                        sync_interval=sync_interval, segment_size=segment_size, compression=compression,
@@ -336,16 +334,13 @@ class Queue(ClosesOnExit):
         `fn.enqueue(*args, **kwargs)` then queues a call (arguments serialized as
         JSON unless `serializer` is given) and returns a `Handle`.
         """
-        def register(fn: Callable[..., Any]) -> Task[Any]:
-            return self._add_task(name or _task_name(fn), fn, TaskOptions(
-                max_attempts, _optional_seconds("timeout", timeout), backoff, priority), serializer, raw=False)
-        return register
+        return self._registry.task(name, max_attempts=max_attempts, timeout=timeout, backoff=backoff,
+                                   priority=priority, serializer=serializer)
 
     def register(self, name: str, fn: Callable[[bytes], bytes | None], *, max_attempts: int | None = None,
                  timeout: float | None = None, backoff: Backoff | None = None) -> Task[Any]:
         """Register `fn(payload: bytes) -> bytes | None` for jobs enqueued under `name`."""
-        return self._add_task(name, fn, TaskOptions(max_attempts, _optional_seconds("timeout", timeout),
-                                                    backoff), None, raw=True)
+        return self._registry.register(name, fn, max_attempts=max_attempts, timeout=timeout, backoff=backoff)
 
     def every(self, seconds: float, fn: Callable[[], Any], *, name: str | None = None,
               run_now: bool = False, timeout: float | None = None) -> Task[Any]:
@@ -354,34 +349,14 @@ class Queue(ClosesOnExit):
         The next run is a pending job; finishing a run and queueing the next are
         one atomic batch, so a restart neither skips nor doubles a run, and runs
         missed while stopped collapse into one. The first run is due `seconds`
-        from the first registration (at once with `run_now`).
+        from the first registration (at once with `run_now`). A run queued by
+        hand (`.enqueue()` on the returned task) is a one-off: the schedule stays.
         """
-        _check_seconds("seconds", seconds, positive=True)
-        task = self._add_task(name or _task_name(fn), fn, TaskOptions(
-            None, _optional_seconds("timeout", timeout), None, 0, every=float(seconds)), None, raw=False)
-        self._periodic[task.name] = (float(seconds), run_now)
-        return task
+        return self._registry.every(seconds, fn, name=name, run_now=run_now, timeout=timeout)
 
-    def _add_task(self, name: str, fn: Callable[..., Any], options: TaskOptions,
-                  serializer: Serializer | None, raw: bool) -> Task[Any]:
-        _check_name("task name", name)
-        if not callable(fn):
-            raise InvalidArgument(f"a task must be callable, not {type(fn).__name__}")
-        if options.max_attempts is not None:
-            _check_int("max_attempts", options.max_attempts, 1, 2**32 - 1)
-        if name in self._tasks:
-            raise InvalidArgument(f"a task named {name!r} is already registered: pass name= to tell them apart")
-        task: Task[Any] = Task(self, name, fn, options, serializer, raw=raw)
-        self._tasks[name] = task
-        return task
-
-    def _task_names(self) -> frozenset[str]:
-        return frozenset(self._tasks)
-
-    def worker(self, **options: Any) -> "Worker":
+    def worker(self, **options: Any) -> Worker:
         """A `Worker` for the registered tasks; see `run_worker` for the options."""
-        from .runtime.worker import Worker
-        return Worker(self, **options)
+        return Worker(self._registry, **options)
 
     def run_worker(self, concurrency: int = 4, *, kind: str = "thread", names: list[str] | None = None,
                    grace: float = 30.0, **hooks: Any) -> None:
@@ -394,19 +369,9 @@ class Queue(ClosesOnExit):
         self.worker(concurrency=concurrency, kind=kind, names=names, grace=grace, **hooks).run()
 
     @property
-    def metrics(self) -> "Metrics":
+    def metrics(self) -> Metrics:
         """Per-task counts and run times of the workers in this process."""
-        if self._metrics is None:
-            from .runtime.worker import Metrics
-            self._metrics = Metrics()
-        return self._metrics
-
-    def _schedule_periodic(self) -> None:
-        """Make sure every periodic task has its next run queued (idempotent)."""
-        now = self.clock.time()
-        for name, (seconds, run_now) in self._periodic.items():
-            slot = now if run_now else now + seconds
-            self.enqueue(name, _slot_payload(slot), delay=slot - now, key=_periodic_key(name))
+        return self._registry.metrics
 
     def _complete(self, job: Job, *, result: bytes = b"", error: BaseException | str | None = None) -> None:
         """Ack (no `error`) or fail a leased job; see `_complete_many`."""
@@ -414,46 +379,69 @@ class Queue(ClosesOnExit):
         if failed is not None:
             raise failed
 
-    def _complete_many(self, outcomes: Sequence[tuple[Job, bytes, BaseException | str | None]]
+    def _complete_many(self, outcomes: Sequence[Completion], schedules: Mapping[str, Schedule] | None = None
                        ) -> list[LogqError | None]:
         """Ack (error None) or fail leased jobs, all in one atomic batch.
 
-        For a periodic task whose run is now final, its next run is queued in
-        the same batch. A job whose lease was lost (or is no longer active)
-        gets its error in the returned list, at its position, and the others
-        are recorded all the same. A closed or failed queue raises.
+        A run of a periodic task (in `schedules`, by name) that is now final has
+        its next run queued in the same batch, if it holds its schedule's key (the
+        backend checks). A job whose lease was lost (or is no longer active) gets
+        its error in the returned list, at its position, and the others are
+        recorded all the same. A closed or failed queue raises.
         """
-        return self._complete_batch(outcomes, self._next_run if self._periodic else None)
+        if not schedules:
+            return self._complete_batch(outcomes, None)
 
-    def _next_run(self, job: Job, now: float) -> Enqueue | None:
-        """The ENQUEUE of a periodic task's next run, for a run that is final (None if
-        `job` is not of a periodic task)."""
-        periodic = self._periodic.get(job.name)
-        if periodic is None:
-            return None
-        slot = policy.next_slot(json.loads(job.payload)["slot"], periodic[0], now)
-        return Enqueue(now, slot, job.priority, job.max_attempts, job.name, _periodic_key(job.name), None,
-                       _slot_payload(slot))
+        def next_run(job: Job, now: float) -> Enqueue | None:
+            schedule = schedules.get(job.name)
+            if schedule is None:
+                return None
+            run_at, payload = schedule.next_run(job.payload, now)
+            return Enqueue(now, run_at, job.priority, job.max_attempts, job.name, schedule.key, None, payload)
+        return self._complete_batch(outcomes, next_run)
 
     def _wait_compactions(self, n: int, timeout: float) -> bool:
         """Test seam: wait until `n` compactions have completed in this process (local backend)."""
         return self._backend.compactor.wait_compactions(n, timeout)  # type: ignore[attr-defined, no-any-return]
 
 
-def _task_name(fn: Callable[..., Any]) -> str:
-    return f"{getattr(fn, '__module__', '') or ''}.{getattr(fn, '__qualname__', repr(fn))}".lstrip(".")
+class _Source:
+    """The queue as the runtime's `JobSource`: its public calls, and its batch of outcomes."""
 
+    def __init__(self, queue: Queue) -> None:
+        self._queue = queue
 
-def _periodic_key(name: str) -> str:
-    return f"logq.every:{name}"
+    @property
+    def lease_time(self) -> float:
+        return self._queue.lease_time
 
+    def now(self) -> float:
+        return self._queue.clock.time()
 
-def _slot_payload(slot: float) -> bytes:
-    return json.dumps({"slot": slot}).encode()
+    def enqueue(self, name: str, payload: bytes = b"", *, delay: float = 0.0, priority: int = 0,
+                max_attempts: int | None = None, key: str | None = None,
+                backoff: Backoff | None = None, sync: str | None = None) -> int:
+        return self._queue.enqueue(name, payload, delay=delay, priority=priority, max_attempts=max_attempts,
+                                   key=key, backoff=backoff, sync=sync)
 
+    def lease_many(self, n: int, names: frozenset[str], *, wait: float) -> list[Job]:
+        return self._queue.lease_many(n, names, wait=wait)
 
-def _optional_seconds(what: str, value: float | None) -> float | None:
-    return None if value is None else _check_seconds(what, value, positive=True)
+    def complete_many(self, outcomes: Sequence[Completion],
+                      schedules: Mapping[str, Schedule]) -> list[LogqError | None]:
+        return self._queue._complete_many(outcomes, schedules)
+
+    def release(self, job: Job) -> None:
+        self._queue.release(job)
+
+    def extend(self, job: Job) -> float:
+        return self._queue.extend(job)
+
+    def get(self, job_id: int) -> JobInfo | None:
+        return self._queue.get(job_id)
+
+    def wait(self, job_id: int, timeout: float | None = None) -> JobInfo:
+        return self._queue.wait(job_id, timeout)
 
 
 def _plain_id(job_id: int) -> int:

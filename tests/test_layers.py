@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import pathlib
 
-import pytest
 
 import logq
 
@@ -84,7 +83,6 @@ def graph() -> dict[str, set[str]]:
     return {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py")}
 
 
-@pytest.mark.xfail(strict=True, reason="runtime imports queue: the JobSource seam removes it")
 def test_imports_run_only_down_the_layers() -> None:
     upward = []
     for module, targets in graph().items():
@@ -98,7 +96,6 @@ def test_imports_run_only_down_the_layers() -> None:
     assert not upward, "imports that run upward:\n" + "\n".join(sorted(upward))
 
 
-@pytest.mark.xfail(strict=True, reason="runtime imports queue: the JobSource seam removes it")
 def test_imports_have_no_cycle() -> None:
     edges = graph()
     done: set[str] = set()

@@ -274,7 +274,7 @@ def test_periodic_job_survives_restart_without_doubling(qdir):
     run_until(q, 1)
     q.close()
     q = open_queue()  # restart: the next run is already in the log
-    q._schedule_periodic()
+    q._registry.schedule_periodic()
     pending = q.jobs(state="pending", name="hourly")
     assert len(pending) == 1 and pending[0].run_at == start_time + 3600
     clock.advance(3 * 3600 + 10)  # three runs missed while stopped
@@ -283,6 +283,40 @@ def test_periodic_job_survives_restart_without_doubling(qdir):
     assert len(runs) == 2 and len(pending) == 1
     assert pending[0].run_at == start_time + 4 * 3600  # back on the grid, not a burst
     q.close()
+
+
+def test_a_periodic_task_run_by_hand_is_a_one_off_and_leaves_the_schedule(qdir):
+    clock = FakeClock()
+    q = Queue(qdir, clock=clock)
+    runs: list[float] = []
+    ran = threading.Condition()
+
+    def hourly():
+        with ran:
+            runs.append(clock.time())
+            ran.notify_all()
+
+    task = q.every(3600, hourly, name="hourly")
+    q._registry.schedule_periodic()
+    [scheduled] = q.jobs(state="pending", name="hourly")
+    by_hand = task.enqueue()
+    raw = q.enqueue("hourly", b"any payload")  # a job under a periodic task's name, not its schedule's
+    w = q.worker(concurrency=1, poll=0.01)
+    t = start(w)
+    try:
+        assert by_hand.result(timeout=10) is None
+        assert q.wait(raw, timeout=10).state == "done"
+        pending = q.jobs(state="pending", name="hourly")
+        assert [(j.id, j.run_at) for j in pending] == [(scheduled.id, scheduled.run_at)]
+        clock.advance(3601)  # the scheduled run: its next run is queued on the grid, as before
+        assert q.wait(scheduled.id, timeout=10).state == "done"
+        [nxt] = q.jobs(state="pending", name="hourly")
+        assert nxt.run_at == scheduled.run_at + 3600 and nxt.key == "logq.every:hourly"
+    finally:
+        w.stop()
+        t.join(30)
+        q.close()
+    assert len(runs) == 3
 
 
 SCRIPT = textwrap.dedent("""
@@ -416,12 +450,13 @@ def test_give_back_releases_once_even_after_a_hard_stop_released(q):
 
 def _spy_batches(q) -> list[int]:
     sizes: list[int] = []
-    complete_many = q._complete_many
+    source = q._registry.source
+    complete_many = source.complete_many
 
-    def spying(outcomes):
+    def spying(outcomes, schedules):
         sizes.append(len(outcomes))
-        return complete_many(outcomes)
-    q._complete_many = spying
+        return complete_many(outcomes, schedules)
+    source.complete_many = spying
     return sizes
 
 

@@ -32,7 +32,8 @@ Outcome = tuple[Job, bytes, "BaseException | str | None"]
 
 NextRun = Callable[[Job, float], "Enqueue | None"]
 """Given a job whose run is final and the time, the ENQUEUE of its next run (a periodic
-task), or None: `complete` queues it in the same atomic write."""
+task), or None: `complete` queues it in the same atomic write, if the finished job holds
+the next run's key (a run without the key, queued by hand, is a one-off)."""
 
 
 @dataclass(frozen=True)

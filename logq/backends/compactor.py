@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..core.jobs import CompactionReport
 from ..core.records import ENQUEUE
@@ -24,7 +24,29 @@ from ..errors import ClosedError, LogqError
 from ..log.codec import Record
 
 if TYPE_CHECKING:
-    from .local import LocalBackend
+    from ..clock import Clock
+    from ..core.index import Index
+    from ..log.log import Log
+
+
+class LocalBackend(Protocol):
+    """What the compactor uses of the local backend (a protocol, not an import of .local,
+    which imports this module: the layer test refuses even a type-only cycle)."""
+
+    _lock: threading.Lock
+    _index: Index
+
+    @property
+    def log(self) -> Log: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def retain_done(self) -> float: ...
+    @property
+    def retain_dead(self) -> float: ...
+    @property
+    def closed(self) -> bool: ...
+    def _check_open(self) -> None: ...
 
 
 class Compactor:

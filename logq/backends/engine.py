@@ -313,7 +313,7 @@ class Engine:
                     final = rec.dead
                 changes.append((e, rec))
                 run = next_run(job, now) if final and next_run is not None else None
-                if run is not None:
+                if run is not None and (run.key is None or self._index.keys.get(run.key) == job.id):
                     items.append((ENQUEUE, encode_enqueue(run)))
                     changes.append(None)
             appended = self._append_locked(items, None, changes) if items else None

@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 `Queue.task` wraps a function in a `Task`: `task.enqueue(*args, **kwargs)`
 serializes the arguments (JSON by default, any object with `dumps`/`loads`
-otherwise) into a job payload and returns a `Handle`; a worker decodes the
+otherwise) into a job payload, enqueues it through the queue's `JobSource`
+and returns a `Handle`; a worker decodes the
 payload, calls the function, and stores the serialized return value as the
 job's result. `Queue.register` adds a raw task: it receives the payload bytes
 and returns bytes (or None). Nothing here touches files or the clock.
@@ -14,13 +15,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Generic, Protocol, TypeVar
+from typing import Any, Callable, Generic, Protocol, TypeVar
 
 from ..errors import InvalidArgument, LogqError, WaitTimeout
 from ..core.jobs import Backoff, JobInfo
-
-if TYPE_CHECKING:
-    from ..queue import Queue
+from .source import JobSource
 
 R = TypeVar("R")
 
@@ -70,9 +69,9 @@ class TaskOptions:
 class Task(Generic[R]):
     """A function registered on a queue under a name. Calling it runs it here, now."""
 
-    def __init__(self, queue: "Queue", name: str, fn: Callable[..., R], options: TaskOptions,
+    def __init__(self, source: JobSource, name: str, fn: Callable[..., R], options: TaskOptions,
                  serializer: Serializer | None, raw: bool = False) -> None:
-        self.queue, self.name, self.fn, self.options = queue, name, fn, options
+        self.source, self.name, self.fn, self.options = source, name, fn, options
         self.serializer: Serializer = serializer or JSONSerializer()
         self.raw = raw
         self.__doc__ = getattr(fn, "__doc__", None)
@@ -94,9 +93,9 @@ class Task(Generic[R]):
         else:
             payload = self.serializer.dumps([list(args), kwargs])
         o = self.options
-        job_id = self.queue.enqueue(self.name, payload, delay=delay,
+        job_id = self.source.enqueue(self.name, payload, delay=delay,
                                     priority=o.priority if priority is None else priority,
-                                    max_attempts=o.max_attempts, key=key, backoff=o.backoff, sync=sync)
+                                     max_attempts=o.max_attempts, key=key, backoff=o.backoff, sync=sync)
         return Handle(self, job_id)
 
     def decode(self, payload: bytes) -> tuple[list[Any], dict[str, Any]]:
@@ -133,7 +132,7 @@ class Handle(Generic[R]):
         return f"<logq.Handle {self.task.name} job {self.id}>"
 
     def info(self) -> JobInfo | None:
-        return self.task.queue.get(self.id)
+        return self.task.source.get(self.id)
 
     def status(self) -> str | None:
         """The job's state ("pending", "active", "done", "dead", "cancelled"), None if unknown."""
@@ -146,7 +145,7 @@ class Handle(Generic[R]):
         Raises `TaskFailed` if it died, `TaskCancelled` if it was cancelled,
         `WaitTimeout` if it is not final after `timeout` seconds.
         """
-        info = self.task.queue.wait(self.id, timeout=timeout)
+        info = self.task.source.wait(self.id, timeout=timeout)
         if info.state == "done":
             return self.task.decode_result(info.result)  # type: ignore[no-any-return]
         if info.state == "cancelled":

@@ -46,15 +46,12 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 from ..errors import InvalidArgument, LeaseLostError, LogqError
 from ..core.jobs import Job
+from .registry import Metrics, Registry, TaskMetrics
 from .tasks import Task
-
-if TYPE_CHECKING:
-    from ..queue import Queue
 
 log = logging.getLogger("logq")
 KINDS = ("thread", "process", "async")
@@ -91,42 +88,14 @@ class _Stopped(Exception):
     """Internal: the worker stopped hard while this job ran; release it."""
 
 
-@dataclass
-class TaskMetrics:
-    """Counts and latency of one task's runs in this process."""
-
-    succeeded: int = 0
-    failed: int = 0
-    dead: int = 0
-    timeouts: int = 0
-    released: int = 0
-    seconds_total: float = 0.0
-    seconds_max: float = 0.0
-
-
-@dataclass
-class Metrics:
-    """Per-task metrics shared by every worker of a queue. Thread-safe."""
-
-    tasks: dict[str, TaskMetrics] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def record(self, name: str, outcome: str, seconds: float) -> None:
-        with self._lock:
-            m = self.tasks.get(name) or self.tasks.setdefault(name, TaskMetrics())
-            setattr(m, outcome, getattr(m, outcome) + 1)
-            m.seconds_total += seconds
-            m.seconds_max = max(m.seconds_max, seconds)
-
-    def snapshot(self) -> dict[str, TaskMetrics]:
-        with self._lock:
-            return {n: TaskMetrics(**vars(m)) for n, m in self.tasks.items()}
+__all__ = ["KINDS", "Metrics", "TaskMetrics", "TaskTimeout", "Worker"]
 
 
 class Worker:
-    """Runs the tasks registered on `queue`. Create with `Queue.worker` or `Queue.run_worker`."""
+    """Runs the tasks of `registry`, leased from its job source. Create with
+    `Queue.worker` or `Queue.run_worker`."""
 
-    def __init__(self, queue: "Queue", *, concurrency: int = 4, kind: str = "thread",
+    def __init__(self, registry: Registry, *, concurrency: int = 4, kind: str = "thread",
                  names: list[str] | None = None, grace: float = 30.0, poll: float = 0.5,
                  on_success: Hook | None = None, on_failure: Hook | None = None,
                  on_dead: Hook | None = None) -> None:
@@ -136,7 +105,8 @@ class Worker:
             raise InvalidArgument(f"concurrency must be a positive int, not {concurrency!r}")
         if not isinstance(grace, (int, float)) or grace < 0:
             raise InvalidArgument(f"grace must be a non-negative number of seconds, not {grace!r}")
-        self.queue, self.kind, self.concurrency, self.grace, self.poll = queue, kind, concurrency, grace, poll
+        self.registry, self.source, self.metrics = registry, registry.source, registry.metrics
+        self.kind, self.concurrency, self.grace, self.poll = kind, concurrency, grace, poll
         self.names = frozenset(names) if names is not None else None
         self.hooks = {"succeeded": on_success, "failed": on_failure, "dead": on_dead}
         self.stopping = threading.Event()  # no new leases
@@ -154,7 +124,7 @@ class Worker:
 
     def run(self) -> None:
         """Work until stopped. In the main thread, SIGINT and SIGTERM stop it (twice: at once)."""
-        self.queue._schedule_periodic()
+        self.registry.schedule_periodic()
         restore = self._install_signals()
         heartbeat = threading.Thread(target=self._heartbeat, name="logq-heartbeat", daemon=True)
         heartbeat.start()
@@ -208,11 +178,11 @@ class Worker:
     # -------------------------------------------------------------------- slots
 
     def _lease(self, n: int) -> list[Job]:
-        names = self.names if self.names is not None else self.queue._task_names()
+        names = self.names if self.names is not None else self.registry.names()
         if not names:
             self.stopping.wait(self.poll)
             return []
-        jobs = self.queue.lease_many(n, names, wait=self.poll)
+        jobs = self.source.lease_many(n, names, wait=self.poll)
         with self._lock:
             for job in jobs:
                 self._running[job.id] = job
@@ -222,7 +192,7 @@ class Worker:
         self._slot_loop(self._call_in_thread)
 
     def _process_slot(self) -> None:
-        child = _Child(self.queue._tasks)
+        child = _Child(self.registry.tasks)
         try:
             self._slot_loop(child.call)
         finally:
@@ -269,7 +239,7 @@ class Worker:
     def _run(self, job: Job, call: Callable[[Task[Any], Job, "Worker"], Any]) -> _Outcome | None:
         """Run a leased job's task (in `_running` since `_lease`); None if a hard stop
         released it meanwhile."""
-        task = self.queue._tasks[job.name]
+        task = self.registry.tasks[job.name]
         started = time.monotonic()
         try:
             return _Outcome.ok(task, job, call(task, job, self), started)
@@ -315,8 +285,8 @@ class Worker:
             return
         outcomes, done[:] = list(done), []
         try:
-            errors: list[LogqError | None] = self.queue._complete_many(
-                [(o.job, o.result, o.error) for o in outcomes])
+            errors: list[LogqError | None] = self.source.complete_many(
+                [(o.job, o.result, o.error) for o in outcomes], self.registry.schedules)
         except LogqError as exc:
             errors = [exc] * len(outcomes)
         for o, err in zip(outcomes, errors):
@@ -333,7 +303,7 @@ class Worker:
             elif err is not None:
                 log.error("job %d finished but could not be acked: %s", job.id, err)
             else:
-                self.queue.metrics.record(task.name, "succeeded", o.seconds)
+                self.metrics.record(task.name, "succeeded", o.seconds)
                 self._hook("succeeded", job, o.value)
             return
         if err is not None:
@@ -342,8 +312,8 @@ class Worker:
         dead = job.attempts >= job.max_attempts
         outcome = "dead" if dead else "failed"
         if isinstance(o.error, TaskTimeout):
-            self.queue.metrics.record(task.name, "timeouts", 0.0)
-        self.queue.metrics.record(task.name, outcome, o.seconds)
+            self.metrics.record(task.name, "timeouts", 0.0)
+        self.metrics.record(task.name, outcome, o.seconds)
         log.log(logging.ERROR if dead else logging.WARNING, "job %d (%s) attempt %d failed%s: %r",
                 job.id, task.name, job.attempts, ", now dead" if dead else "", o.error)
         self._hook(outcome, job, o.error)
@@ -371,20 +341,20 @@ class Worker:
     def _release(self, jobs: list[Job], reason: str) -> None:
         for job in jobs:
             try:
-                self.queue.release(job)
-                self.queue.metrics.record(job.name, "released", 0.0)
+                self.source.release(job)
+                self.metrics.record(job.name, "released", 0.0)
                 log.info("released job %d (%s): %s", job.id, job.name, reason)
             except LogqError as exc:
                 log.warning("could not release job %d: %s", job.id, exc)
 
     def _heartbeat(self) -> None:
-        interval = max(0.05, self.queue.lease_time / 3)
+        interval = max(0.05, self.source.lease_time / 3)
         while not self.stopped.wait(interval):
             with self._lock:
                 running = list(self._running.values())
             for job in running:
                 try:
-                    self.queue.extend(job)
+                    self.source.extend(job)
                 except LogqError:
                     pass  # finished meanwhile, or lost: the slot finds out when it acks
 
@@ -411,7 +381,7 @@ class Worker:
             if not jobs:
                 continue
             job = jobs[0]  # in `_running` since `_lease`
-            task = self.queue._tasks[job.name]
+            task = self.registry.tasks[job.name]
             started = time.monotonic()
             try:
                 outcome = _Outcome.ok(task, job, await self._await_task(loop, pool, task, job), started)
