@@ -1,17 +1,64 @@
-"""Every test that makes a queue directory leaves one that verifies."""
+"""Fixtures shared by the tests: queue directories that verify, and the backends of the contract suite.
+
+Every test that makes a queue directory leaves one that verifies. The contract
+suite (tests/test_queue.py, test_queue_threads.py, test_queue_model.py, the
+worker tests) opens its queues through `queue_factory`, once per backend in
+`BACKENDS`; a test that needs more than the semantics every backend keeps says
+so with `@pytest.mark.needs("durable")` (a `Capabilities` field) and is skipped
+on backends without it. A new backend joins the suite with one entry in `BACKENDS`.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import pytest
 from hypothesis import settings
 
+from logq import Queue
+from logq.backends.base import Capabilities
+from logq.backends.local import LocalBackend
+from logq.backends.memory import MemoryBackend
 from logq.log.verify import verify
 
 # No example database: runs start fresh and nothing is written into the checkout.
 settings.register_profile("logq", database=None)
 settings.load_profile("logq")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How the contract suite opens one backend: the address of a fresh queue, given a
+    fresh directory the test owns, and what the backend offers."""
+
+    address: Callable[[str], str]
+    capabilities: Capabilities
+
+
+BACKENDS: dict[str, Backend] = {
+    "local": Backend(lambda directory: directory, LocalBackend.capabilities),
+    "memory": Backend(lambda directory: ":memory:", MemoryBackend.capabilities),
+}
+
+
+class QueueFactory:
+    """Opens queues of one backend: `factory(**options)` at the test's address,
+    `factory.at(directory, **options)` at a fresh one of the test's own."""
+
+    def __init__(self, name: str, backend: Backend, directory: str) -> None:
+        self.name, self.backend, self.path = name, backend, backend.address(directory)
+        self.capabilities = backend.capabilities
+
+    def __call__(self, **options: Any) -> Queue:
+        return Queue(self.path, **options)
+
+    def at(self, directory: str, **options: Any) -> Queue:
+        return Queue(self.backend.address(directory), **options)
+
+    def __repr__(self) -> str:
+        return f"<QueueFactory {self.name}>"
 
 
 @pytest.fixture
@@ -22,3 +69,14 @@ def qdir(tmp_path):
     if os.path.isdir(path):
         result = verify(path)
         assert result.ok, result.problems
+
+
+@pytest.fixture(params=list(BACKENDS))
+def queue_factory(request, qdir) -> QueueFactory:
+    """Opens queues of each backend in turn; skips what the test `needs` and the backend lacks."""
+    factory = QueueFactory(request.param, BACKENDS[request.param], qdir)
+    for marker in request.node.iter_markers("needs"):
+        for capability in marker.args:
+            if not getattr(factory.capabilities, capability):
+                pytest.skip(f"the {request.param} backend is not {capability}")
+    return factory

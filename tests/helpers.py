@@ -98,6 +98,8 @@ def abandon(queue: Any) -> None:
     """What a crash leaves: no close, no final fsync; only the lock goes with the process."""
     backend = queue._backend
     backend._closed = True
+    if not backend.capabilities.durable:
+        return  # nothing to leave behind
     backend.compactor.wanted()
     log = backend.log
     log._closed = True

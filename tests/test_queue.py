@@ -1,4 +1,8 @@
-"""The Queue: one test per guarantee in spec/semantics.md, and bad input."""
+"""The Queue: one test per guarantee in spec/semantics.md, and bad input.
+
+Contract suite: each test runs on every backend (`queue_factory`, tests/conftest.py);
+those marked `needs("durable")` (reopen, a crash, the records on disk) where it applies.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +27,8 @@ def clock():
 
 
 @pytest.fixture
-def q(qdir, clock):
-    queue = Queue(qdir, clock=clock, backoff=Backoff(base=1, factor=2, max=60, jitter=0))
+def q(queue_factory, clock):
+    queue = queue_factory(clock=clock, backoff=Backoff(base=1, factor=2, max=60, jitter=0))
     yield queue
     queue.close()
 
@@ -46,6 +50,7 @@ def reopen(q: Queue, clock: FakeClock, **kw) -> Queue:
 
 # -------------------------------------------------------------------- enqueue
 
+@pytest.mark.needs("durable")
 def test_ids_increase_and_survive_reopen(q, clock):
     ids = [q.enqueue("t", b"%d" % i) for i in range(5)]
     assert ids == sorted(ids) and len(set(ids)) == 5
@@ -79,8 +84,8 @@ def test_enqueue_many_shares_options_and_one_enqueue_time(q, clock):
     [("a", b"1"), ("a", b"2", b"3")],
     [("a", b"1"), ["a", b"2"]],
 ])
-def test_enqueue_many_with_one_bad_item_writes_nothing(qdir, bad):
-    q = Queue(qdir, max_payload=1000)
+def test_enqueue_many_with_one_bad_item_writes_nothing(queue_factory, bad):
+    q = queue_factory(max_payload=1000)
     with pytest.raises(InvalidArgument):
         q.enqueue_many(bad)
     for kw in ({"delay": -1}, {"priority": 2**40}, {"max_attempts": 0}):
@@ -99,6 +104,7 @@ def test_unique_key_returns_live_job_and_writes_nothing(q):
     assert q.enqueue("mail", b"c", key="order-42") != first  # key freed once the job is final
 
 
+@pytest.mark.needs("durable")
 def test_unique_key_is_held_across_reopen(q, clock):
     first = q.enqueue("mail", b"a", key="k")
     q2 = reopen(q, clock)
@@ -208,8 +214,8 @@ def test_wait_times_out_and_a_close_wakes_it(q):
     assert not t.is_alive() and len(errors) == 1
 
 
-def test_lease_wait_gives_up_with_none(qdir):
-    with Queue(qdir) as q:
+def test_lease_wait_gives_up_with_none(queue_factory):
+    with queue_factory() as q:
         assert q.lease(wait=0.01) is None
 
 
@@ -223,6 +229,7 @@ def test_lease_returns_the_whole_job(q, clock):
 
 # ------------------------------------------------------------------ lifecycle
 
+@pytest.mark.needs("durable")
 def test_ack_is_final_and_survives_reopen(q, clock):
     jid = q.enqueue("t", b"x")
     q.ack(q.lease(), result=b"ok")
@@ -330,6 +337,7 @@ def test_lease_many_takes_due_jobs_in_lease_order(q, clock):
     assert [j.id for j in q.lease_many(5)] == [later]
 
 
+@pytest.mark.needs("durable")
 def test_lease_many_is_one_atomic_batch_of_leases(q, clock):
     ids = q.enqueue_many([("t", b"%d" % i) for i in range(4)])
     jobs = q.lease_many(3)
@@ -373,6 +381,7 @@ def test_complete_many_records_every_outcome_but_a_lost_lease_in_one_batch(q, cl
     assert (q.get(ids[2]).state, q.get(ids[2]).last_error) == ("pending", "boom")
 
 
+@pytest.mark.needs("durable")
 def test_complete_many_takes_a_job_given_twice_once(q, clock):
     jid = q.enqueue("t", b"x")
     job = q.lease()
@@ -394,8 +403,8 @@ def test_a_lease_whose_write_fails_leaves_its_jobs_due(q, clock, monkeypatch, n)
     def refuse(*args, **kwargs):
         raise InvalidArgument("refused by the test")
     with monkeypatch.context() as m:
-        m.setattr(q._backend.log, "write_one", refuse)
-        m.setattr(q._backend.log, "write", refuse)
+        m.setattr(q._backend._log, "write_one", refuse)
+        m.setattr(q._backend._log, "write", refuse)
         with pytest.raises(InvalidArgument, match="refused"):
             q.lease_many(n)
     after = q.stats()
@@ -403,6 +412,7 @@ def test_a_lease_whose_write_fails_leaves_its_jobs_due(q, clock, monkeypatch, n)
     assert [j.id for j in q.lease_many(3)] == ids  # taken back into their ready queue, in order
 
 
+@pytest.mark.needs("durable")
 def test_ack_many_finishes_jobs_in_one_atomic_batch(q, clock):
     ids = q.enqueue_many([("t", b"%d" % i) for i in range(4)])
     jobs = q.lease_many(3)
@@ -438,8 +448,8 @@ def test_ack_many_with_one_bad_job_acks_none(q, clock):
         q.ack_many(again)
 
 
-def test_ack_many_takes_an_iterable_that_calls_the_queue(qdir):
-    queue = Queue(qdir)
+def test_ack_many_takes_an_iterable_that_calls_the_queue(queue_factory):
+    queue = queue_factory()
     queue.enqueue_many([("t", b"%d" % i) for i in range(3)])
     jobs = queue.lease_many(3)
     still_active = (j for j in jobs if queue.get(j.id).state == "active")  # calls the queue as it goes
@@ -453,6 +463,7 @@ def test_ack_many_takes_an_iterable_that_calls_the_queue(qdir):
     queue.close()
 
 
+@pytest.mark.needs("durable")
 def test_lease_lost_in_a_crash_counts_the_attempt(q, clock):
     jid = q.enqueue("t", b"x", max_attempts=2)
     q.lease()
@@ -500,6 +511,7 @@ def test_jobs_filters_and_limits(q):
     assert len(q.jobs(limit=None)) == 10
 
 
+@pytest.mark.needs("durable")
 def test_stats_reports_counts_due_age_and_disk(q, clock):
     q.enqueue("t", b"x")
     clock.advance(7)
@@ -527,8 +539,8 @@ def test_get_unknown_job_is_none_and_ack_unknown_raises(q):
     (("t", b"x"), {"sync": "sometimes"}), (("x" * 1001, b"x"), {}),
     (("t", b"x" * 1025), {}),
 ])
-def test_bad_enqueue_raises_and_writes_nothing(qdir, args, kw):
-    with Queue(qdir, max_payload=1024) as q:
+def test_bad_enqueue_raises_and_writes_nothing(queue_factory, args, kw):
+    with queue_factory(max_payload=1024) as q:
         with pytest.raises(InvalidArgument) as info:
             q.enqueue(*args, **kw)
         assert isinstance(info.value, (ValueError, TypeError))
@@ -537,9 +549,9 @@ def test_bad_enqueue_raises_and_writes_nothing(qdir, args, kw):
 
 @pytest.mark.parametrize("kw", [dict(max_attempts=0), dict(lease_time=0), dict(max_payload=-1),
                                 dict(backoff=5), dict(sync="x")])
-def test_bad_queue_options_are_refused(tmp_path, kw):
+def test_bad_queue_options_are_refused(queue_factory, kw):
     with pytest.raises(InvalidArgument):
-        Queue(tmp_path / "q", **kw)
+        queue_factory(**kw)
 
 
 def test_bad_ids_and_arguments_are_refused(q):
@@ -570,6 +582,7 @@ def test_every_call_on_a_closed_queue_raises(q):
             call()
 
 
+@pytest.mark.needs("durable")
 def test_second_queue_on_a_directory_is_locked(q):
     with pytest.raises(logq.LockedError, match=str(os.getpid())):
         Queue(q.path)

@@ -1,7 +1,9 @@
 """Model-based test: the Queue against plain dicts, with clock moves, crashes and reopens.
 
-A "crash" copies the directory while the queue is still open (what a kill -9
-leaves: every written byte), abandons the old queue and opens the copy.
+It runs on every backend (`queue_factory`, tests/conftest.py); the close-and-reopen
+and crash rules only on the durable ones. A "crash" copies the directory while the
+queue is still open (what a kill -9 leaves: every written byte), abandons the old
+queue and opens the copy.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import HealthCheck, settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test,
+)
 
 from logq import Backoff, InvalidTransition, Queue
 from logq.testing import FakeClock
@@ -76,8 +80,10 @@ def _copy_if_still_there(src: str, dst: str) -> None:
 
 
 class QueueMachine(RuleBasedStateMachine):
-    def __init__(self) -> None:
+    def __init__(self, factory) -> None:
         super().__init__()
+        self.factory = factory
+        self.durable = factory.capabilities.durable
         self.tmp = tempfile.mkdtemp(prefix="logq-model-")
         self.clock = FakeClock()
         self.model = Model()
@@ -85,8 +91,8 @@ class QueueMachine(RuleBasedStateMachine):
         self.abandoned: list[Queue] = []
 
     def open(self) -> None:
-        self.q = Queue(os.path.join(self.tmp, str(self.generation)), sync="always", clock=self.clock,
-                       backoff=BACKOFF, segment_size=4096)
+        self.q = self.factory.at(os.path.join(self.tmp, str(self.generation)), sync="always", clock=self.clock,
+                                 backoff=BACKOFF, segment_size=4096)
 
     @initialize()
     def start(self) -> None:
@@ -216,12 +222,14 @@ class QueueMachine(RuleBasedStateMachine):
         self.model.expire(self.clock.time(), "lease expired")
         self.q.expire_leases()
 
+    @precondition(lambda self: self.durable)
     @rule()
     def close_and_reopen(self) -> None:
         self.q.close()
         self.open()
         self.model.expire(self.clock.time(), "lease lost", everything=True)
 
+    @precondition(lambda self: self.durable)
     @rule()
     def crash_and_reopen(self) -> None:
         old = os.path.join(self.tmp, str(self.generation))
@@ -250,6 +258,6 @@ class QueueMachine(RuleBasedStateMachine):
             assert counts[state] == sum(1 for m in self.model.jobs.values() if m.state == state)
 
 
-QueueMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None,
-                                          suppress_health_check=[HealthCheck.too_slow])
-TestQueueModel = QueueMachine.TestCase
+def test_queue_agrees_with_the_model(queue_factory):
+    run_state_machine_as_test(lambda: QueueMachine(queue_factory), settings=settings(
+        max_examples=60, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]))

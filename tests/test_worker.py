@@ -1,4 +1,8 @@
-"""The worker runtime with real threads, processes and event loops."""
+"""The worker runtime with real threads, processes and event loops.
+
+Contract suite: tests that take `q` or `queue_factory` run on every backend
+(tests/conftest.py); a restart or a killed process needs the local one.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +29,8 @@ def start(worker) -> threading.Thread:
 
 
 @pytest.fixture
-def q(qdir):
-    queue = Queue(qdir, backoff=Backoff(base=0.01, factor=1, max=0.01, jitter=0))
+def q(queue_factory):
+    queue = queue_factory(backoff=Backoff(base=0.01, factor=1, max=0.01, jitter=0))
     yield queue
     queue.close()
 
@@ -72,9 +76,9 @@ def test_async_task_is_awaited(q):
         t.join(30)
 
 
-def test_retry_waits_for_the_backoff(qdir):
+def test_retry_waits_for_the_backoff(queue_factory):
     clock = FakeClock()
-    q = Queue(qdir, clock=clock, backoff=Backoff(base=60, factor=1, jitter=0))
+    q = queue_factory(clock=clock, backoff=Backoff(base=60, factor=1, jitter=0))
     calls = []
 
     @q.task(max_attempts=3)
@@ -167,8 +171,8 @@ def test_graceful_stop_lets_running_tasks_finish(q):
     assert h.result(timeout=1) == "finished"
 
 
-def test_heartbeat_keeps_the_lease_of_a_long_task(qdir):
-    q = Queue(qdir, lease_time=0.3)
+def test_heartbeat_keeps_the_lease_of_a_long_task(queue_factory):
+    q = queue_factory(lease_time=0.3)
     release = threading.Event()
     beats = []
 
@@ -244,6 +248,27 @@ def test_bad_task_registrations_are_refused(q):
     with pytest.raises(logq.InvalidArgument):
         q.worker(kind="fiber")
     assert q.stats().last_seq == 0
+
+
+def test_periodic_run_queues_the_next_on_its_grid(queue_factory):
+    clock = FakeClock()
+    ran = threading.Semaphore(0)
+    q = queue_factory(clock=clock)
+    q.every(60, lambda: None, name="minutely", run_now=True)
+    start_time = clock.time()
+    w = q.worker(concurrency=1, poll=0.01, on_success=lambda job, value: ran.release())  # once recorded
+    t = start(w)
+    try:
+        assert ran.acquire(timeout=30)
+        clock.advance(130)  # two slots missed: one run for them, then back on the grid
+        assert ran.acquire(timeout=30)
+    finally:
+        w.stop()
+        t.join(30)
+    done = q.jobs(state="done", name="minutely")
+    pending = q.jobs(state="pending", name="minutely")
+    assert len(done) == 2 and [p.run_at for p in pending] == [start_time + 180]
+    q.close()
 
 
 def test_periodic_job_survives_restart_without_doubling(qdir):
