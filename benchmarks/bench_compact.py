@@ -283,7 +283,7 @@ class PhaseTimer:
     index's and the log's methods on these instances (a diagnostic: private names)."""
 
     WRAPPED = (("_index", "sweepable"), ("_index", "forget"), ("_index", "relocate"), ("_log", "install"),
-               ("_log", "compact"))
+               ("_log", "write_compacted"))
 
     def __init__(self, q: logq.Queue) -> None:
         self.q, self.seconds, self.plain = q, {}, []  # type: ignore[var-annotated]
@@ -484,7 +484,7 @@ def throughput_and_latency(root: str, quick: bool, log_line: Callable[[str], Non
 def phase_text(ph: dict[str, float]) -> str:
     if not ph:
         return "(phases not timed)"
-    locked = sum(v for k, v in ph.items() if k != "_log.compact")
+    locked = sum(v for k, v in ph.items() if k != "_log.write_compacted")
     return ("phases: " + ", ".join(f"{k.split('.')[1]} {v * 1e3:.0f} ms" for k, v in ph.items())
             + f"; under the queue lock: {locked * 1e3:.0f} ms (sweepable, install, forget, relocate)")
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import copy
 import inspect
 import random
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -552,9 +551,9 @@ class Driver:
     @staticmethod
     def _kill(q: Queue | None) -> None:
         """Stop the background syncer of a queue a crash abandoned (its threads die with it)."""
-        stop = getattr(getattr(getattr(q, "_backend", None), "_log", None), "_stop", None)
-        if isinstance(stop, threading.Event):
-            stop.set()
+        commits = getattr(getattr(getattr(q, "_backend", None), "_log", None), "_commits", None)
+        if commits is not None:
+            commits.stopping.set()
 
 
 def _damage(data: bytes, fault: str, rng: random.Random) -> tuple[bytes, str]:

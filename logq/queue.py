@@ -34,7 +34,8 @@ from .core.jobs import STATES, Backoff, CompactionReport, Job, JobInfo, Stats
 from .core.records import Enqueue
 from .errors import InvalidArgument, LogqError
 from .log.fs import FileSystem
-from .log.log import DEFAULT_SEGMENT_SIZE, ClosesOnExit, RecoveryReport
+from .closing import ClosesOnExit
+from .log.log import DEFAULT_SEGMENT_SIZE, RecoveryReport
 from .runtime.registry import Metrics, Registry
 from .runtime.source import Completion, Schedule
 from .runtime.tasks import Serializer, Task

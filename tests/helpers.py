@@ -101,10 +101,7 @@ def abandon(queue: Any) -> None:
     if not backend.capabilities.durable:
         return  # nothing to leave behind
     backend.compactor.wanted()
-    log = backend.log
-    log._closed = True
-    log._stop.set()
-    log._release_files()
+    backend.log._abandon()
 
 
 def segment_paths(path: str) -> list[str]:

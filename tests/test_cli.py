@@ -589,7 +589,7 @@ def test_inspect_works_in_the_middle_of_a_compaction(healthy, tmp_path):
     shutil.copytree(healthy.path, path)
     with Queue(path, retain_done=0, retain_dead=0, compact_threshold=None) as q:
         bases = [b for b, _ in q._backend.log.sealed_prefix()]
-        out = q._backend.log.compact(bases, lambda rec: False)
+        out = q._backend.log.write_compacted(bases, lambda rec: False)
         q._backend.log.fs.rename(out.tmp_path, out.tmp_path.replace(_compact.COMPACTING, _compact.SWAP))
         before = snapshot(path)
         r = cli("inspect", path, "--verify")

@@ -116,14 +116,14 @@ def test_retry_during_compaction_aborts_the_swap(qdir, clock):
     q.fail(q.lease(), "x", retry=False)
     for i in range(150):
         q.enqueue("filler", b"f" * 40)
-    real = q._backend.log.compact
+    real = q._backend.log.write_compacted
 
     def compact_then_retry(bases, drop):
         out = real(bases, drop)
         q.retry(jid)  # the job was to be swept; now it is live again
         return out
 
-    q._backend.log.compact = compact_then_retry
+    q._backend.log.write_compacted = compact_then_retry
     report = q.compact()
     assert report.aborted and q.get(jid).state == "pending"
     assert not [n for n in os.listdir(qdir) if n.endswith((".compacting", ".swap"))]

@@ -15,8 +15,8 @@ import logq
 
 PACKAGE = pathlib.Path(logq.__file__).parent
 
-# Each layer, and the layers it may import (leaves shared by all: errors, clock, tuples).
-LEAVES = {"errors", "clock", "tuples"}
+# Each layer, and the layers it may import (leaves shared by all: errors, clock, tuples, closing).
+LEAVES = {"errors", "clock", "tuples", "closing"}
 MAY_IMPORT: dict[str, set[str]] = {
     "core": {"core"},
     "log": {"log"},

@@ -15,7 +15,8 @@ from logq import (
     ClosedError, CorruptionError, InvalidArgument, LockedError, Log, NotALogqDirectory,
     UnsupportedVersionError, WriterFailedError,
 )
-from logq.log import log as log_module
+from logq.log import group_commit, reader as reader_module, recovery, writer as writer_module
+from logq.log.segment import segment_name
 from logq.log.fs import OsFileSystem
 from logq.log.codec import SEGMENT_HEADER_SIZE
 
@@ -57,7 +58,7 @@ def test_read_sees_records_still_pending_in_always_mode(tmp_path):
 
 
 def test_read_many_equals_read_near_far_and_pending(tmp_path, monkeypatch):
-    monkeypatch.setattr(log_module, "READ_SPAN", 4096)
+    monkeypatch.setattr(reader_module, "READ_SPAN", 4096)
     with Log(tmp_path, sync="always", segment_size=1 << 20) as log:
         written = [log.append([(16, b"%d" % i * (i + 1))]) for i in range(40)]  # ~10 KiB in all
         pending = log.write([(17, b"pending one")])
@@ -284,7 +285,7 @@ def test_callers_parked_during_a_sync_are_synced_together_even_if_their_cohort_n
     cohort of eight; the eighth never comes, so those present lead themselves after
     their wait (`_gather`): one write and one fsync for the seven, and nobody hangs."""
     log, fs, release, leader = leader_inside_fsync(tmp_path)
-    all_parked, real_allocate, gates = threading.Event(), log_module._allocate_lock, []
+    all_parked, real_allocate, gates = threading.Event(), group_commit._allocate_lock, []
 
     def allocate():  # a caller takes a gate just before it parks
         gates.append(real_allocate())
@@ -292,7 +293,7 @@ def test_callers_parked_during_a_sync_are_synced_together_even_if_their_cohort_n
             all_parked.set()
         return gates[-1]
 
-    monkeypatch.setattr(log_module, "_allocate_lock", allocate)
+    monkeypatch.setattr(group_commit, "_allocate_lock", allocate)
     writes, fsyncs = fs.calls["write"], fs.calls["fsync"]
     followers = [threading.Thread(target=log.append, args=([(16, b"%d" % i)],)) for i in range(7)]
     for th in followers:
@@ -312,17 +313,17 @@ def test_cohort_wait_follows_how_fast_the_last_cohort_filled(tmp_path, monkeypat
     fill (within GATHER_SECONDS), so one that joined a sync once does not hold a
     steady caller back for the longest wait each time."""
     now = [100.0]
-    monkeypatch.setattr(log_module, "_monotonic", lambda: now[0])
-    shortest, longest = log_module.GATHER_SECONDS
+    monkeypatch.setattr(group_commit, "_monotonic", lambda: now[0])
+    shortest, longest = group_commit.GATHER_SECONDS
     with Log(tmp_path, sync="always") as log:
         log.append([(16, b"a")])  # the first fill is measured from no sync at all: capped
-        assert log._gather == longest
+        assert log._commits._gather == longest
         now[0] += 0.0001  # the caller is back 100 us after its sync ended
         log.append([(16, b"b")])
-        assert log._gather == pytest.approx(0.0003)
+        assert log._commits._gather == pytest.approx(0.0003)
         now[0] += 0.000001
         log.append([(16, b"c")])
-        assert log._gather == shortest
+        assert log._commits._gather == shortest
 
 
 def test_callers_behind_a_slow_fsync_wait_the_longest_not_the_learned_wait(tmp_path, monkeypatch):
@@ -331,9 +332,9 @@ def test_callers_behind_a_slow_fsync_wait_the_longest_not_the_learned_wait(tmp_p
     import time
 
     log, fs, release, leader = leader_inside_fsync(tmp_path)
-    parks, real_allocate = [], log_module._allocate_lock
-    monkeypatch.setattr(log_module, "_allocate_lock", lambda: parks.append(1) or real_allocate())
-    log._gather = log_module.GATHER_SECONDS[0]  # as after cohorts that filled at once
+    parks, real_allocate = [], group_commit._allocate_lock
+    monkeypatch.setattr(group_commit, "_allocate_lock", lambda: parks.append(1) or real_allocate())
+    log._commits._gather = group_commit.GATHER_SECONDS[0]  # as after cohorts that filled at once
     followers = [threading.Thread(target=log.append, args=([(16, b"%d" % i)],)) for i in range(3)]
     for th in followers:
         th.start()
@@ -604,8 +605,7 @@ def test_salvage_in_the_last_segment_reports_and_seals_instead_of_cutting(tmp_pa
 @pytest.fixture(params=[48, 700])
 def small_window(request, monkeypatch):
     """Replay reads segments a few bytes at a time: every boundary case is hit."""
-    import logq.log.log
-    monkeypatch.setattr(logq.log.log, "REPLAY_WINDOW", request.param)
+    monkeypatch.setattr(recovery, "REPLAY_WINDOW", request.param)
     return request.param
 
 
@@ -621,8 +621,7 @@ def test_windowed_replay_equals_whole_replay(tmp_path, small_window):
     _mixed_log(tmp_path)
     log, got = replayed(tmp_path)
     log.close()
-    import logq.log.log
-    logq.log.log.REPLAY_WINDOW = 1 << 30
+    recovery.REPLAY_WINDOW = 1 << 30
     whole, all_at_once = replayed(tmp_path)
     whole.close()
     assert got == all_at_once and len(got) == 301
@@ -661,9 +660,7 @@ def test_windowed_replay_names_the_file_offset_of_damage(tmp_path, small_window)
 
 def crashed(log: Log) -> None:
     """What a crash leaves: no close, so no final fsync and no trim of preallocated zeros."""
-    log._closed = True
-    log._stop.set()
-    log._release_files()
+    log._abandon()
 
 
 def test_appends_overwrite_preallocated_zeros_instead_of_growing_the_file(tmp_path):
@@ -673,7 +670,7 @@ def test_appends_overwrite_preallocated_zeros_instead_of_growing_the_file(tmp_pa
     grown = os.path.getsize(seg)
     for i in range(100):
         log.append([(16, b"x" * 100)])
-    assert grown == os.path.getsize(seg) == log_module.PREALLOCATE  # the file did not grow
+    assert grown == os.path.getsize(seg) == writer_module.PREALLOCATE  # the file did not grow
     assert grown > log.segments()[-1][1]  # the log's own end is short of it
     log.close()
     assert os.path.getsize(seg) == log.segments()[-1][1]  # close trims the zeros
@@ -817,7 +814,7 @@ def test_records_written_through_the_map_survive_a_sigkill_without_any_fsync(tmp
             "log = logq.Log(sys.argv[1], sync='none')\n"
             "for i in range(5000):\n"
             "    log.append([(16, b'k%d' % i)])\n"
-            "assert log._active._mapped > 0, 'not written through a map'\n"
+            "assert log._writer.active._mapped > 0, 'not written through a map'\n"
             "os.kill(os.getpid(), signal.SIGKILL)\n")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == -9, out.stderr
@@ -845,7 +842,7 @@ def counting_preads(monkeypatch):
 
 
 def test_reads_walking_forward_take_one_pread_per_read_ahead_span(tmp_path, monkeypatch):
-    monkeypatch.setattr(log_module, "READ_AHEAD", 2048)
+    monkeypatch.setattr(reader_module, "READ_AHEAD", 2048)
     log, places = sealed_records(tmp_path, 600)
     calls = counting_preads(monkeypatch)
     forward = [log.read(*place).payload for place in places]
@@ -864,7 +861,7 @@ def test_reads_walking_forward_take_one_pread_per_read_ahead_span(tmp_path, monk
 @pytest.mark.parametrize("where", [10, 40], ids=["header", "payload"])
 def test_damage_inside_a_read_ahead_span_is_reported_for_its_record_only(tmp_path, where):
     log, places = sealed_records(tmp_path, 50)
-    path = os.path.join(tmp_path, log_module.segment_name(places[0][0]))
+    path = os.path.join(tmp_path, segment_name(places[0][0]))
     segment, offset, size = places[5]
     flip_bit(path, offset + where)
     got = [log.read(*place).payload for place in places[:5]]  # reading forward: the span holds record 5
@@ -889,7 +886,7 @@ def test_a_span_kept_from_one_segment_never_answers_for_another(tmp_path):
 
 
 def test_reads_walking_forward_through_the_active_segment_read_ahead_too(tmp_path, monkeypatch):
-    monkeypatch.setattr(log_module, "READ_AHEAD", 2048)
+    monkeypatch.setattr(reader_module, "READ_AHEAD", 2048)
     log = Log(tmp_path, sync="always")  # no map in this mode: reads are preads
     places = [(a.segment, a.offsets[0], a.sizes[0]) for a in (log.append([(16, b"act %d" % i * 5)])
                                                               for i in range(300))]
@@ -904,9 +901,9 @@ def test_reads_walking_forward_through_the_active_segment_read_ahead_too(tmp_pat
 
 
 def test_a_record_larger_than_the_read_ahead_is_not_kept(tmp_path, monkeypatch):
-    monkeypatch.setattr(log_module, "READ_AHEAD", 256)
+    monkeypatch.setattr(reader_module, "READ_AHEAD", 256)
     with Log(tmp_path, sync="none") as log:
         small, big = log.append([(16, b"s")]), log.append([(16, b"B" * 5000)])
         log.read(small.segment, small.offsets[0], small.sizes[0])
         assert log.read(big.segment, big.offsets[0], big.sizes[0]).payload == b"B" * 5000
-        assert log._ahead is not None and len(log._ahead[2]) <= 256  # its place only, not a copy of it
+        assert log._reader._ahead is not None and len(log._reader._ahead[2]) <= 256  # its place only, not a copy of it

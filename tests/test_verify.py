@@ -33,8 +33,7 @@ def test_partial_header_of_a_new_segment_is_not_damage(tmp_path):
 def test_preallocated_zeros_of_a_crashed_writer_are_not_a_torn_tail(tmp_path):
     log = Log(tmp_path, sync="always")
     log.append([(16, b"only")])
-    log._closed = True  # a crash: no close, so the zeros after the record stay
-    log._release_files()
+    log._abandon()  # a crash: no close, so the zeros after the record stay
     seg = segment_paths(tmp_path)[0]
     assert os.path.getsize(seg) > log.segments()[-1][1]
     v = verify(str(tmp_path))

@@ -91,7 +91,7 @@ class Compactor:
                     return CompactionReport(0, 0, 0, 0, 0, 0, time.monotonic() - started)
                 doomed = b._index.sweepable(b.clock.time(), b.retain_done, b.retain_dead, prefix[-1][1])
             bases = [base for base, _ in prefix]
-            out = b.log.compact(bases, lambda rec: _job_of(rec) in doomed)
+            out = b.log.write_compacted(bases, lambda rec: _job_of(rec) in doomed)
             with b._lock:
                 if b.closed or any(b._index.jobs[j].last != last for j, last in doomed.items()):
                     b.log.discard(out)

@@ -25,8 +25,8 @@ from ..clock import Clock
 from ..core.jobs import Backoff, CompactionReport
 from ..core.records import ENQUEUE
 from ..errors import ClosedError
-from ..log.log import Appended, RecoveryReport, stronger
-from ..log.log import _check_options as check_options  # the Log's own checks of its options
+from ..log.durability import stronger
+from ..log.log import Appended, RecoveryReport, check_options  # the Log's own checks of its options
 from ..tuples import new_tuple as _new_tuple
 from .base import Capabilities
 from .engine import Engine

@@ -40,7 +40,8 @@ from ..core.records import (
     decode_job_at, decode_lease, decode_outcome, job_id_of,
 )
 from ..core.jobs import PENDING
-from ..log.log import LOCK_NAME, META_NAME, TORN_SUFFIX
+from ..log.directory import LOCK_NAME, META_NAME
+from ..log.recovery import TORN_SUFFIX
 from ..log.codec import (
     ALIGN, FLAG_CONTINUED, FLAG_ZSTD, FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
     SEGMENT_MAGIC, TYPE_SEAL, Record, decode_segment_header, read_record,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
-from ..log.log import LOCK_NAME
+from ..log.directory import LOCK_NAME
 
 Info = dict[str, Any]
 DATA_LABEL = {"ack": "result", "fail": "error", "expire": "error"}  # else "payload"

@@ -33,7 +33,7 @@ SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size  # 40
 RECORD_HEADER_SIZE = 32
 _CHECK = struct.Struct("<I")
 _BODY = struct.Struct("<IQBBHIQ")  # stored len, seq, type, flags, reserved, raw len, payload check
-_HEADER = struct.Struct("<IIQBBHIQ")
+RECORD_HEADER = struct.Struct("<IIQBBHIQ")  # check, then the body: unpacked whole by readers
 
 MAX_STORED = 1 << 28  # 256 MiB: a larger stored length is rejected even with a good check
 ALIGN = 8
@@ -146,7 +146,7 @@ def read_record(buf: bytes | memoryview, pos: int, salt: int, path: str | None =
     start = pos + RECORD_HEADER_SIZE
     if start > end:
         return None
-    check, n, seq, rtype, flags, reserved, raw_len, pcheck = _HEADER.unpack_from(buf, pos)
+    check, n, seq, rtype, flags, reserved, raw_len, pcheck = RECORD_HEADER.unpack_from(buf, pos)
     if check != _xxh32(buf[pos + 4:start], salt & 0xFFFFFFFF):
         raise ChecksumError("record header check mismatch", path=path, offset=origin + pos)
     if n > MAX_STORED or rtype == 0 or reserved or flags & ~KNOWN_FLAGS:

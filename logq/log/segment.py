@@ -26,7 +26,7 @@ from ..errors import CorruptionError
 import xxhash
 
 from .codec import (
-    _HEADER, ALIGN, FIRST_USER_TYPE, FLAG_CONTINUED, FLAG_FIRST, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
+    RECORD_HEADER, ALIGN, FIRST_USER_TYPE, FLAG_CONTINUED, FLAG_FIRST, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
     TYPE_SEAL, Record,
     SegmentHeader, decode_segment_header, read_record,
 )
@@ -65,6 +65,17 @@ def parse_segment_name(name: str) -> int | None:
     """The base sequence number encoded in a segment file name, or None."""
     m = _NAME.match(name)
     return int(m.group(1)) if m else None
+
+
+@dataclass
+class KnownSegment:
+    """A segment as the open log knows it: where it starts, how far it is valid, whether
+    it is sealed, and its last sequence number (its SEAL's, when sealed)."""
+
+    base: int
+    size: int
+    sealed: bool
+    last_seq: int
 
 
 @dataclass
@@ -176,7 +187,7 @@ class _Scan:
         """
         buf, view, size, deliver = self.raw, self.buf, len(self.raw), self.deliver
         salt, salt32, last = self.salt, self.salt & 0xFFFFFFFF, self.last_seq
-        unpack, xxh32, xxh64, new = _HEADER.unpack_from, xxhash.xxh32_intdigest, xxhash.xxh64_intdigest, new_tuple
+        unpack, xxh32, xxh64, new = RECORD_HEADER.unpack_from, xxhash.xxh32_intdigest, xxhash.xxh64_intdigest, new_tuple
         first_flag, cont_flag, user, rec_t, origin = FLAG_FIRST, FLAG_CONTINUED, FIRST_USER_TYPE, Record, self.origin
         batch: list[tuple[int, int, int, int, int, int]] = []  # records of the open batch, payloads not copied
         done_end, done_last, count = pos, last, 0

@@ -1,0 +1,82 @@
+"""The log directory's small files: the format marker, the lock, files replaced whole.
+
+Theory of operation
+-------------------
+`logq.meta` says "logq <format version>"; `logq.lock` holds the writer's pid
+under an exclusive flock. `prepare` checks an existing directory is a logq
+one (or empty), takes the lock and writes the marker of a fresh one.
+`replace_file` is how every small file (the marker, the checkpoint, a torn
+tail kept aside) is written: whole or not at all, durably.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import LockedError, NotALogqDirectory, UnsupportedVersionError
+from .codec import FORMAT_VERSION
+from .fs import FileSystem, Lock, read_lock_holder
+from .segment import parse_segment_name
+
+META_NAME = "logq.meta"
+LOCK_NAME = "logq.lock"
+TMP_SUFFIX = ".tmp"  # `replace_file` writes `final` + this first
+
+
+def prepare(fs: FileSystem, path: str) -> Lock:
+    """Check, create if needed and lock the log directory `path`; return the lock."""
+    if fs.exists(path) and not fs.isdir(path):
+        raise NotALogqDirectory(f"{path} is a file, not a logq directory: pass a directory path")
+    fresh = not fs.exists(path) or not set(fs.listdir(path)) - {LOCK_NAME, META_NAME + TMP_SUFFIX}
+    if not fresh:
+        check_meta(fs, path)
+    fs.makedirs(path)
+    lock = fs.lock(os.path.join(path, LOCK_NAME))
+    if lock is None:
+        pid = read_lock_holder(os.path.join(path, LOCK_NAME))
+        raise LockedError(f"{path} is already open by process {pid}: close that queue first, "
+                          "or open another directory", path=path, pid=pid)
+    if fresh or not fs.exists(os.path.join(path, META_NAME)):
+        try:
+            replace_file(fs, path, os.path.join(path, META_NAME), f"logq {FORMAT_VERSION}\n".encode())
+        except BaseException:
+            lock.release()
+            raise
+    return lock
+
+
+def check_meta(fs: FileSystem, path: str) -> None:
+    """Refuse a directory that is not a logq one, or one written by a newer format."""
+    meta = os.path.join(path, META_NAME)
+    if not fs.exists(meta):
+        if not any(parse_segment_name(n) is not None for n in fs.listdir(path)):
+            raise NotALogqDirectory(
+                f"{path} is not empty and holds no logq queue: pass an empty or new directory")
+        return
+    f = fs.open(meta, readonly=True)
+    try:
+        text = f.pread(64, 0)
+    finally:
+        f.close()
+    parts = text.split()
+    if len(parts) != 2 or parts[0] != b"logq" or not parts[1].isdigit():
+        raise NotALogqDirectory(f"{meta} is not a logq marker file: is this the right directory?")
+    if int(parts[1]) > FORMAT_VERSION:
+        raise UnsupportedVersionError(
+            f"queue was written by format version {int(parts[1])}; this logq reads up to "
+            f"{FORMAT_VERSION}: upgrade logq", path=meta)
+
+
+def replace_file(fs: FileSystem, directory: str, final: str, data: bytes) -> None:
+    """Make `final` hold `data`, whole or not at all, durably: write `final`.tmp,
+    fsync it, rename it over `final`, fsync the directory."""
+    tmp = final + TMP_SUFFIX
+    f = fs.open(tmp, create=True)
+    try:
+        f.truncate(0)
+        f.pwrite(data, 0)
+        f.fsync()
+    finally:
+        f.close()
+    fs.rename(tmp, final)
+    fs.fsync_dir(directory)

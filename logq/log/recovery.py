@@ -1,0 +1,265 @@
+"""Recovery: what opening a log does before the first append.
+
+Theory of operation
+-------------------
+`Recovery.run` finishes or undoes an interrupted compaction, drops a
+checkpoint whose writing did not finish, restores a usable checkpoint
+(`checkpoint.py`), then scans every segment after it in order (`scan`, a
+window at a time), handing each record of a complete batch to the caller's
+`replay` callback. It repairs the last segment's torn tail, and finally
+makes the last segment and the directory durable (`adopt`), so that what it
+accepted cannot be taken back by a power loss. The writer takes over from
+the segments it found (`Writer.start`).
+
+Recovery rules (spec/format.md §7):
+  * every segment but the last must verify completely and end with SEAL;
+    damage there, or a gap between one segment's SEAL and the next base, is a
+    `CorruptionError` naming file and offset (`salvage=True` skips the damage
+    and reports the lost ranges instead);
+  * the last segment is cut after its last complete batch; the cut bytes are
+    first saved to `<segment>.<offset>.torn` (fsynced, directory fsynced), then
+    the file is truncated and fsynced, before any new append;
+  * zeros after the last complete batch are preallocated space, not a torn
+    tail: they are kept (after a SEAL, cut) and nothing is reported.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import CorruptionError
+from . import checkpoint, compact
+from .codec import SEGMENT_HEADER_SIZE, Record
+from .directory import TMP_SUFFIX, replace_file
+from .fs import File, FileSystem
+from .segment import (
+    KnownSegment, LostRange, ScanResult, is_unborn, is_unwritten, parse_segment_name, scan, segment_name,
+)
+
+TORN_SUFFIX = ".torn"
+CHECKPOINT_TMP = checkpoint.NAME + TMP_SUFFIX
+REPLAY_WINDOW = 8 << 20  # bytes of a segment read at a time during replay
+
+ReplayCallback = Callable[[Record, int], None]  # called as replay(record, segment base)
+RestoreCallback = Callable[[bytes | memoryview], None]  # called with the state blob of a usable checkpoint
+
+
+@dataclass(frozen=True)
+class TornTail:
+    """Bytes cut from the end of the last segment at open, and where they were kept."""
+
+    path: str
+    offset: int
+    length: int
+    saved_to: str
+
+
+@dataclass
+class RecoveryReport:
+    """What opening the log found and did."""
+
+    segments: int = 0
+    records: int = 0
+    last_seq: int = 0
+    torn: list[TornTail] = field(default_factory=list)
+    lost: list[LostRange] = field(default_factory=list)
+    restored_seq: int | None = None  # the checkpoint's last sequence number, when one was restored
+    checkpoint_skipped: str | None = None  # why a checkpoint that exists was not used
+
+
+class Recovery:
+    """One open's recovery of the directory `path`: replays, repairs, reports.
+
+    After `run`: `segments` (what the writer takes over), `digests` (the
+    restored checkpoint's, by base), `seal_at_open` (salvage skipped damage
+    inside the last segment: seal it, so a later normal open does not cut
+    the records after the damage) and `report`.
+    """
+
+    def __init__(self, fs: FileSystem, path: str, *, salvage: bool) -> None:
+        self.fs, self.path, self.salvage = fs, path, salvage
+        self.report = RecoveryReport()
+        self.segments: list[KnownSegment] = []
+        self.digests: dict[int, tuple[int, int]] = {}  # base -> (end, digest) of the restored checkpoint
+        self.seal_at_open = False
+
+    def run(self, replay: ReplayCallback | None, restore: RestoreCallback | None) -> int:
+        """Recover the directory; return the last sequence number found."""
+        fs, report = self.fs, self.report
+        compact.recover(fs, self.path, fs.listdir(self.path), parse_segment_name)
+        names = fs.listdir(self.path)
+        if CHECKPOINT_TMP in names:  # a close that did not finish writing its checkpoint
+            fs.unlink(os.path.join(self.path, CHECKPOINT_TMP))
+        bases = sorted(b for b in map(parse_segment_name, names) if b is not None)
+        covered = [] if restore is None else self._restore_checkpoint(bases, restore)
+        self.segments = [KnownSegment(c.base, c.end, c.sealed, c.last_seq) for c in covered]
+        last_seq, resume = covered[-1].last_seq if covered else 0, SEGMENT_HEADER_SIZE
+        if covered and not covered[-1].sealed:  # replay what was appended after the checkpoint
+            self.segments.pop()
+            bases, resume = bases[len(covered) - 1:], covered[-1].end
+        else:
+            bases = bases[len(covered):]
+        for i, base in enumerate(bases):
+            is_last = i == len(bases) - 1
+            deliver = _no_replay if replay is None else _delivering(replay, base)
+            last_seq = self._recover_segment(base, is_last, last_seq, deliver, report,
+                                             resume if i == 0 else SEGMENT_HEADER_SIZE)
+        if self.segments:
+            self._adopt(self.segments[-1].base)
+        return last_seq
+
+    def _recover_segment(self, base: int, is_last: bool, last_seq: int, deliver: Callable[[Record], None],
+                         report: RecoveryReport, start: int) -> int:
+        """Replay segment `base` from `start` (past its header, or where a checkpoint ended)."""
+        path = self._seg_path(base)
+        f = self.fs.open(path, readonly=True)
+        try:
+            size = f.size()
+            head = f.pread(min(size, SEGMENT_HEADER_SIZE), 0)
+            if is_last and is_unborn(head, path) and size <= SEGMENT_HEADER_SIZE:
+                self._keep_aside(path, 0, head, report)
+                self.fs.unlink(path)
+                self.fs.fsync_dir(self.path)
+                return last_seq
+            return self._recover_scanned(f, size, path, base, is_last, last_seq, deliver, report, start)
+        finally:
+            f.close()
+
+    def _recover_scanned(self, f: File, size: int, path: str, base: int, is_last: bool, last_seq: int,
+                         deliver: Callable[[Record], None], report: RecoveryReport, start: int) -> int:
+        salvage = self.salvage
+        if last_seq and base != last_seq + 1 and start == SEGMENT_HEADER_SIZE:
+            msg = f"segment sequence broken: expected base {last_seq + 1}, found {base} (missing segment?)"
+            if not salvage:
+                raise CorruptionError(msg, path=path, offset=0)
+            report.lost.append(LostRange(path, 0, 0, msg))
+        result = scan_windows(f, size, path, deliver, after_seq=last_seq, salvage=salvage, base=base,
+                              start=start)
+        report.records += result.records - (1 if result.sealed else 0)
+        if salvage:
+            report.lost.extend(result.lost)
+            self.seal_at_open = self.seal_at_open or (is_last and any(r.start < result.end for r in result.lost))
+        if not is_last:
+            if result.damage is not None and not salvage:
+                raise result.damage
+            if not result.sealed:
+                if not salvage:
+                    raise CorruptionError("sealed segment does not end with a SEAL record",
+                                          path=path, offset=result.end)
+                report.lost.append(LostRange(path, result.end, size, "segment not sealed"))
+        elif result.end < size:
+            tail = f.pread(size - result.end, result.end)
+            if is_unwritten(tail):  # preallocated space, not a torn write
+                report.lost[:] = [r for r in report.lost if r.path != path or r.start < result.end]
+                if result.sealed:  # a sealed segment ends at its SEAL
+                    self._cut_tail(path, result.end, b"", report)
+            else:
+                self._cut_tail(path, result.end, tail.rstrip(b"\0"), report)
+        seg_last = result.last_seq if result.last_seq is not None else max(last_seq, base - 1)
+        self.segments.append(KnownSegment(base, result.end, result.sealed or not is_last, seg_last))
+        return seg_last
+
+    def _restore_checkpoint(self, bases: list[int], restore: RestoreCallback) -> list[checkpoint.Covered]:
+        """The segments a usable checkpoint covers, after handing its state to `restore`;
+        [] (and the reason in the report) when there is none or it cannot be trusted."""
+        path = os.path.join(self.path, checkpoint.NAME)
+        if not self.fs.exists(path):
+            return []
+        f = self.fs.open(path, readonly=True)
+        try:
+            data = f.pread(f.size(), 0)
+        finally:
+            f.close()
+        try:
+            cp = checkpoint.decode(data)
+            checkpoint.verify(cp, bases, lambda base: self.fs.open(self._seg_path(base), readonly=True))
+            restore(cp.state)
+        except CorruptionError as exc:
+            self.report.checkpoint_skipped = f"{path}: {exc.reason}; replayed the whole log instead"
+            return []
+        self.digests = {c.base: (c.end, c.digest) for c in cp.segments}
+        self.report.restored_seq = cp.last_seq
+        return cp.segments
+
+    def _adopt(self, base: int) -> None:
+        """Make the last segment and the directory durable before anything is appended.
+
+        A crashed process may have left the last segment's tail, its SEAL or
+        its very name only in the page cache. Recovery replayed those records,
+        so it reports them durable: fsync first, so a power loss cannot take
+        back what this open accepted (nor drop a SEAL the next segment relies on).
+        """
+        f = self.fs.open(self._seg_path(base))
+        try:
+            f.fsync()
+        finally:
+            f.close()
+        self.fs.fsync_dir(self.path)
+
+    def _keep_aside(self, path: str, offset: int, tail: bytes, report: RecoveryReport) -> None:
+        """Save the bytes cut from a segment at `offset` in a side file before cutting them."""
+        side = f"{path}.{offset}{TORN_SUFFIX}"
+        replace_file(self.fs, self.path, side, tail)
+        report.torn.append(TornTail(path, offset, len(tail), side))
+
+    def _cut_tail(self, path: str, end: int, tail: bytes, report: RecoveryReport) -> None:
+        """Cut the file at `end`; keep the cut bytes aside (`tail`, zeros dropped) first."""
+        if tail:
+            self._keep_aside(path, end, tail, report)
+        f = self.fs.open(path)
+        try:
+            f.truncate(end)
+            f.fsync()
+        finally:
+            f.close()
+
+    def _seg_path(self, base: int) -> str:
+        return os.path.join(self.path, segment_name(base))
+
+
+def scan_windows(f: File, size: int, path: str, deliver: Callable[[Record], None], *,
+                 after_seq: int, salvage: bool, base: int, start: int) -> ScanResult:
+    """`scan` a segment file a window at a time, so replay memory does not grow with segments.
+
+    A window that ends inside a record or batch is read again from the end of
+    its last complete batch; the window doubles whenever more than an eighth
+    of it must be read again (large batches), so little is verified twice.
+    Salvage probes past damage, so it reads the whole file at once.
+    """
+    header = f.pread(SEGMENT_HEADER_SIZE, 0)
+    window = size if salvage else REPLAY_WINDOW
+    pos, total = start, None
+    while True:
+        n = min(window, size - pos)
+        part = scan(f.pread(n, pos), path, deliver, after_seq=after_seq, salvage=salvage,
+                    base=base, window=(header, pos))
+        total = part if total is None else _merge(total, part)
+        if part.sealed or part.damage is not None or pos + n >= size:
+            return total
+        if (pos + n) - part.end > window // 8:
+            window *= 2  # batches are large next to the window
+        pos = part.end
+        after_seq = part.last_seq or after_seq
+        total.torn, total.lost = False, [r for r in total.lost if r.end < pos]
+
+
+def _merge(a: ScanResult, b: ScanResult) -> ScanResult:
+    """The result of two consecutive windows of one segment."""
+    b.first_seq = a.first_seq if a.first_seq is not None else b.first_seq
+    b.last_seq = b.last_seq if b.last_seq is not None else a.last_seq
+    b.records += a.records
+    b.lost = a.lost + b.lost
+    return b
+
+
+def _delivering(replay: ReplayCallback, base: int) -> Callable[[Record], None]:
+    """`replay` bound to segment `base` (a closure: cheaper per record than a keyword partial)."""
+    def deliver(rec: Record) -> None:
+        replay(rec, base)
+    return deliver
+
+
+def _no_replay(rec: Record) -> None:
+    pass
