@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from logq import Backoff, CorruptionError, InvalidTransition, LogqError, Queue
+from logq.log.checkpoint import NAME as CHECKPOINT
 from logq.log.segment import parse_segment_name
 from logq.testing import FakeClock
 
@@ -140,6 +141,9 @@ class Driver:
     def active(self) -> list[int]:
         return sorted(j.id for j in self.state.values() if j.state == "active")
 
+    def dead(self) -> list[int]:
+        return sorted(j.id for j in self.state.values() if j.state == "dead")
+
     def queue(self) -> Queue:
         assert self.q is not None, "no open queue"
         return self.q
@@ -237,6 +241,9 @@ class Driver:
             self._call(f"cancel({jid})", lambda: self.queue().cancel(jid), {None: m.cancel(self.state, jid)})
         else:
             self._refused(f"cancel({jid}) of a {self.state[jid].state} job", lambda: self.queue().cancel(jid))
+
+    def retry(self, jid: int) -> None:
+        self._call(f"retry({jid})", lambda: self.queue().retry(jid), {None: m.retry(self.state, jid, self.clock.time())})
 
     def expire_leases(self) -> None:
         s, now = self.state, self.clock.time()
@@ -507,6 +514,7 @@ class Driver:
     def _check_idempotent(self, q: Queue, observed: State) -> None:
         again = self._open(self.fs.fork())
         try:
+            self._check_replay_agrees(again)
             if m.views(snapshot(again)) != m.views(observed):
                 raise Violation("recovering a second time gives other jobs than recovering once")
             if again.recovery.torn:
@@ -516,6 +524,23 @@ class Driver:
                                 f"the first at {q.stats().last_seq}")
         finally:
             again.close()
+
+    def _check_replay_agrees(self, restored: Queue) -> None:
+        """The index opened from the checkpoint (if there is one) equals the one a full replay
+        of the same files gives, unique keys included (spec/semantics.md guarantees 8, 12)."""
+        fs = self.fs.fork()
+        checkpoint = f"{self.cfg.path}/{CHECKPOINT}"
+        if fs.exists(checkpoint):
+            fs.unlink(checkpoint)
+        replayed = self._open(fs)
+        try:
+            now = self.clock.time()
+            a, b = m.index_view(restored._index, now), m.index_view(replayed._index, now)
+            if a != b:
+                raise Violation("the index restored from the checkpoint differs from a full replay "
+                                f"(restored / replayed): {m.first_difference(a, b)}")
+        finally:
+            replayed.close()
 
     def _refuse_damage(self, fault: str, rng: random.Random) -> None:
         """Damage a sealed segment at rest: opening must refuse it and change nothing; then undo."""

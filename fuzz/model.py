@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 `CrashMachine` draws a sync mode and a file-system seed, then a sequence of
 rules: the queue calls (enqueue, enqueue_many, lease, lease_many, ack, ack_many, fail, release,
-cancel, expire_leases, compact when the Queue has it), clock moves, `sync`,
+cancel, retry, expire_leases, compact when the Queue has it), clock moves, `sync`,
 a clean `reopen`, an immediate `crash(fault)` (optionally crashing again
 inside the recovery), and two arming rules: an EIO on the nth next write /
 fsync / directory fsync, or a crash after the nth next file operation, so
@@ -110,6 +110,11 @@ class CrashMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
         self.drv.cancel(data.draw(st.sampled_from(sorted(self.drv.state))))
+
+    @precondition(lambda self: self.d is not None and self.d.dead())
+    @rule(data=st.data())
+    def retry(self, data: st.DataObject) -> None:
+        self.drv.retry(data.draw(st.sampled_from(self.drv.dead())))
 
     @rule()
     def expire_leases(self) -> None:

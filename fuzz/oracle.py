@@ -81,6 +81,40 @@ def views(s: State) -> dict[int, tuple[Any, ...]]:
     return {jid: j.view() for jid, j in s.items()}
 
 
+def index_view(index: Any, now: float) -> dict[str, Any]:
+    """Everything a queue's job index (`logq.core.index.Index`) holds that replay defines,
+    comparable with ==: every job with every field, the live items of the ready, delayed
+    and lease heaps, the unique keys with their holders, the counts. Jobs due at `now`
+    are promoted first, as every lease and `stats()` does (the clock is not in the log).
+    A restore from the checkpoint and a full replay of the same files must give equal
+    views (spec/semantics.md guarantees 8 and 12)."""
+    index.promote(now)
+    jobs = [(e.id, e.name, e.state, e.priority, e.run_at, e.attempts, e.max_attempts, e.key, e.expires,
+             e.segment, e.loc, e.slot, e.last,
+             None if e.extra is None else (e.extra.last_error, e.extra.result, e.extra.backoff,
+                                           e.extra.finished_at))
+            for e in index.jobs.values()]
+
+    def live(items: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return sorted(i for i in items if (e := index.jobs.get(i[-1])) is not None and e.slot is i)
+    ready = {name: live([*r.run, *r.heap]) for name, r in index._ready.items()}
+    return dict(jobs=jobs, ready={name: items for name, items in ready.items() if items},
+                delayed=live(index._delayed), leases=live(index._leases), keys=dict(index.keys),
+                co_holders={k: sorted(v) for k, v in getattr(index, "_co_holders", {}).items()},
+                counts=dict(index.counts), live_bytes=index.live_bytes, n_ready=index.n_ready)
+
+
+def first_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Where two `index_view`s differ first, for a failure message."""
+    for part in a:
+        if a[part] != b[part]:
+            if part == "jobs":
+                pairs = [(x, y) for x, y in zip(a[part], b[part]) if x != y]
+                return f"jobs: {pairs[0] if pairs else (len(a[part]), len(b[part]))}"
+            return f"{part}: {a[part]!r} / {b[part]!r}"
+    return "none"
+
+
 # -------------------------------------------------------------- transitions
 
 
@@ -91,7 +125,7 @@ def _set(s: State, job: MJob, **changes: Any) -> State:
 
 
 def key_holder(s: State, key: str) -> int | None:
-    """The live job holding a unique key."""
+    """The job a keyed enqueue returns: the lowest id among the live jobs with the key."""
     return next((j.id for j in s.values() if j.key == key and j.state in LIVE), None)
 
 
@@ -154,6 +188,11 @@ def release(s: State, jid: int, now: float, delay: float) -> State:
 
 def cancel(s: State, jid: int) -> State:
     return _set(s, s[jid], state="cancelled")
+
+
+def retry(s: State, jid: int, now: float) -> State:
+    """A dead job pending again, due now, its attempts counted from 0 (its last error kept)."""
+    return _set(s, s[jid], state="pending", attempts=0, run_at=now, expires=None)
 
 
 def sweep(s: State, ids: Iterable[int]) -> State:

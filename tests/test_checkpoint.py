@@ -45,7 +45,7 @@ def canonical(index: Index, now: float) -> dict[str, Any]:
         return sorted(item for item in heap if (e := index.jobs.get(item[-1])) is not None and e.slot is item)
     ready = {name: live([*r.run, *r.heap]) for name, r in index._ready.items() if live([*r.run, *r.heap])}
     return dict(jobs=jobs, ready=ready, delayed=live(index._delayed), leases=live(index._leases),
-                keys=index.keys, counts=index.counts, live_bytes=index.live_bytes, n_ready=index.n_ready)
+                keys=index.keys, co_holders=getattr(index, "_co_holders", None), counts=index.counts, live_bytes=index.live_bytes, n_ready=index.n_ready)
 
 
 def open_state(path: str, clock: FakeClock, **kw: Any) -> tuple[dict[str, Any], logq.RecoveryReport]:
@@ -130,6 +130,36 @@ def test_opening_from_the_checkpoint_gives_the_index_a_full_replay_gives(tmp_pat
     restored, report = open_state(path, clock, **kw)
     assert report.restored_seq is not None and report.checkpoint_skipped is None
     assert restored == replayed_state(path, clock, str(tmp_path), **kw)
+
+
+@pytest.mark.parametrize("end", ["close", "crash"])
+def test_a_retried_job_whose_key_another_job_took_holds_it_after_compaction_and_reopen(tmp_path, clock, end):
+    """Issue 19 item 5: a dead job retried while a second job held its key; the second job
+    done and swept. The live index, its checkpoint and a replay of the compacted log (which
+    has no record of the second job left) must agree on who holds the key: the retried job,
+    which is live and has it."""
+    path, kw = str(tmp_path / "q"), dict(retain_done=0.0, retain_dead=0.0)
+    q = logq.Queue(path, clock=clock, compact_threshold=None, **kw)
+    first = q.enqueue("t", b"1", key="k", max_attempts=1)
+    q.fail(q.lease(), "boom")  # dead: the key is free
+    second = q.enqueue("t", b"2", key="k")
+    job = q.lease()
+    assert job.id == second
+    q.retry(first)  # pending again while `second` holds the key
+    q.ack(job)
+    assert q.compact(include_active=True).jobs_swept == 1 and q.get(second) is None
+    live = canonical(q._index, clock.time())
+    q.close()
+    if end == "crash":  # the checkpoint of that close, then a record after it, and a crash
+        q = logq.Queue(path, clock=clock, compact_threshold=None, **kw)
+        q.enqueue("t", b"after")
+        live = canonical(q._index, clock.time())
+        abandon(q)
+    opened, report = open_state(path, clock, **kw)
+    assert report.restored_seq is not None and report.records == (end == "crash")
+    assert opened["keys"] == live["keys"] == replayed_state(path, clock, str(tmp_path), **kw)["keys"] == {"k": first}
+    with logq.Queue(path, clock=clock, compact_threshold=None, **kw) as q:
+        assert q.enqueue("t", b"4", key="k") == first  # held by the live job that has it
 
 
 def test_a_job_promoted_before_the_close_is_leased_in_the_same_order_after_it(tmp_path, clock):

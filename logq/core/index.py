@@ -190,7 +190,11 @@ class Index:
 
     def __init__(self) -> None:
         self.jobs: dict[int, Entry] = {}
+        # unique keys: each key that live (pending or active) jobs have, to the lowest id
+        # among them (its owner, whose id a keyed enqueue returns); `_co_holders` lists the
+        # others, for the rare key that several live jobs have (`_hold_key`)
         self.keys: dict[str, int] = {}
+        self._co_holders: dict[str, set[int]] = {}
         self.counts: dict[str, int] = dict.fromkeys(STATES, 0)
         self.live_bytes = 0
         self.n_ready = 0
@@ -285,17 +289,18 @@ class Index:
         self.counts[PENDING] += 1
         self.live_bytes += loc & 0xFFFFFFFF
         if key is not None:
-            self.keys[key] = seq
+            self._hold_key(e)
         self._schedule(e, run_at, enq_at)
         return e
 
-    def adopt(self, jobs: dict[int, Entry], keys: dict[str, int], delayed: set[int]) -> None:
-        """Take over the jobs of a snapshot (`_snapshot`: in id order, slots not set) and
-        their unique keys: each pending job goes in a ready queue, or in the delayed heap
-        if its id is in `delayed`, each active one in the lease heap, and is counted.
-        The ready queues are built at once (`Ready.of`), the heaps with the methods
-        replay uses. The index must be empty."""
-        self.jobs, self.keys = jobs, keys
+    def adopt(self, jobs: dict[int, Entry], delayed: set[int]) -> None:
+        """Take over the jobs of a snapshot (`_snapshot`: in id order, slots not set):
+        each pending job goes in a ready queue, or in the delayed heap if its id is in
+        `delayed`, each active one in the lease heap, and is counted; the unique keys
+        are derived from the live jobs, as replay leaves them (`_hold_key`). The ready
+        queues are built at once (`Ready.of`), the heaps with the methods replay uses.
+        The index must be empty."""
+        self.jobs = jobs
         counts, ready, live = self.counts, defaultdict(list), 0
         for e in jobs.values():
             state = e.state
@@ -311,6 +316,8 @@ class Index:
             else:
                 continue
             live += e.size
+            if e.key is not None:
+                self._hold_key(e)
         self.live_bytes += live
         for name, items in ready.items():
             self._ready[name] = built = Ready.of(items)
@@ -350,8 +357,8 @@ class Index:
         self._move(e, PENDING)
         self.live_bytes += e.size
         e.attempts = 0
-        if e.key is not None and e.key not in self.keys:
-            self.keys[e.key] = e.id
+        if e.key is not None:
+            self._hold_key(e)
         self._schedule(e, rec.at, rec.at)
 
     # ----------------------------------------------------------------- helpers
@@ -360,11 +367,44 @@ class Index:
         self._move(e, state)
         e.expires = None
         self.live_bytes -= e.size
-        if e.key is not None and self.keys.get(e.key) == e.id:
-            del self.keys[e.key]
+        if e.key is not None:
+            self._drop_key(e)
         extra = self._extra(e)
         extra.finished_at = at
         return extra
+
+    def _hold_key(self, e: Entry) -> None:
+        """Job `e`, live now (enqueued or retried), holds its key. A key that several live
+        jobs have (a dead job retried after another took its key, a periodic run queued
+        beside a retried one) is owned by the lowest id among them. Who owns a key is so
+        a function of the live jobs alone, not of the order of past changes: a replay of
+        a compacted log, which lacks the records of the jobs swept, and a snapshot
+        restore both give the keys the live index has."""
+        key, keys = e.key, self.keys
+        assert key is not None
+        owner = keys.get(key)
+        if owner is None:
+            keys[key] = e.id
+        elif owner != e.id:
+            keys[key] = min(owner, e.id)
+            self._co_holders.setdefault(key, set()).add(max(owner, e.id))
+
+    def _drop_key(self, e: Entry) -> None:
+        """Job `e`, final now, no longer holds its key: the lowest id of the other live
+        jobs that have it owns it next; with none, the key is free."""
+        key, keys = e.key, self.keys
+        assert key is not None
+        others = self._co_holders.get(key)
+        if keys.get(key) == e.id:
+            if others:
+                keys[key] = heir = min(others)
+                others.discard(heir)
+            else:
+                del keys[key]
+        elif others:
+            others.discard(e.id)
+        if others is not None and not others:
+            del self._co_holders[key]
 
     def _move(self, e: Entry, state: str) -> None:
         """Take job `e` out of the queue it sits in, if any, and into `state`, counted."""

@@ -14,7 +14,8 @@ Layout (little-endian; spec/semantics.md, "Index snapshot", gives it byte by byt
     names: per name, u16 length + UTF-8 bytes
     rows:  per job, ROW (66 bytes), in id order
     tails: per job whose row flags say so, in the same order:
-           key   (flag 1): u16 length + UTF-8 bytes, u8 holds (the key maps to this job)
+           key   (flag 1): u16 length + UTF-8 bytes, u8 holds (the job owns the key;
+                                                   written for readers, derived at restore)
            extra (flag 2): f64 finished_at, u8 has backoff [+ 4 x f64],
                            last_error and result as u32 length + bytes (NONE_LEN: none)
 
@@ -93,14 +94,16 @@ def restore(index: Index, blob: bytes | memoryview) -> None:
     if index.jobs:
         raise ValueError("restore needs an empty index")
     try:
-        jobs, keys, delayed = _decode(blob)
+        jobs, delayed = _decode(blob)
     except (struct.error, UnicodeDecodeError, IndexError, KeyError, ValueError) as exc:
         raise CorruptionError(f"malformed index snapshot: {exc}") from None
-    index.adopt(jobs, keys, delayed)
+    index.adopt(jobs, delayed)
 
 
-def _decode(blob: bytes | memoryview) -> tuple[dict[int, Entry], dict[str, int], set[int]]:
-    """The jobs (their slots not set yet), the unique keys, and the pending jobs that wait for run_at."""
+def _decode(blob: bytes | memoryview) -> tuple[dict[int, Entry], set[int]]:
+    """The jobs (their slots not set yet) and the pending jobs that wait for run_at. The
+    `holds` byte of a key is read past: which job owns a key follows from the live jobs
+    (`Index.adopt`), as in replay, whatever an older logq wrote there."""
     version, n_names, n_jobs = _HEAD.unpack_from(blob, 0)
     if version != VERSION:
         raise ValueError(f"snapshot version {version}, this logq reads {VERSION}")
@@ -114,7 +117,6 @@ def _decode(blob: bytes | memoryview) -> tuple[dict[int, Entry], dict[str, int],
     if rows_end > len(blob):
         raise ValueError("the job rows overrun the snapshot")
     jobs: dict[int, Entry] = {}
-    keys: dict[str, int] = {}
     delayed: set[int] = set()
     tailed: list[tuple[Entry, int]] = []
     states = _STATE_OF
@@ -138,8 +140,8 @@ def _decode(blob: bytes | memoryview) -> tuple[dict[int, Entry], dict[str, int],
         if flags & _KEY:
             (n,) = _U16.unpack_from(blob, pos)
             e.key = str(blob[pos + 2:pos + 2 + n], "utf-8")
-            if blob[pos + 2 + n]:
-                keys[e.key] = e.id
+            if pos + 2 + n >= len(blob):  # (the holds byte after it is not read: see above)
+                raise ValueError("a key overruns the snapshot")
             pos += 3 + n
         if flags & _EXTRA:
             x = e.extra = Extra()
@@ -154,7 +156,7 @@ def _decode(blob: bytes | memoryview) -> tuple[dict[int, Entry], dict[str, int],
             x.result, pos = _read_text(blob, pos)
     if pos != len(blob):
         raise ValueError(f"{len(blob) - pos} bytes left over after the last job")
-    return jobs, keys, delayed
+    return jobs, delayed
 
 
 def _read_text(blob: bytes | memoryview, pos: int) -> tuple[bytes | None, int]:
