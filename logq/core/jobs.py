@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random as _random
 from dataclasses import dataclass, field
 from typing import Literal
@@ -104,12 +105,17 @@ class CompactionReport:
     aborted: bool = False  # a swept job changed meanwhile (e.g. retried); nothing was swapped
 
 
+MAX_BACKOFF = 1e12  # seconds (about 31,700 years): the longest wait `Backoff.delay` returns, jitter aside
+
+
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """Exponential backoff with jitter: the wait before retry number `n` (n >= 1).
 
-    delay(n) = min(max, base * factor ** (n - 1)), scaled by a random factor in
-    [1 - jitter, 1 + jitter].
+    delay(n) = min(max, base * factor ** (n - 1), MAX_BACKOFF), scaled by a random
+    factor in [1 - jitter, 1 + jitter]. The arithmetic saturates: any retry number
+    and any parameters (an infinite `max`, a huge `factor`) give a finite delay. The
+    parameters are kept as floats (an int beyond a float's range counts as infinite).
     """
 
     base: float = 1.0
@@ -122,14 +128,33 @@ class Backoff:
         for name in ("base", "factor", "max", "jitter"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or v != v:
-                raise InvalidArgument(f"Backoff.{name} must be a non-negative number, not {v!r}")
+                raise InvalidArgument(f"Backoff.{name} must be a non-negative number, not {v!r:.60}")
+            object.__setattr__(self, name, _saturated_float(v))
         if self.jitter > 1 or self.factor < 1:
             raise InvalidArgument("Backoff needs factor >= 1 and 0 <= jitter <= 1")
 
     def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number `retry` (1 for the first retry)."""
-        raw = min(self.max, self.base * self.factor ** max(0, retry - 1))
-        return raw * (1 + self.jitter * (2 * self._rng.random() - 1))
+        """Seconds to wait before retry number `retry` (1 for the first retry): finite,
+        at most min(max, MAX_BACKOFF) * (1 + jitter), for any `retry`."""
+        return self.undrawn(retry) * (1 + self.jitter * (2 * self._rng.random() - 1))
+
+    def undrawn(self, retry: int) -> float:
+        """`delay(retry)` before the jitter: min(max, base * factor ** (retry - 1), MAX_BACKOFF)."""
+        cap = min(self.max, MAX_BACKOFF)
+        if self.base == 0:  # (0 * inf would be NaN)
+            return 0.0
+        try:
+            return min(cap, self.base * self.factor ** max(0, retry - 1))
+        except OverflowError:  # factor ** n beyond a float: the cap, as any large power would give
+            return cap
 
     def as_tuple(self) -> tuple[float, float, float, float]:
-        return (float(self.base), float(self.factor), float(self.max), float(self.jitter))
+        return (self.base, self.factor, self.max, self.jitter)
+
+
+def _saturated_float(v: int | float) -> float:
+    """`v` as a float; an int too large for one is infinite (`v` is not negative)."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf
