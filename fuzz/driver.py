@@ -535,7 +535,7 @@ class Driver:
         replayed = self._open(fs)
         try:
             now = self.clock.time()
-            a, b = m.index_view(restored._index, now), m.index_view(replayed._index, now)
+            a, b = m.index_view(restored._backend._index, now), m.index_view(replayed._backend._index, now)
             if a != b:
                 raise Violation("the index restored from the checkpoint differs from a full replay "
                                 f"(restored / replayed): {m.first_difference(a, b)}")

@@ -78,3 +78,20 @@ def test_a_job_with_unbounded_backoff_parameters_fails_and_reopens_with_a_finite
         q.fail(q.lease(), "boom")
         info = q.get(jid)
         assert info.state == "pending" and math.isfinite(info.run_at)
+
+
+@settings(max_examples=300)
+@given(slot=st.floats(0, 4e9), every=st.floats(5e-324, 1e12) | st.sampled_from([5e-324, 1e-300, 1e-9]),
+       ahead=st.floats(-1e9, 1e12))
+def test_the_next_run_of_a_periodic_task_is_finite_and_after_now_for_any_period(slot, every, ahead):
+    """A period so small that the count of its steps since the last slot overflows a float
+    raised OverflowError where a run finished (the same class as the backoff's)."""
+    from logq.core.policy import next_slot
+
+    now = slot + ahead
+    at = next_slot(slot, every, now)
+    assert math.isfinite(at) and at > now
+    if every >= 1e-3 and ahead < 1e9:  # a grid floats can hold: on it, and its first point after now
+        k = round((at - slot) / every)
+        assert k >= 1 and math.isclose(at, slot + k * every)
+        assert k == 1 or slot + (k - 1) * every <= now + 1e-6

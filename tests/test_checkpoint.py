@@ -148,12 +148,12 @@ def test_a_retried_job_whose_key_another_job_took_holds_it_after_compaction_and_
     q.retry(first)  # pending again while `second` holds the key
     q.ack(job)
     assert q.compact(include_active=True).jobs_swept == 1 and q.get(second) is None
-    live = canonical(q._index, clock.time())
+    live = canonical(q._backend._index, clock.time())
     q.close()
     if end == "crash":  # the checkpoint of that close, then a record after it, and a crash
         q = logq.Queue(path, clock=clock, compact_threshold=None, **kw)
         q.enqueue("t", b"after")
-        live = canonical(q._index, clock.time())
+        live = canonical(q._backend._index, clock.time())
         abandon(q)
     opened, report = open_state(path, clock, **kw)
     assert report.restored_seq is not None and report.records == (end == "crash")

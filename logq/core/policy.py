@@ -39,8 +39,15 @@ def expiry(e: Entry, now: float, reason: str) -> Outcome:
 
 
 def next_slot(slot: float, every: float, now: float) -> float:
-    """The first time on the grid slot + k * every that is after `now` (k >= 1)."""
-    return slot + every * max(1, math.floor((now - slot) / every) + 1)
+    """The first time on the grid slot + k * every that is after `now` (k >= 1). A grid
+    too fine for floats at `now` (a tiny `every`: the count of steps overflows, or the
+    step is lost in rounding) saturates: the next run is the first float after `now`."""
+    steps = (now - slot) / every
+    if math.isfinite(steps):
+        at = slot + every * max(1, math.floor(steps) + 1)
+        if now < at < math.inf:
+            return at
+    return max(math.nextafter(now, math.inf), now + every)
 
 
 def error_text(error: str | BaseException) -> str:
