@@ -35,6 +35,7 @@ from .core.records import Enqueue
 from .errors import InvalidArgument, LogqError
 from .log.fs import FileSystem
 from .closing import ClosesOnExit
+from .log.durability import SYNC_MODES
 from .log.log import DEFAULT_SEGMENT_SIZE, RecoveryReport
 from .runtime.registry import Metrics, Registry
 from .runtime.source import Completion, Schedule
@@ -68,6 +69,7 @@ class Queue(ClosesOnExit):
                  retain_done: float = 3600.0, retain_dead: float = 7 * 86400.0,
                  compact_threshold: float | None = 0.5,
                  salvage: bool = False, fs: FileSystem | None = None) -> None:
+        path = _check_path(path)
         _check_int("max_payload", max_payload, 0, 1 << 28)
         _check_seconds("retain_done", retain_done)
         _check_seconds("retain_dead", retain_dead)
@@ -82,6 +84,8 @@ class Queue(ClosesOnExit):
             raise InvalidArgument(f"backoff must be a logq.Backoff, not {type(backoff).__name__}")
         self.max_payload, self.max_attempts, self.lease_time = max_payload, max_attempts, lease_time
         self.backoff = backoff or Backoff()
+        if clock is not None and not callable(getattr(clock, "time", None)):
+            raise InvalidArgument(f"clock must have a time() method (a logq.Clock), not {type(clock).__name__}")
         self.clock: Clock = clock or SystemClock()
         self._names: set[str] = set()  # task names already checked
         self._registry = Registry(_Source(self))  # tasks, periodic schedules, metrics
@@ -133,6 +137,8 @@ class Queue(ClosesOnExit):
             raise InvalidArgument(f"backoff must be a logq.Backoff, not {type(backoff).__name__}")
         if type(payload) is not bytes or len(payload) > self.max_payload:
             payload = self._checked_payload(payload)
+        if sync is not None and sync not in SYNC_MODES:
+            _bad_sync(sync)
         return self._enqueue(name, payload, delay, priority, max_attempts or self.max_attempts, key, backoff, sync)
 
     def enqueue_many(self, items: Iterable[tuple[str, bytes]], *, delay: float = 0.0,
@@ -147,9 +153,11 @@ class Queue(ClosesOnExit):
         _check_int("priority", priority, *_I32)
         if max_attempts is not None:
             _check_int("max_attempts", max_attempts, 1, 2**32 - 1)
+        if sync is not None and sync not in SYNC_MODES:
+            _bad_sync(sync)
         checked: list[tuple[str, bytes]] = []
         names, limit = self._names, self.max_payload
-        for item in items:
+        for item in _iterable("enqueue_many", "(name, payload) pairs", items):
             if type(item) is not tuple or len(item) != 2:
                 raise InvalidArgument(f"enqueue_many takes (name, payload) pairs, not {item!r:.60}")
             name, payload = item
@@ -193,6 +201,8 @@ class Queue(ClosesOnExit):
         seconds = self.lease_time if lease_time is None else _check_seconds("lease_time", lease_time, True)
         if type(wait) is not float or not 0.0 <= wait < math.inf:  # (the common case passes at once)
             wait = _check_seconds("wait", wait)
+        if sync is not None and sync not in SYNC_MODES:
+            _bad_sync(sync)
         jobs = self._lease(1, wanted, seconds, wait, sync)
         return jobs[0] if jobs else None
 
@@ -210,6 +220,8 @@ class Queue(ClosesOnExit):
         seconds = self.lease_time if lease_time is None else _check_seconds("lease_time", lease_time, True)
         if type(wait) is not float or not 0.0 <= wait < math.inf:
             wait = _check_seconds("wait", wait)
+        if sync is not None and sync not in SYNC_MODES:
+            _bad_sync(sync)
         return self._lease(n, wanted, seconds, wait, sync)
 
     # -------------------------------------------------------- finishing a lease
@@ -222,6 +234,8 @@ class Queue(ClosesOnExit):
             result = bytes(result)
         if type(job) is not Job:
             job = _job_or_id(job)
+        if sync is not None and sync not in SYNC_MODES:
+            _bad_sync(sync)
         self._ack(job, result, sync)
 
     def ack_many(self, jobs: Iterable[Job | int], *, sync: str | None = None) -> None:
@@ -232,7 +246,7 @@ class Queue(ClosesOnExit):
             raise InvalidArgument(f"ack_many takes a list of jobs or ids, not {type(jobs).__name__}: "
                                   "use ack for one job")
         checked = [job if type(job) is Job else _job_or_id(job) for job in jobs]  # before the backend's lock:
-        self._ack_many(checked, sync)  # the iterable may call the queue
+        self._ack_many(checked, _sync(sync))  # the iterable may call the queue
 
     def fail(self, job: Job | int, error: str | BaseException = "", *, retry: bool = True,
              sync: str | None = None) -> None:
@@ -243,17 +257,17 @@ class Queue(ClosesOnExit):
         """
         if not isinstance(error, (str, BaseException)):
             raise InvalidArgument(f"error must be a str or an exception, not {type(error).__name__}")
-        self._backend.fail(_job_or_id(job), policy.error_text(error), bool(retry), sync)
+        self._backend.fail(_job_or_id(job), policy.error_text(error), bool(retry), _sync(sync))
 
     def release(self, job: Job | int, *, delay: float = 0.0, sync: str | None = None) -> None:
         """Give a leased job back without counting the attempt; due after `delay`."""
         seconds = _check_seconds("delay", delay)
-        self._backend.release(_job_or_id(job), seconds, sync)
+        self._backend.release(_job_or_id(job), seconds, _sync(sync))
 
     def extend(self, job: Job | int, *, lease_time: float | None = None, sync: str | None = None) -> float:
         """Renew a lease for `lease_time` seconds from now; return the new expiry."""
         seconds = self.lease_time if lease_time is None else _check_seconds("lease_time", lease_time, True)
-        return self._backend.extend(_job_or_id(job), seconds, sync)
+        return self._backend.extend(_job_or_id(job), seconds, _sync(sync))
 
     def expire_leases(self) -> int:
         """Return expired leases to pending (or dead); `lease` does this by itself. Returns the count."""
@@ -263,11 +277,11 @@ class Queue(ClosesOnExit):
 
     def cancel(self, job_id: int, *, sync: str | None = None) -> None:
         """Cancel a pending job; it will never be delivered. Active or final jobs raise."""
-        self._backend.cancel(_plain_id(job_id), sync)
+        self._backend.cancel(_plain_id(job_id), _sync(sync))
 
     def retry(self, job_id: int, *, sync: str | None = None) -> None:
         """Make a dead job pending again, due now, with a fresh count of attempts."""
-        self._backend.retry(_plain_id(job_id), sync)
+        self._backend.retry(_plain_id(job_id), _sync(sync))
 
     def get(self, job_id: int) -> JobInfo | None:
         """Everything known about a job, or None if there is no such job."""
@@ -459,10 +473,42 @@ def _job_or_id(job: Job | int) -> Job | int:
 def _names(names: str | Iterable[str]) -> frozenset[str]:
     if isinstance(names, str):
         names = (names,)
-    out = frozenset(names)
-    for n in out:
+    listed = list(_iterable("names", "a task name or an iterable of names (lease_many(n) takes a count)", names))
+    for n in listed:
         _check_name("names", n)
-    return out
+    return frozenset(listed)
+
+
+def _iterable(what: str, takes: str, value: object) -> Iterable[Any]:
+    """`value`, if it can be iterated over; else InvalidArgument saying what `what` takes."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise InvalidArgument(f"{what} takes {takes}, not {type(value).__name__}")
+    return value
+
+
+def _sync(sync: str | None) -> str | None:
+    """`sync`, if it is None or a sync mode."""
+    if sync is not None and sync not in SYNC_MODES:
+        _bad_sync(sync)
+    return sync
+
+
+def _bad_sync(sync: object) -> None:
+    raise InvalidArgument(f"sync must be one of {SYNC_MODES} (or None for the queue's mode), not {sync!r:.60}")
+
+
+def _check_path(path: object) -> str | os.PathLike[str]:
+    """`path`, if it can name a directory (or is ":memory:")."""
+    try:
+        name = os.fspath(path)  # type: ignore[call-overload]
+    except TypeError:
+        raise InvalidArgument(f"path must be a str or os.PathLike naming a directory (or \":memory:\"), "
+                              f"not {type(path).__name__}") from None
+    if not isinstance(name, str):
+        raise InvalidArgument(f"path must be text, not {type(name).__name__}: decode it (os.fsdecode)")
+    if not name or "\0" in name:
+        raise InvalidArgument(f"path must be a non-empty directory name without NUL bytes, not {name!r:.80}")
+    return path  # type: ignore[return-value]
 
 
 def _check_name(what: str, value: object) -> None:
@@ -483,7 +529,10 @@ def _check_int(what: str, value: object, lo: int, hi: int) -> int:
 
 
 def _check_seconds(what: str, value: object, positive: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    try:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        ok = False
     if not ok or value < 0 or (positive and value == 0):  # type: ignore[operator]
         kind = "positive" if positive else "non-negative"
         raise InvalidArgument(f"{what} must be a {kind} finite number of seconds, not {value!r:.60}")

@@ -196,7 +196,7 @@ class Engine:
         if remaining <= 0:
             return False
         wake = self._index.next_wakeup()
-        self._wait_changed(remaining if wake is None else min(remaining, max(0.001, wake - now)))
+        self._wait_changed(min(remaining if wake is None else min(remaining, max(0.001, wake - now)), MAX_WAIT))
         return True
 
     def expire_leases(self) -> int:
@@ -375,7 +375,7 @@ class Engine:
                     raise WaitTimeout(f"job {job_id} is still {e.state} after {timeout}s")
                 self._watched[job_id] = self._watched.get(job_id, 0) + 1
                 try:
-                    self._finished.wait(remaining)
+                    self._finished.wait(None if remaining is None else min(remaining, MAX_WAIT))
                 finally:
                     left = self._watched.pop(job_id) - 1
                     if left:
@@ -455,6 +455,7 @@ class Engine:
 
 
 MAX_CACHED_NAMES = 10_000  # task names kept encoded for enqueue
+MAX_WAIT = threading.TIMEOUT_MAX  # the longest one wait of a condition can be (the loops wait again)
 
 
 def _leases(taken: list[Entry], now: float, expires: float) -> list[Change]:
