@@ -30,6 +30,12 @@ operation of `kind` ("write", "fsync", "fsync_dir") raise EIO (`fail_at(n)`:
 operation number n, if of such a kind); a failing
 write may first write a prefix of its bytes. All randomness comes from a
 seeded `random.Random`, so a seed reproduces a run.
+
+The seam's rules about what may be opened hold here too: a name that is a
+directory is not opened as a file (IsADirectoryError, which the log names);
+the model has no links, FIFOs or other users, so the rest hold trivially.
+New files and directories keep the permission bits asked for (`Inode.mode`,
+`dir_modes`), so tests can check what the log asks for.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ import os
 import random
 import threading
 from dataclasses import dataclass, field
+
+from logq.log.fs import DEFAULT_MODE, dir_mode
 
 #: Faults `crash` understands. The first is a process crash, the rest power losses.
 PROCESS_FAULTS = ("kill9",)
@@ -72,9 +80,10 @@ class Inode:
     data: bytearray = field(default_factory=bytearray)
     durable: bytes = b""
     unsynced: list[Op] = field(default_factory=list)
+    mode: int = DEFAULT_MODE  # permission bits it was created with
 
     def copy(self) -> "Inode":
-        return Inode(bytearray(self.data), self.durable, list(self.unsynced))
+        return Inode(bytearray(self.data), self.durable, list(self.unsynced), self.mode)
 
 
 @dataclass
@@ -95,6 +104,7 @@ class SimFS:
         self.dirs: dict[str, dict[str, int]] = {"/": {}}
         self.durable_dirs: dict[str, dict[str, int]] = {"/": {}}
         self.dirops: dict[str, list[DirOp]] = {"/": []}
+        self.dir_modes: dict[str, int] = {"/": 0o755}  # permission bits each directory was made with
         self.locks: set[str] = set()
         self.gen = 0
         self.ops = 0
@@ -154,6 +164,7 @@ class SimFS:
             other.dirs = {d: dict(e) for d, e in self.dirs.items()}
             other.durable_dirs = {d: dict(e) for d, e in self.durable_dirs.items()}
             other.dirops = {d: list(o) for d, o in self.dirops.items()}
+            other.dir_modes = dict(self.dir_modes)
             other._next_ino = self._next_ino
             return other
 
@@ -208,7 +219,7 @@ class SimFS:
     # ----------------------------------------------------------- the seam: files
 
     def open(self, path: str, *, create: bool = False, exclusive: bool = False,
-             readonly: bool = False) -> "SimFile":
+             readonly: bool = False, mode: int = DEFAULT_MODE) -> "SimFile":
         path = _norm(path)
         with self._mutex:
             self._alive()
@@ -219,7 +230,7 @@ class SimFS:
             if ino is None:
                 if not create:
                     raise FileNotFoundError(errno.ENOENT, "no such file", path)
-                ino = self._create(d, name, path)
+                ino = self._create(d, name, path, mode)
             return SimFile(self, ino, path, self.gen, readonly)
 
     def exists(self, path: str) -> bool:
@@ -234,7 +245,9 @@ class SimFS:
             self._alive()
             return _norm(path) in self.dirs
 
-    def makedirs(self, path: str) -> None:
+    def makedirs(self, path: str, mode: int = DEFAULT_MODE) -> None:
+        """Make `path` (and its parents) with `dir_mode(mode)`; an existing one is kept
+        as it is (the model has one user, so every directory is safe)."""
         path = _norm(path)
         with self._mutex:
             self._alive()
@@ -242,11 +255,12 @@ class SimFS:
                 return
             parent = os.path.dirname(path)
             if parent not in self.dirs:
-                self.makedirs(parent)
+                self.makedirs(parent, mode)
             if os.path.basename(path) in self.dirs[parent]:
                 raise FileExistsError(errno.EEXIST, "a file has this name", path)
             self._step("mkdir", path)
             self.dirs[path], self.durable_dirs[path], self.dirops[path] = {}, {}, []
+            self.dir_modes[path] = dir_mode(mode)
             self._after()
 
     def listdir(self, path: str) -> list[str]:
@@ -298,7 +312,7 @@ class SimFS:
             self.dirops[path].clear()
             self._after()
 
-    def lock(self, path: str) -> "SimLock | None":
+    def lock(self, path: str, mode: int = DEFAULT_MODE) -> "SimLock | None":
         """Take the advisory lock on `path` (creating the file), or None if it is held."""
         path = _norm(path)
         with self._mutex:
@@ -307,7 +321,7 @@ class SimFS:
             if path in self.locks:
                 return None
             if name not in self.dirs[d]:
-                self._create(d, name, path)
+                self._create(d, name, path, mode)
             self.locks.add(path)
             return SimLock(self, path, self.gen)
 
@@ -334,11 +348,11 @@ class SimFS:
             self.halted = True
             raise SimCrash(f"crash after operation {self.ops} ({self.trace[-1][0]} {self.trace[-1][1]})")
 
-    def _create(self, d: str, name: str, path: str) -> int:
+    def _create(self, d: str, name: str, path: str, mode: int) -> int:
         self._step("create", path)
         ino = self._next_ino
         self._next_ino += 1
-        self.inodes[ino] = Inode()
+        self.inodes[ino] = Inode(mode=mode)
         self._dirop(d, ((name, ino),))
         self._after()
         return ino

@@ -11,9 +11,9 @@ import logging as _logging
 
 from .clock import Clock, SystemClock
 from .errors import (
-    ChecksumError, ClosedError, CorruptionError, InvalidArgument, InvalidTransition, JobNotFound,
-    LeaseLostError, LockedError, LogqError, NotALogqDirectory, UnsupportedVersionError, WaitTimeout,
-    WriterFailedError,
+    ChecksumError, ClosedError, CorruptionError, FileAccessError, InvalidArgument, InvalidTransition, JobNotFound,
+    LeaseLostError, LockedError, LogqError, MissingFileError, NotALogqDirectory, NotARegularFile,
+    UnsafeDirectoryError, UnsupportedVersionError, WaitTimeout, WriterFailedError,
 )
 from .log.fs import OsFileSystem
 from .core.jobs import Backoff, CompactionReport, Job, JobInfo, Stats
@@ -29,10 +29,12 @@ __version__ = "0.1.0"
 _logging.getLogger("logq").addHandler(_logging.NullHandler())  # the application decides what is shown
 
 __all__ = [
-    "Appended", "Backoff", "ChecksumError", "CompactionReport", "Clock", "ClosedError", "CorruptionError", "Handle",
-    "InvalidArgument", "InvalidTransition", "JSONSerializer", "Job", "JobInfo", "JobNotFound",
-    "LeaseLostError", "LockedError", "Log", "LogqError", "LostRange", "Metrics", "NotALogqDirectory",
+    "Appended", "Backoff", "ChecksumError", "CompactionReport", "Clock", "ClosedError", "CorruptionError",
+    "FileAccessError", "Handle", "InvalidArgument", "InvalidTransition", "JSONSerializer", "Job", "JobInfo", "JobNotFound",
+    "LeaseLostError", "LockedError", "Log", "LogqError", "LostRange", "Metrics", "MissingFileError",
+    "NotALogqDirectory", "NotARegularFile",
     "OsFileSystem", "Queue", "Record", "RecoveryReport", "Serializer", "Stats", "SystemClock", "Task", "TaskCancelled",
-    "TaskFailed", "TaskMetrics", "TaskTimeout", "TornTail", "UnsupportedVersionError", "WaitTimeout",
+    "TaskFailed", "TaskMetrics", "TaskTimeout", "TornTail", "UnsafeDirectoryError", "UnsupportedVersionError",
+    "WaitTimeout",
     "Worker", "WriterFailedError",
 ]

@@ -34,6 +34,31 @@ class NotALogqDirectory(LogqError):
     """The path exists but is not a logq directory; nothing was changed."""
 
 
+class FileAccessError(LogqError, OSError):
+    """A file or directory of the queue cannot be used as it is (permissions, a full
+    or read-only disk, a missing file); `path` names it, `errno` says why, and the
+    message says what to do. Also an `OSError`."""
+
+    def __init__(self, message: str, *, path: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.errno = errno
+
+
+class NotARegularFile(FileAccessError):
+    """A name the queue uses holds a directory, FIFO, device, socket or symbolic link:
+    logq opens only regular files and never follows a link; move it away."""
+
+
+class UnsafeDirectoryError(FileAccessError):
+    """The queue directory belongs to another user, or users that the queue's `mode`
+    leaves out may write to it: they could plant files there, so logq does not open it."""
+
+
+class MissingFileError(FileAccessError, FileNotFoundError):
+    """A file the queue needs vanished while it was being opened. Also a `FileNotFoundError`."""
+
+
 class WriterFailedError(LogqError):
     """A write or fsync failed earlier; the log refuses work until it is reopened."""
 

@@ -57,7 +57,10 @@ class Queue(ClosesOnExit):
     Options are keyword-only and checked at construction:
     `sync` ("always", "batch", "none") is the default durability of every call,
     which a call can raise with its own `sync=`; `max_attempts`, `lease_time`
-    and `backoff` are defaults for jobs; `max_payload` caps payload bytes.
+    and `backoff` are defaults for jobs; `max_payload` caps payload bytes;
+    `mode` gives new files their permission bits (default 0o600, the owner
+    alone; 0o660 shares the queue with the group) and decides who else may
+    write to the directory (anyone else: `UnsafeDirectoryError`).
     Thread-safe. Only one open Queue per directory (others get `LockedError`).
     """
 
@@ -68,7 +71,7 @@ class Queue(ClosesOnExit):
                  backoff: Backoff | None = None, clock: Clock | None = None,
                  retain_done: float = 3600.0, retain_dead: float = 7 * 86400.0,
                  compact_threshold: float | None = 0.5,
-                 salvage: bool = False, fs: FileSystem | None = None) -> None:
+                 salvage: bool = False, fs: FileSystem | None = None, mode: int = 0o600) -> None:
         path = _check_path(path)
         _check_int("max_payload", max_payload, 0, 1 << 28)
         _check_seconds("retain_done", retain_done)
@@ -92,7 +95,7 @@ class Queue(ClosesOnExit):
         options = dict(clock=self.clock, backoff=self.backoff, retain_done=self.retain_done,
                        retain_dead=self.retain_dead, compact_threshold=compact_threshold, sync=sync,
                        sync_interval=sync_interval, segment_size=segment_size, compression=compression,
-                       compress_threshold=compress_threshold, salvage=salvage, fs=fs)
+                       compress_threshold=compress_threshold, salvage=salvage, fs=fs, mode=mode)
         backend: LocalBackend | MemoryBackend
         backend = MemoryBackend(**options) if path == MEMORY else LocalBackend(path, **options)  # type: ignore[arg-type]
         self._backend: Backend = backend

@@ -279,3 +279,29 @@ def test_logq_runs_on_the_simulated_files() -> None:
     q = Queue("/sim/q", sync="always", fs=fs, segment_size=4096)
     assert [j.id for j in q.jobs(limit=None)] == ids and q.stats().segments > 1
     q.close()
+
+
+def test_new_files_and_directories_keep_the_mode_asked_for() -> None:
+    from logq import Queue
+    fs = SimFS(0)
+    with Queue("/sim/q", sync="always", fs=fs, segment_size=4096, mode=0o660) as q:
+        for _ in range(8):
+            q.enqueue("t", bytes(900))  # rolls over: several segments, and a checkpoint at close
+    assert fs.dir_modes["/sim/q"] == 0o770
+    assert {fs.inodes[i].mode for i in fs.dirs["/sim/q"].values()} == {0o660}
+    assert fs.fork().inodes[fs.dirs["/sim/q"]["logq.lock"]].mode == 0o660
+    fs.open("/sim/q/new", create=True)
+    fs.makedirs("/sim/other")
+    assert fs.inodes[fs.dirs["/sim/q"]["new"]].mode == 0o600 and fs.dir_modes["/sim/other"] == 0o700
+
+
+def test_a_directory_where_the_log_keeps_a_file_is_named() -> None:
+    from logq import NotARegularFile, Queue
+    fs = SimFS(0)
+    Queue("/sim/q", fs=fs).close()
+    fs.makedirs("/sim/q/logq.checkpoint.tmp")  # optional: the open goes on without the checkpoint
+    with Queue("/sim/q", fs=fs) as q:
+        assert "logq.checkpoint.tmp" in (q.recovery.checkpoint_skipped or "")
+    fs.makedirs("/sim/q/00000000000000000001.seg.compacting")
+    with pytest.raises(NotARegularFile, match="compacting"):
+        Queue("/sim/q", fs=fs)

@@ -44,7 +44,7 @@ class LocalBackend(Engine):
     def __init__(self, path: str | os.PathLike[str], *, clock: Clock, backoff: Backoff, retain_done: float,
                  retain_dead: float, compact_threshold: float | None, sync: str, sync_interval: float,
                  segment_size: int, compression: str | None, compress_threshold: int, salvage: bool,
-                 fs: FileSystem | None) -> None:
+                 fs: FileSystem | None, mode: int) -> None:
         super().__init__(clock, backoff, retain_done, retain_dead)
         self.compactor = Compactor(self, compact_threshold)
         collecting = gc.isenabled()
@@ -54,7 +54,7 @@ class LocalBackend(Engine):
                 path, replay=self._index.replay, sync=sync, sync_interval=sync_interval,
                 segment_size=segment_size, compression=compression, compress_threshold=compress_threshold,
                 salvage=salvage, fs=fs, on_rollover=self.compactor.wanted if compact_threshold is not None else None,
-                restore=functools.partial(_snapshot.restore, self._index))
+                restore=functools.partial(_snapshot.restore, self._index), mode=mode)
         finally:
             if collecting:
                 gc.enable()

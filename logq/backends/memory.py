@@ -27,6 +27,7 @@ from ..core.records import ENQUEUE
 from ..errors import ClosedError
 from ..log.durability import stronger
 from ..log.log import Appended, RecoveryReport, check_options  # the Log's own checks of its options
+from ..log.fs import check_mode
 from ..tuples import new_tuple as _new_tuple
 from .base import Capabilities
 from .engine import Engine
@@ -116,10 +117,11 @@ class MemoryBackend(Engine):
 
     def __init__(self, *, clock: Clock, backoff: Backoff, retain_done: float, retain_dead: float,
                  compact_threshold: float | None, sync: str, sync_interval: float, segment_size: int,
-                 compression: str | None, compress_threshold: int, salvage: bool, fs: object) -> None:
+                 compression: str | None, compress_threshold: int, salvage: bool, fs: object, mode: int) -> None:
         """Takes the local backend's options: the ones that shape the disk are checked as
         there (`check_options`), and unused."""
         check_options(sync, sync_interval, segment_size, compression, compress_threshold)
+        check_mode(mode)
         super().__init__(clock, backoff, retain_done, retain_dead)
         self.path = PATH
         self.recovery = RecoveryReport()

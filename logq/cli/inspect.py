@@ -31,7 +31,7 @@ from typing import Callable, Iterable, TextIO
 
 from ..errors import CorruptionError, InvalidArgument, LogqError, NotALogqDirectory, UnsupportedVersionError
 from ..log import checkpoint as _checkpoint
-from ..log.fs import OsFileSystem, read_lock_holder
+from ..log.fs import OsFileSystem, open_readonly, read_lock_holder
 from .inspect_text import (
     Info, RecordTable, format_check, format_history, format_summary, problem_lines, to_json,
 )
@@ -94,7 +94,7 @@ def _meta_version(path: str, has_segments: bool) -> int | None:
         if has_segments:
             return None
         raise NotALogqDirectory(f"{path} is not a logq queue directory (no {META_NAME}, no segment files)")
-    with open(meta, "rb") as f:
+    with open_readonly(meta) as f:
         words = f.read(64).split()
     if len(words) != 2 or words[0] != b"logq" or not words[1].isdigit():
         raise NotALogqDirectory(f"{meta} is not a logq marker file: is this the right directory?")
@@ -109,7 +109,7 @@ def _segment_base(path: str, single: bool) -> int:
 
     Any other damage to the header is left for the verifier to report.
     """
-    with open(path, "rb") as f:
+    with open_readonly(path) as f:
         head = f.read(SEGMENT_HEADER_SIZE)
     if single and not head.startswith(SEGMENT_MAGIC):
         raise NotALogqDirectory(f"{path} is not a logq segment file: pass a queue directory or a .seg file")
@@ -163,7 +163,7 @@ def _read(target: Target, sink: _Sink) -> Verification:
     if not target.single:
         return verify(target.path, sink)
     out = Verification()
-    with open(target.path, "rb") as f:
+    with open_readonly(target.path) as f:
         data = f.read()
     try:
         result = scan(data, target.path, sink.append)
@@ -185,7 +185,7 @@ def _tail(v: Verification) -> Info | None:
     result = v.segments[-1][1]
     reason = result.lost[-1].reason if result is not None and result.lost else "unverified bytes"
     try:  # read again: the verifier keeps no bytes (and the file may have changed since)
-        with open(path, "rb") as f:
+        with open_readonly(path) as f:
             salt = decode_segment_header(f.read(SEGMENT_HEADER_SIZE), path).salt
             f.seek(end)
             valid_after = _valid_after_damage(f.read(size - end), salt)
@@ -426,7 +426,7 @@ def _oldest(target: Target, index: Index, now: float) -> Info | None:
 
 def _enqueue_time(path: str, e: Entry) -> float:
     """Read back a job's ENQUEUE record: the index keeps where it is, not what it says."""
-    with open(path, "rb") as f:
+    with open_readonly(path) as f:
         salt = decode_segment_header(f.read(SEGMENT_HEADER_SIZE), path).salt
         f.seek(e.offset)
         rec = read_record(f.read(e.size), 0, salt, path)
@@ -447,10 +447,15 @@ def _checkpoint_info(target: Target) -> Info | None:
     path = None if target.single else os.path.join(target.path, _checkpoint.NAME)
     if path is None or not os.path.exists(path):
         return None
-    with open(path, "rb") as f:
-        data = f.read()
-    info: Info = {"file": _checkpoint.NAME, "bytes": len(data), "last_seq": None, "segments": None,
+    info: Info = {"file": _checkpoint.NAME, "bytes": None, "last_seq": None, "segments": None,
                   "usable": False, "reason": None}
+    try:
+        with open_readonly(path) as f:
+            data = f.read()
+    except OSError as exc:  # optional: an unusable checkpoint is reported, not fatal
+        info["reason"] = str(exc)
+        return info
+    info["bytes"] = len(data)
     try:
         cp = _checkpoint.decode(data)
         info["last_seq"], info["segments"] = cp.last_seq, len(cp.segments)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import CorruptionError
-from .fs import File, FileSystem
+from .fs import DEFAULT_MODE, File, FileSystem
 from .codec import FLAG_FIRST, SEGMENT_HEADER_SIZE, TYPE_SEAL, Encoder, Record, encode_segment_header
 from .segment import scan, segment_name
 
@@ -56,7 +56,7 @@ class Output:
 
 
 def write_compacted(fs: FileSystem, directory: str, bases: list[int], template: Encoder,
-                    drop: Callable[[Record], bool]) -> Output:
+                    drop: Callable[[Record], bool], *, mode: int = DEFAULT_MODE) -> Output:
     """Step C1: read the segments `bases` (a sealed prefix) and write the survivors.
 
     `template` gives the compression policy; records are re-encoded with a new salt.
@@ -67,7 +67,7 @@ def write_compacted(fs: FileSystem, directory: str, bases: list[int], template: 
     out = Output(os.path.join(directory, segment_name(first) + COMPACTING), first, 0, 0)
     if fs.exists(out.tmp_path):
         fs.unlink(out.tmp_path)
-    f = fs.open(out.tmp_path, create=True, exclusive=True)
+    f = fs.open(out.tmp_path, create=True, exclusive=True, mode=mode)
     try:
         _copy_survivors(fs, directory, bases, encoder, drop, f, out)
     finally:

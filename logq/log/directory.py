@@ -15,7 +15,7 @@ import os
 
 from ..errors import LockedError, NotALogqDirectory, UnsupportedVersionError
 from .codec import FORMAT_VERSION
-from .fs import FileSystem, Lock, read_lock_holder
+from .fs import DEFAULT_MODE, FileSystem, Lock, read_lock_holder
 from .segment import parse_segment_name
 
 META_NAME = "logq.meta"
@@ -23,22 +23,23 @@ LOCK_NAME = "logq.lock"
 TMP_SUFFIX = ".tmp"  # `replace_file` writes `final` + this first
 
 
-def prepare(fs: FileSystem, path: str) -> Lock:
-    """Check, create if needed and lock the log directory `path`; return the lock."""
+def prepare(fs: FileSystem, path: str, mode: int = DEFAULT_MODE) -> Lock:
+    """Check, create if needed and lock the log directory `path`; return the lock.
+    New files get `mode`; a directory others could plant files in is refused (`fs.makedirs`)."""
     if fs.exists(path) and not fs.isdir(path):
         raise NotALogqDirectory(f"{path} is a file, not a logq directory: pass a directory path")
-    fresh = not fs.exists(path) or not set(fs.listdir(path)) - {LOCK_NAME, META_NAME + TMP_SUFFIX}
+    fs.makedirs(path, mode)
+    fresh = not set(fs.listdir(path)) - {LOCK_NAME, META_NAME + TMP_SUFFIX}
     if not fresh:
         check_meta(fs, path)
-    fs.makedirs(path)
-    lock = fs.lock(os.path.join(path, LOCK_NAME))
+    lock = fs.lock(os.path.join(path, LOCK_NAME), mode)
     if lock is None:
         pid = read_lock_holder(os.path.join(path, LOCK_NAME))
         raise LockedError(f"{path} is already open by process {pid}: close that queue first, "
                           "or open another directory", path=path, pid=pid)
     if fresh or not fs.exists(os.path.join(path, META_NAME)):
         try:
-            replace_file(fs, path, os.path.join(path, META_NAME), f"logq {FORMAT_VERSION}\n".encode())
+            replace_file(fs, path, os.path.join(path, META_NAME), f"logq {FORMAT_VERSION}\n".encode(), mode)
         except BaseException:
             lock.release()
             raise
@@ -67,13 +68,14 @@ def check_meta(fs: FileSystem, path: str) -> None:
             f"{FORMAT_VERSION}: upgrade logq", path=meta)
 
 
-def replace_file(fs: FileSystem, directory: str, final: str, data: bytes) -> None:
-    """Make `final` hold `data`, whole or not at all, durably: write `final`.tmp,
-    fsync it, rename it over `final`, fsync the directory."""
+def replace_file(fs: FileSystem, directory: str, final: str, data: bytes, mode: int = DEFAULT_MODE) -> None:
+    """Make `final` hold `data`, whole or not at all, durably: write `final`.tmp (a new
+    file of `mode`), fsync it, rename it over `final`, fsync the directory."""
     tmp = final + TMP_SUFFIX
-    f = fs.open(tmp, create=True)
+    if fs.exists(tmp):  # a stale one, or a planted link: never write through it
+        fs.unlink(tmp)
+    f = fs.open(tmp, create=True, exclusive=True, mode=mode)
     try:
-        f.truncate(0)
         f.pwrite(data, 0)
         f.fsync()
     finally:

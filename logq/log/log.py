@@ -48,7 +48,7 @@ from . import checkpoint, compact
 from .codec import SEGMENT_HEADER_SIZE, Encoder, Record
 from .directory import prepare, replace_file
 from .durability import SYNC_MODES
-from .fs import FileSystem, Lock, OsFileSystem
+from .fs import DEFAULT_MODE, FileSystem, Lock, OsFileSystem, access_error, check_mode
 from .group_commit import GroupCommit
 from .reader import Reader
 from .recovery import Recovery, RecoveryReport, ReplayCallback, RestoreCallback, TornTail
@@ -95,18 +95,23 @@ class Log(ClosesOnExit):
                  segment_size: int = DEFAULT_SEGMENT_SIZE, compression: str | None = None,
                  compress_threshold: int = 512, salvage: bool = False,
                  fs: FileSystem | None = None, on_rollover: Callable[[], None] | None = None,
-                 restore: RestoreCallback | None = None) -> None:
+                 restore: RestoreCallback | None = None, mode: int = DEFAULT_MODE) -> None:
         check_options(sync, sync_interval, segment_size, compression, compress_threshold)
+        self.mode = check_mode(mode)  # of new files; the directory's is `fs.dir_mode(mode)`
         self.path = os.fspath(path)
         self.sync_mode = sync
         self.sync_interval = sync_interval
         self.segment_size = segment_size
         self.fs: FileSystem = fs or OsFileSystem()
         self._template = Encoder(0, compression=compression, threshold=compress_threshold)
-        self._lockfile: Lock | None = prepare(self.fs, self.path)
-        recovery = Recovery(self.fs, self.path, salvage=salvage)
+        try:
+            self._lockfile: Lock | None = prepare(self.fs, self.path, mode)
+        except OSError as exc:  # a file that cannot be used: name it and say what to do
+            raise access_error(exc, self.path) from exc
+        recovery = Recovery(self.fs, self.path, salvage=salvage, mode=mode)
         self._writer = writer = Writer(self.fs, self.path, sync_mode=sync, segment_size=segment_size,
-                                       template=self._template, salt_of=lambda base: self._reader.salt(base), on_rollover=on_rollover)
+                                       template=self._template, salt_of=lambda base: self._reader.salt(base),
+                                       on_rollover=on_rollover, mode=mode)
         self._reader = reader = Reader(self.fs, self.path, writer)
         try:
             last_seq = recovery.run(replay, None if salvage else restore)
@@ -116,8 +121,10 @@ class Log(ClosesOnExit):
             if recovery.seal_at_open:  # salvaged damage must not be cut by a later normal open
                 with writer.lock:
                     writer.rollover_locked()
-        except BaseException:
+        except BaseException as exc:
             self._release_files()
+            if isinstance(exc, OSError):  # as above
+                raise access_error(exc, self.path) from exc
             raise
         self.report: RecoveryReport = recovery.report
         self.report.segments, self.report.last_seq = len(writer.segments), writer.next_seq - 1
@@ -172,7 +179,7 @@ class Log(ClosesOnExit):
     def write_compacted(self, bases: list[int], drop: Callable[[Record], bool]) -> compact.Output:
         """Compaction step C1 for the sealed prefix `bases`: write the records `drop`
         keeps to a new file, outside any lock. `install` or `discard` it after."""
-        return compact.write_compacted(self.fs, self.path, bases, self._template, drop)
+        return compact.write_compacted(self.fs, self.path, bases, self._template, drop, mode=self.mode)
 
     def install(self, out: compact.Output, bases: list[int]) -> None:
         """Steps C2-C4: swap the compacted segment in. A failure after the commit
@@ -253,7 +260,7 @@ class Log(ClosesOnExit):
                     known = (end, checkpoint.digest(f, end))
                 covered.append(checkpoint.Covered(s.base, end, last, known[1], s.sealed))
             data = checkpoint.encode(checkpoint.Checkpoint(writer.written_seq, covered, state))
-            replace_file(self.fs, self.path, os.path.join(self.path, checkpoint.NAME), data)
+            replace_file(self.fs, self.path, os.path.join(self.path, checkpoint.NAME), data, self.mode)
         except (OSError, CorruptionError) as exc:
             logging.getLogger("logq").warning(
                 "could not write the checkpoint of %s (%s): the next open replays the whole log", self.path, exc)

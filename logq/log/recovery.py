@@ -33,7 +33,7 @@ from ..errors import CorruptionError
 from . import checkpoint, compact
 from .codec import SEGMENT_HEADER_SIZE, Record
 from .directory import TMP_SUFFIX, replace_file
-from .fs import File, FileSystem
+from .fs import DEFAULT_MODE, File, FileSystem, access_error
 from .segment import (
     KnownSegment, LostRange, ScanResult, is_unborn, is_unwritten, parse_segment_name, scan, segment_name,
 )
@@ -78,8 +78,8 @@ class Recovery:
     the records after the damage) and `report`.
     """
 
-    def __init__(self, fs: FileSystem, path: str, *, salvage: bool) -> None:
-        self.fs, self.path, self.salvage = fs, path, salvage
+    def __init__(self, fs: FileSystem, path: str, *, salvage: bool, mode: int = DEFAULT_MODE) -> None:
+        self.fs, self.path, self.salvage, self.mode = fs, path, salvage, mode
         self.report = RecoveryReport()
         self.segments: list[KnownSegment] = []
         self.digests: dict[int, tuple[int, int]] = {}  # base -> (end, digest) of the restored checkpoint
@@ -91,7 +91,10 @@ class Recovery:
         compact.recover(fs, self.path, fs.listdir(self.path), parse_segment_name)
         names = fs.listdir(self.path)
         if CHECKPOINT_TMP in names:  # a close that did not finish writing its checkpoint
-            fs.unlink(os.path.join(self.path, CHECKPOINT_TMP))
+            try:
+                fs.unlink(os.path.join(self.path, CHECKPOINT_TMP))
+            except OSError as exc:  # the checkpoint is optional: do without it
+                restore, report.checkpoint_skipped = None, f"{access_error(exc, self.path)}; replayed the whole log"
         bases = sorted(b for b in map(parse_segment_name, names) if b is not None)
         covered = [] if restore is None else self._restore_checkpoint(bases, restore)
         self.segments = [KnownSegment(c.base, c.end, c.sealed, c.last_seq) for c in covered]
@@ -167,11 +170,15 @@ class Recovery:
         path = os.path.join(self.path, checkpoint.NAME)
         if not self.fs.exists(path):
             return []
-        f = self.fs.open(path, readonly=True)
         try:
-            data = f.pread(f.size(), 0)
-        finally:
-            f.close()
+            f = self.fs.open(path, readonly=True)
+            try:
+                data = f.pread(f.size(), 0)
+            finally:
+                f.close()
+        except OSError as exc:  # the checkpoint is optional: an unusable one never blocks an open
+            self.report.checkpoint_skipped = f"{access_error(exc, path)}; replayed the whole log instead"
+            return []
         try:
             cp = checkpoint.decode(data)
             checkpoint.verify(cp, bases, lambda base: self.fs.open(self._seg_path(base), readonly=True))
@@ -201,7 +208,7 @@ class Recovery:
     def _keep_aside(self, path: str, offset: int, tail: bytes, report: RecoveryReport) -> None:
         """Save the bytes cut from a segment at `offset` in a side file before cutting them."""
         side = f"{path}.{offset}{TORN_SUFFIX}"
-        replace_file(self.fs, self.path, side, tail)
+        replace_file(self.fs, self.path, side, tail, self.mode)
         report.torn.append(TornTail(path, offset, len(tail), side))
 
     def _cut_tail(self, path: str, end: int, tail: bytes, report: RecoveryReport) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from .compact import SWAP
 from ..errors import CorruptionError, LogqError
 from .codec import Record
+from .fs import open_readonly
 from .segment import ScanResult, is_unborn, is_unwritten, parse_segment_name, scan
 
 
@@ -102,7 +103,7 @@ def _verify_once(path: str, records: list[Record] | None) -> Verification:
 
 
 def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
+    with open_readonly(path) as f:
         return f.read()
 
 

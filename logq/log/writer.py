@@ -57,7 +57,7 @@ from .codec import (
     Encoder, encode_segment_header,
 )
 from .durability import stronger
-from .fs import File, FileSystem
+from .fs import DEFAULT_MODE, File, FileSystem
 from .segment import KnownSegment, segment_name
 
 PREALLOCATE = 64 << 10  # bytes of zeros the active segment grows by ahead of its appends
@@ -94,8 +94,9 @@ class Writer:
     syncs: SyncHooks  # set by the `Log` that composes the writer with its group commit
 
     def __init__(self, fs: FileSystem, path: str, *, sync_mode: str, segment_size: int, template: Encoder,
-                 salt_of: Callable[[int], int], on_rollover: Callable[[], None] | None) -> None:
-        self.fs, self.path = fs, path
+                 salt_of: Callable[[int], int], on_rollover: Callable[[], None] | None,
+                 mode: int = DEFAULT_MODE) -> None:
+        self.fs, self.path, self.mode = fs, path, mode  # `mode`: of the segments it creates
         self.sync_mode, self.segment_size = sync_mode, segment_size
         self.lock = threading.Lock()
         self.segments: list[KnownSegment] = []  # oldest first; the last one is active
@@ -297,7 +298,7 @@ class Writer:
         """Rollover steps R3 and R4: a new segment with its header, durable with its name."""
         salt = int.from_bytes(os.urandom(8), "little")
         path = self._seg_path(base)
-        f = self.fs.open(path, create=True, exclusive=True)
+        f = self.fs.open(path, create=True, exclusive=True, mode=self.mode)
         try:
             f.write(encode_segment_header(salt, base))
             f.fsync()
