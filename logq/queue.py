@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .backends.base import Backend
@@ -428,6 +429,8 @@ class _Source:
 
     def __init__(self, queue: Queue) -> None:
         self._queue = queue
+        self._checked: frozenset[str] | None = None  # the last set of names checked, as given
+        self._checked_names: frozenset[str] = frozenset()
 
     @property
     def lease_time(self) -> float:
@@ -442,8 +445,14 @@ class _Source:
         return self._queue.enqueue(name, payload, delay=delay, priority=priority, max_attempts=max_attempts,
                                    key=key, backoff=backoff, sync=sync)
 
-    def lease_many(self, n: int, names: frozenset[str], *, wait: float) -> list[Job]:
-        return self._queue.lease_many(n, names, wait=wait)
+    def lease_many(self, n: int, names: frozenset[str], *, wait: float,
+                   stop: threading.Event | None = None) -> list[Job]:
+        _check_int("n", n, 1, MAX_LEASE_MANY)
+        if names is not self._checked:  # a worker passes the same set every time: check it once
+            self._checked_names = _names(names)
+            self._checked = names
+        wait = _check_seconds("wait", wait)
+        return self._queue._lease(n, self._checked_names, self._queue.lease_time, wait, None, stop)
 
     def complete_many(self, outcomes: Sequence[Completion],
                       schedules: Mapping[str, Schedule]) -> list[LogqError | None]:

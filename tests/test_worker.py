@@ -414,12 +414,13 @@ def test_an_unexpected_error_in_a_slot_does_not_kill_it(q):
 def test_stopping_gives_back_the_jobs_a_slot_leased_ahead(q):
     worker = q.worker(concurrency=1)
     batch_sizes: list[int] = []
-    lease_many = q.lease_many
+    source = q._registry.source
+    lease_many = source.lease_many
 
     def spying_lease_many(n, *args, **kwargs):
         batch_sizes.append(n)
         return lease_many(n, *args, **kwargs)
-    q.lease_many = spying_lease_many  # type: ignore[method-assign]
+    source.lease_many = spying_lease_many
     calls: list[int] = []
 
     @q.task()

@@ -19,6 +19,7 @@ read (get, select, stats), wait for a job to finish, compact, sync, close.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
@@ -75,9 +76,11 @@ class Backend(Protocol):
         ...
 
     def lease(self, n: int, names: frozenset[str] | None, lease_time: float, wait: float,
-              sync: str | None) -> list[Job]:
+              sync: str | None, stop: threading.Event | None = None) -> list[Job]:
         """Take up to `n` due jobs (expired leases reclaimed first), in lease order, as one
-        atomic batch; [] if none is due within `wait` seconds."""
+        atomic batch; [] if none is due within `wait` seconds, or once `stop` is set
+        (checked before each look for due jobs, waiting included: a worker's first stop
+        signal ends its leases)."""
         ...
 
     def complete(self, outcomes: Sequence[Outcome], next_run: NextRun | None) -> list[LogqError | None]:

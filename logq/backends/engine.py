@@ -140,13 +140,15 @@ class Engine:
     # ------------------------------------------------------------------- lease
 
     def lease(self, n: int, names: frozenset[str] | None, lease_time: float, wait: float,
-              sync: str | None) -> list[Job]:
+              sync: str | None, stop: threading.Event | None = None) -> list[Job]:
         deadline = None  # time.monotonic() + wait, once it waits
         appended: list[Appended] = []  # this call's batches, expiries and leases: committed before it returns
         try:
             with self._lock:
                 while True:
                     self._check_open()
+                    if stop is not None and stop.is_set():
+                        return []
                     now = self.clock.time()
                     expired = self._expire_locked(now)
                     if expired is not None:

@@ -16,6 +16,7 @@ write, so a crash neither skips nor doubles a run.
 
 from __future__ import annotations
 
+import threading
 from typing import Mapping, Protocol, Sequence
 
 from ..core.jobs import Backoff, Job, JobInfo
@@ -56,8 +57,10 @@ class JobSource(Protocol):
         """Add a job (`Queue.enqueue`); return its id."""
         ...
 
-    def lease_many(self, n: int, names: frozenset[str], *, wait: float) -> list[Job]:
-        """Lease up to `n` due jobs of these task names, waiting up to `wait` for the first."""
+    def lease_many(self, n: int, names: frozenset[str], *, wait: float,
+                   stop: threading.Event | None = None) -> list[Job]:
+        """Lease up to `n` due jobs of these task names, waiting up to `wait` for the first;
+        none once `stop` is set, even if it is set while waiting."""
         ...
 
     def complete_many(self, outcomes: Sequence[Completion],

@@ -9,7 +9,8 @@ Theory of operation
   fails with a timeout, the slot moves on, and the helper thread - which
   Python cannot kill - runs to its end with its result discarded.
 * process: each slot thread feeds one child process (forked, so the task
-  registry is inherited) through a pipe; the queue stays in the parent. On a
+  registry is inherited) through a pipe; the queue stays in the parent, and
+  the child keeps none of its files or locks and dies with it (`child`). On a
   timeout the child is killed and replaced.
 * async: one event loop runs `concurrency` coroutines; `async def` tasks are
   awaited (plain functions run in a thread pool); a timeout cancels the
@@ -41,15 +42,15 @@ import collections
 import functools
 import inspect
 import logging
-import multiprocessing
 import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from ..errors import InvalidArgument, LeaseLostError, LogqError
 from ..core.jobs import Job
+from .child import TaskProcess
 from .registry import Metrics, Registry, TaskMetrics
 from .tasks import Task
 
@@ -113,6 +114,7 @@ class Worker:
         self.stopped = threading.Event()  # release what runs, now
         self._running: dict[int, Job] = {}
         self._lock = threading.Lock()
+        self._check_async_tasks()
 
     # ------------------------------------------------------------------ control
 
@@ -124,6 +126,7 @@ class Worker:
 
     def run(self) -> None:
         """Work until stopped. In the main thread, SIGINT and SIGTERM stop it (twice: at once)."""
+        self._check_async_tasks()  # (tasks registered after the worker was made, too)
         self.registry.schedule_periodic()
         restore = self._install_signals()
         heartbeat = threading.Thread(target=self._heartbeat, name="logq-heartbeat", daemon=True)
@@ -138,6 +141,17 @@ class Worker:
             self.stopped.set()
             restore()
             heartbeat.join()
+
+    def _check_async_tasks(self) -> None:
+        """Refuse `async def` tasks unless this is an async worker: a thread or a child
+        process would call them, get a coroutine, and never run it."""
+        if self.kind == "async":
+            return
+        for name, task in self.registry.tasks.items():
+            if (self.names is None or name in self.names) and inspect.iscoroutinefunction(task.fn):
+                raise InvalidArgument(f"task {name!r} is an async def function, which a {self.kind} worker "
+                                      f"cannot run: use kind=\"async\" (q.run_worker(kind=\"async\")), "
+                                      "or make it a plain function")
 
     def _install_signals(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
@@ -165,7 +179,9 @@ class Worker:
         for t in threads:
             t.start()
         while not self.stopping.wait(1.0):
-            pass
+            if not any(t.is_alive() for t in threads):  # (a slot contains its errors: a bug)
+                log.error("every worker slot has ended; the worker stops")
+                self.stopping.set()
         deadline = time.monotonic() + self.grace
         for t in threads:
             while t.is_alive() and not self.stopped.is_set() and time.monotonic() < deadline:
@@ -182,7 +198,7 @@ class Worker:
         if not names:
             self.stopping.wait(self.poll)
             return []
-        jobs = self.source.lease_many(n, names, wait=self.poll)
+        jobs = self.source.lease_many(n, names, wait=self.poll, stop=self.stopping)
         with self._lock:
             for job in jobs:
                 self._running[job.id] = job
@@ -206,20 +222,30 @@ class Worker:
         prefetch = 1
         try:
             while not self.stopping.is_set():
-                if not ahead:
-                    self._record(done)
-                    ahead.extend(self._lease_or_stop(prefetch))
-                    continue
-                job = ahead.popleft()
-                outcome = self._run(job, call)
-                if outcome is not None:
-                    done.append(outcome)
-                if outcome is not None and outcome.seconds < FAST_TASK_SECONDS:
-                    prefetch = min(prefetch * 2, PREFETCH_MAX)
-                else:  # slow tasks: one at a time, and the others' jobs go back to the queue
+                job: Job | None = None
+                try:
+                    if not ahead:
+                        self._record(done)
+                        ahead.extend(self._lease_or_stop(prefetch))
+                        continue
+                    job = ahead.popleft()
+                    outcome = self._run(job, call)
+                    if outcome is not None:
+                        done.append(outcome)
+                    if outcome is not None and outcome.seconds < FAST_TASK_SECONDS:
+                        prefetch = min(prefetch * 2, PREFETCH_MAX)
+                    else:  # slow tasks: one at a time, and the others' jobs go back to the queue
+                        prefetch = 1
+                        self._record(done)
+                        self._give_back(ahead, "its slot met a slow task")
+                        ahead.clear()
+                except Exception:  # a bug: contain it, give back what has no outcome, go on
+                    log.exception("a worker slot met an unexpected error; it goes on")
                     prefetch = 1
                     self._record(done)
-                    self._give_back(ahead, "its slot met a slow task")
+                    if job is not None:
+                        ahead.appendleft(job)  # (released only if it is still running)
+                    self._give_back(ahead, "its slot met an unexpected error")
                     ahead.clear()
         finally:
             self._record(done)
@@ -239,7 +265,10 @@ class Worker:
     def _run(self, job: Job, call: Callable[[Task[Any], Job, "Worker"], Any]) -> _Outcome | None:
         """Run a leased job's task (in `_running` since `_lease`); None if a hard stop
         released it meanwhile."""
-        task = self.registry.tasks[job.name]
+        task = self.registry.tasks.get(job.name)
+        if task is None:
+            self._unknown(job)
+            return None
         started = time.monotonic()
         try:
             return _Outcome.ok(task, job, call(task, job, self), started)
@@ -250,6 +279,11 @@ class Worker:
         finally:  # finished: a stop no longer releases it, its outcome is about to be recorded
             with self._lock:
                 self._running.pop(job.id, None)
+
+    def _unknown(self, job: Job) -> None:
+        """A job leased under `names=` whose task this process did not register: released."""
+        log.warning("job %d: no task named %r is registered here; releasing it", job.id, job.name)
+        self._give_back([job], "no such task here")
 
     @staticmethod
     def _call_in_thread(task: Task[Any], job: Job, worker: "Worker") -> Any:
@@ -289,11 +323,26 @@ class Worker:
                 [(o.job, o.result, o.error) for o in outcomes], self.registry.schedules)
         except LogqError as exc:
             errors = [exc] * len(outcomes)
+        except Exception:
+            log.exception("recording a batch of %d outcomes failed; recording them one by one", len(outcomes))
+            errors = [self._record_alone(o) for o in outcomes]
         for o, err in zip(outcomes, errors):
             try:
                 self._report(o, err)
             except Exception:
                 log.exception("job %d: reporting its outcome failed", o.job.id)
+
+    def _record_alone(self, o: _Outcome) -> LogqError | None:
+        """Record one outcome; if even that fails, release its job (attempt not counted) so
+        that it runs again rather than wait for its lease to expire."""
+        try:
+            return self.source.complete_many([(o.job, o.result, o.error)], self.registry.schedules)[0]
+        except LogqError as exc:
+            return exc
+        except Exception as exc:
+            log.exception("job %d: recording its outcome failed; releasing it", o.job.id)
+            self._release([o.job], "its outcome could not be recorded")
+            return LogqError(f"its outcome could not be recorded ({type(exc).__name__}: {exc}); released")
 
     def _report(self, o: _Outcome, err: LogqError | None) -> None:
         job, task = o.job, o.task
@@ -346,6 +395,8 @@ class Worker:
                 log.info("released job %d (%s): %s", job.id, job.name, reason)
             except LogqError as exc:
                 log.warning("could not release job %d: %s", job.id, exc)
+            except Exception:  # its lease expires in time and it runs again
+                log.exception("could not release job %d", job.id)
 
     def _heartbeat(self) -> None:
         interval = max(0.05, self.source.lease_time / 3)
@@ -357,6 +408,8 @@ class Worker:
                     self.source.extend(job)
                 except LogqError:
                     pass  # finished meanwhile, or lost: the slot finds out when it acks
+                except Exception:
+                    log.exception("could not extend the lease of job %d", job.id)
 
     # -------------------------------------------------------------------- async
 
@@ -381,7 +434,10 @@ class Worker:
             if not jobs:
                 continue
             job = jobs[0]  # in `_running` since `_lease`
-            task = self.registry.tasks[job.name]
+            task = self.registry.tasks.get(job.name)
+            if task is None:
+                await loop.run_in_executor(pool, self._unknown, job)
+                continue
             started = time.monotonic()
             try:
                 outcome = _Outcome.ok(task, job, await self._await_task(loop, pool, task, job), started)
@@ -410,27 +466,21 @@ class Worker:
 
 
 class _Child:
-    """One forked child process that runs task functions sent through a pipe."""
+    """A process slot's child (`child.TaskProcess`), started on first use and replaced after
+    it is killed (a timeout, a hard stop) or dies."""
 
-    def __init__(self, tasks: dict[str, Task[Any]]) -> None:
-        self._tasks = tasks  # inherited by the forked child: functions never cross the pipe
-        self._ctx = multiprocessing.get_context("fork")
-        self._proc: Any = None
-        self._conn: Any = None
-
-    def _start(self) -> None:
-        parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_child_main, args=(child, self._tasks), daemon=True)
-        self._proc.start()
-        child.close()
-        self._conn = parent
+    def __init__(self, tasks: Mapping[str, Task[Any]]) -> None:
+        self._process = TaskProcess(tasks)
+        self._started = False
 
     def call(self, task: Task[Any], job: Job, worker: Worker) -> Any:
-        if self._proc is None or not self._proc.is_alive():
-            self._start()
-        self._conn.send((task.name, job.payload))
+        p = self._process
+        if not self._started or not p.alive():
+            p.start()
+            self._started = True
+        p.conn.send((task.name, job.payload))
         deadline = None if task.options.timeout is None else time.monotonic() + task.options.timeout
-        while not self._conn.poll(0.1):
+        while not p.conn.poll(0.1):
             if worker.stopped.is_set():
                 self.kill()
                 raise _Stopped()
@@ -438,47 +488,20 @@ class _Child:
                 self.kill()
                 raise TaskTimeout(f"task {task.name} ran longer than its timeout of "
                                   f"{task.options.timeout}s (its process was killed)")
-            if not self._proc.is_alive():
+            if not p.alive():
                 self.kill()
-                raise LogqError(f"the process running task {task.name} died (exit code {self._proc.exitcode})")
-        ok, value = self._conn.recv()
+                raise LogqError(f"the process running task {task.name} died (exit code {p.exitcode})")
+        ok, value = p.conn.recv()
         if not ok:
             raise value
         return value
 
     def kill(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.join()
-            self._conn.close()
-            self._proc = self._conn = None
+        if self._started:
+            self._process.kill()
+            self._started = False
 
     def close(self) -> None:
-        if self._proc is not None:
-            try:
-                self._conn.send(None)
-            except OSError:
-                pass
-            self._proc.join(5)
-            self.kill()
-
-
-def _child_main(conn: Any, tasks: dict[str, Task[Any]]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
-    while True:
-        try:
-            msg = conn.recv()
-        except EOFError:
-            return
-        if msg is None:
-            return
-        name, payload = msg
-        try:
-            task = tasks[name]
-            args, kwargs = task.decode(payload)
-            conn.send((True, task.fn(*args, **kwargs)))
-        except BaseException as exc:
-            try:
-                conn.send((False, exc))
-            except Exception:
-                conn.send((False, LogqError(f"{type(exc).__name__}: {exc}")))
+        if self._started:
+            self._process.close()
+            self._started = False
