@@ -26,6 +26,7 @@ from ..core import policy
 from ..core import snapshot as _snapshot
 from ..core.jobs import Backoff, CompactionReport
 from ..core.records import EXPIRE
+from ..core.salvage import SalvageReplay
 from ..log.fs import FileSystem
 from ..log.log import Log, RecoveryReport
 from .base import Capabilities
@@ -47,11 +48,12 @@ class LocalBackend(Engine):
                  fs: FileSystem | None, mode: int) -> None:
         super().__init__(clock, backoff, retain_done, retain_dead)
         self.compactor = Compactor(self, compact_threshold)
+        salvaging = SalvageReplay(self._index) if salvage else None
         collecting = gc.isenabled()
         gc.disable()  # replay creates millions of objects and no cycles: collections only cost
         try:
             self._log = self.log = Log(
-                path, replay=self._index.replay, sync=sync, sync_interval=sync_interval,
+                path, replay=self._index.replay if salvaging is None else salvaging.replay, sync=sync, sync_interval=sync_interval,
                 segment_size=segment_size, compression=compression, compress_threshold=compress_threshold,
                 salvage=salvage, fs=fs, on_rollover=self.compactor.wanted if compact_threshold is not None else None,
                 restore=functools.partial(_snapshot.restore, self._index), mode=mode)
@@ -62,6 +64,8 @@ class LocalBackend(Engine):
         if max(self.log.report.records, len(self._index.jobs)) >= TRIM_AFTER_RECORDS:
             _return_free_memory()
         self.path = self.log.path
+        if salvaging is not None:  # (a queue that salvaged anything writes no checkpoint at close)
+            self.log.report.unrecovered = salvaging.unrecovered
         try:
             self._recover_leases()
         except BaseException:

@@ -219,7 +219,8 @@ class Log(ClosesOnExit):
         """
         writer, commits = self._writer, self._commits
         state = None
-        if checkpoint is not None and not writer.closed and writer.failed is None and not self.report.lost:
+        if checkpoint is not None and not writer.closed and writer.failed is None and not self.report.lost \
+                and not self.report.unrecovered:
             state = checkpoint()
         with writer.lock:
             if writer.closed:

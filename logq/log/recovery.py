@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from ..errors import CorruptionError
 from . import checkpoint, compact
-from .codec import SEGMENT_HEADER_SIZE, Record
+from .codec import RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, Record
 from .directory import TMP_SUFFIX, replace_file
 from .fs import DEFAULT_MODE, File, FileSystem, access_error
 from .segment import (
@@ -67,6 +67,9 @@ class RecoveryReport:
     lost: list[LostRange] = field(default_factory=list)
     restored_seq: int | None = None  # the checkpoint's last sequence number, when one was restored
     checkpoint_skipped: str | None = None  # why a checkpoint that exists was not used
+    # salvage: what the replay callback could not apply, as its caller reports it (the queue:
+    # logq.core.salvage.UnrecoveredJob, one per job); filled by the caller after the open
+    unrecovered: list[Any] = field(default_factory=list)
 
 
 class Recovery:
@@ -106,17 +109,20 @@ class Recovery:
             bases = bases[len(covered):]
         for i, base in enumerate(bases):
             is_last = i == len(bases) - 1
+            for lost in report.lost:  # salvage: ranges lost at the end of earlier segments end here
+                lost.before_seq = base if lost.before_seq is None else lost.before_seq
             deliver = _no_replay if replay is None else _delivering(replay, base)
-            last_seq = self._recover_segment(base, is_last, last_seq, deliver, report,
-                                             resume if i == 0 else SEGMENT_HEADER_SIZE)
+            last_seq = self._recover_segment(base, None if is_last else bases[i + 1], last_seq, deliver,
+                                             report, resume if i == 0 else SEGMENT_HEADER_SIZE)
         if self.segments:
             self._adopt(self.segments[-1].base)
         return last_seq
 
-    def _recover_segment(self, base: int, is_last: bool, last_seq: int, deliver: Callable[[Record], None],
-                         report: RecoveryReport, start: int) -> int:
-        """Replay segment `base` from `start` (past its header, or where a checkpoint ended)."""
-        path = self._seg_path(base)
+    def _recover_segment(self, base: int, next_base: int | None, last_seq: int,
+                         deliver: Callable[[Record], None], report: RecoveryReport, start: int) -> int:
+        """Replay segment `base` (followed by segment `next_base`, None for the last) from
+        `start` (past its header, or where a checkpoint ended)."""
+        path, is_last = self._seg_path(base), next_base is None
         f = self.fs.open(path, readonly=True)
         try:
             size = f.size()
@@ -126,7 +132,12 @@ class Recovery:
                 self.fs.unlink(path)
                 self.fs.fsync_dir(self.path)
                 return last_seq
-            return self._recover_scanned(f, size, path, base, is_last, last_seq, deliver, report, start)
+            try:
+                return self._recover_scanned(f, size, path, base, is_last, last_seq, deliver, report, start)
+            except CorruptionError as exc:  # (in salvage mode scan raises only for the header)
+                if not self.salvage or exc.path != path or (exc.offset or 0) >= SEGMENT_HEADER_SIZE:
+                    raise
+                return self._lose_segment(path, base, next_base, size, last_seq, exc, report)
         finally:
             f.close()
 
@@ -137,11 +148,13 @@ class Recovery:
             msg = f"segment sequence broken: expected base {last_seq + 1}, found {base} (missing segment?)"
             if not salvage:
                 raise CorruptionError(msg, path=path, offset=0)
-            report.lost.append(LostRange(path, 0, 0, msg))
+            report.lost.append(LostRange(path, 0, 0, msg, last_seq, base))
         result = scan_windows(f, size, path, deliver, after_seq=last_seq, salvage=salvage, base=base,
                               start=start)
         report.records += result.records - (1 if result.sealed else 0)
         if salvage:
+            for lost in result.lost:  # a range before the segment's first delivered record
+                lost.after_seq = last_seq if lost.after_seq is None else lost.after_seq
             report.lost.extend(result.lost)
             self.seal_at_open = self.seal_at_open or (is_last and any(r.start < result.end for r in result.lost))
         if not is_last:
@@ -151,7 +164,8 @@ class Recovery:
                 if not salvage:
                     raise CorruptionError("sealed segment does not end with a SEAL record",
                                           path=path, offset=result.end)
-                report.lost.append(LostRange(path, result.end, size, "segment not sealed"))
+                report.lost.append(LostRange(path, result.end, size, "segment not sealed",
+                                             result.last_seq if result.last_seq is not None else last_seq))
         elif result.end < size:
             tail = f.pread(size - result.end, result.end)
             if is_unwritten(tail):  # preallocated space, not a torn write
@@ -162,6 +176,18 @@ class Recovery:
                 self._cut_tail(path, result.end, tail.rstrip(b"\0"), report)
         seg_last = result.last_seq if result.last_seq is not None else max(last_seq, base - 1)
         self.segments.append(KnownSegment(base, result.end, result.sealed or not is_last, seg_last))
+        return seg_last
+
+    def _lose_segment(self, path: str, base: int, next_base: int | None, size: int, last_seq: int,
+                      exc: CorruptionError, report: RecoveryReport) -> int:
+        """Salvage: segment `base`'s header does not verify, so none of its records can be
+        read; report it lost whole and return the last sequence number it may have held
+        (up to the next segment's base; for the last segment, as many records as its bytes
+        could hold, so that no number it may have used is given out again)."""
+        report.lost.append(LostRange(path, 0, size, f"segment header damaged, every record in it lost: {exc.reason}",
+                                     last_seq, next_base))
+        seg_last = next_base - 1 if next_base is not None else max(last_seq, base + size // RECORD_HEADER_SIZE)
+        self.segments.append(KnownSegment(base, size, True, seg_last))
         return seg_last
 
     def _restore_checkpoint(self, bases: list[int], restore: RestoreCallback) -> list[checkpoint.Covered]:

@@ -80,12 +80,19 @@ class KnownSegment:
 
 @dataclass
 class LostRange:
-    """Bytes of a segment that did not verify and were skipped or cut."""
+    """Bytes of a segment that did not verify and were skipped or cut.
+
+    The records lost with them are among those whose sequence numbers lie strictly
+    between `after_seq` (the last record delivered before the range) and `before_seq`
+    (the first delivered after it; None: none followed, the range ends the log).
+    """
 
     path: str
     start: int
     end: int
     reason: str
+    after_seq: int | None = None
+    before_seq: int | None = None
 
 
 @dataclass
@@ -271,6 +278,10 @@ class _Scan:
         r = self.result
         if r.first_seq is None:
             r.first_seq = batch[0].seq
+        for lost in reversed(r.lost):  # salvage: the first record delivered after a lost range bounds it
+            if lost.before_seq is not None:
+                break
+            lost.before_seq = batch[0].seq
         r.last_seq = batch[-1].seq
         r.records += len(batch)
         r.end = end
@@ -279,20 +290,25 @@ class _Scan:
             if rec.type != TYPE_SEAL:
                 self.deliver(rec._replace(offset=rec.offset + origin) if origin else rec)
 
+    def _lose(self, lost: LostRange) -> None:
+        """Report `lost`, bounded below by the last record delivered in this segment (if any)."""
+        lost.after_seq = self.result.last_seq
+        self.result.lost.append(lost)
+
     def _stop(self, exc: CorruptionError) -> None:
         self.result.damage = exc
         self.result.torn = True
-        self.result.lost.append(LostRange(self.path, self.result.end, len(self.buf), str(exc)))
+        self._lose(LostRange(self.path, self.result.end, len(self.buf), str(exc)))
 
     def _discard_batch(self, reason: str, size: int) -> None:
         self.batch = []
         if self.result.end < size:
-            self.result.lost.append(LostRange(self.path, self.result.end, size, reason))
+            self._lose(LostRange(self.path, self.result.end, size, reason))
 
     def _trailing(self, pos: int, size: int, salvage: bool) -> None:
         exc = CorruptionError("bytes after the SEAL record", path=self.path, offset=pos)
         if salvage:
-            self.result.lost.append(LostRange(self.path, pos, size, str(exc)))
+            self._lose(LostRange(self.path, pos, size, str(exc)))
         else:
             self.result.damage = exc
 
@@ -311,5 +327,5 @@ class _Scan:
             probe += ALIGN
         else:
             probe = size
-        self.result.lost.append(LostRange(self.path, start, probe, str(exc)))
+        self._lose(LostRange(self.path, start, probe, str(exc)))
         return probe
