@@ -5,7 +5,9 @@ suite (tests/test_queue.py, test_queue_threads.py, test_queue_model.py, the
 worker tests) opens its queues through `queue_factory`, once per backend in
 `BACKENDS`; a test that needs more than the semantics every backend keeps says
 so with `@pytest.mark.needs("durable")` (a `Capabilities` field) and is skipped
-on backends without it. A new backend joins the suite with one entry in `BACKENDS`.
+on backends without it; a white-box test that looks inside the shared engine
+(`backends.engine.Engine`: its lock, conditions and store) says
+`needs("engine")`. A new backend joins the suite with one entry in `BACKENDS`.
 """
 
 from __future__ import annotations
@@ -35,11 +37,13 @@ class Backend:
 
     address: Callable[[str], str]
     capabilities: Capabilities
+    engine: bool
+    """Built on `backends.engine.Engine` (white-box tests of the engine apply)."""
 
 
 BACKENDS: dict[str, Backend] = {
-    "local": Backend(lambda directory: directory, LocalBackend.capabilities),
-    "memory": Backend(lambda directory: ":memory:", MemoryBackend.capabilities),
+    "local": Backend(lambda directory: directory, LocalBackend.capabilities, engine=True),
+    "memory": Backend(lambda directory: ":memory:", MemoryBackend.capabilities, engine=True),
 }
 
 
@@ -76,7 +80,7 @@ def queue_factory(request, qdir) -> QueueFactory:
     """Opens queues of each backend in turn; skips what the test `needs` and the backend lacks."""
     factory = QueueFactory(request.param, BACKENDS[request.param], qdir)
     for marker in request.node.iter_markers("needs"):
-        for capability in marker.args:
-            if not getattr(factory.capabilities, capability):
-                pytest.skip(f"the {request.param} backend is not {capability}")
+        for need in marker.args:
+            if not getattr(factory.capabilities, need, None) and not getattr(factory.backend, need, None):
+                pytest.skip(f"the {request.param} backend is not {need}")
     return factory

@@ -99,6 +99,7 @@ def in_thread(call) -> tuple[threading.Thread, list]:
     return t, box
 
 
+@pytest.mark.needs("engine")
 def test_a_lease_may_wait_longer_than_a_platform_wait(q, monkeypatch):
     jid = q.enqueue("t", b"x")
     assert q.lease(wait=1e10).id == jid  # due at once
@@ -111,6 +112,7 @@ def test_a_lease_may_wait_longer_than_a_platform_wait(q, monkeypatch):
 
 
 @pytest.mark.parametrize("how", ["wait", "handle"])
+@pytest.mark.needs("engine")
 def test_wait_and_a_handle_may_wait_longer_than_a_platform_wait(q, monkeypatch, how):
     @q.task()
     def square(x):

@@ -173,6 +173,7 @@ def _waiting_spy(q, expected: int) -> threading.Event:
     return entered
 
 
+@pytest.mark.needs("engine")
 def test_wait_wakes_when_the_job_is_final_and_only_then(q):
     jid, other = q.enqueue("t", b"mine"), q.enqueue("t", b"other", priority=1)
     entered = _waiting_spy(q, 2)
@@ -193,6 +194,7 @@ def test_wait_wakes_when_the_job_is_final_and_only_then(q):
     assert notified == [1] and q._backend._watched == {} and q.get(other).state == "done"
 
 
+@pytest.mark.needs("engine")
 def test_wait_times_out_and_a_close_wakes_it(q):
     jid = q.enqueue("t", b"x")
     with pytest.raises(logq.WaitTimeout):
@@ -396,6 +398,7 @@ def test_complete_many_takes_a_job_given_twice_once(q, clock):
 
 
 @pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.needs("engine")
 def test_a_lease_whose_write_fails_leaves_its_jobs_due(q, clock, monkeypatch, n):
     ids = q.enqueue_many([("t", b"%d" % i) for i in range(3)])
     before = q.stats()
