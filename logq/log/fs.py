@@ -364,9 +364,10 @@ class OsFileSystem:
         return os.path.isdir(path)
 
     def makedirs(self, path: str, mode: int = DEFAULT_MODE) -> None:
-        """Make directory `path` (and missing parents) with exactly `dir_mode(mode)`, or
-        check the one there (a link to it is followed): it must belong to this user,
-        and only those `mode` lets write files may write to it (UnsafeDirectoryError)."""
+        """Make directory `path` with exactly `dir_mode(mode)` (missing parents as
+        os.makedirs makes them), or check the one there (a link to it is followed): it
+        must belong to this user, and only those whom `mode` lets write files may write
+        to it (else UnsafeDirectoryError)."""
         parent = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(parent, exist_ok=True)
