@@ -92,7 +92,7 @@ def index_view(index: Any, now: float) -> dict[str, Any]:
     jobs = [(e.id, e.name, e.state, e.priority, e.run_at, e.attempts, e.max_attempts, e.key, e.expires,
              e.segment, e.loc, e.slot, e.last,
              None if e.extra is None else (e.extra.last_error, e.extra.result, e.extra.backoff,
-                                           e.extra.finished_at))
+                                           e.extra.finished_at, getattr(e.extra, "result_at", None)))
             for e in index.jobs.values()]
 
     def live(items: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

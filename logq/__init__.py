@@ -13,10 +13,11 @@ from .clock import Clock, SystemClock
 from .errors import (
     ChecksumError, ClosedError, CorruptionError, FileAccessError, InvalidArgument, InvalidTransition, JobNotFound,
     LeaseLostError, LockedError, LogqError, MissingFileError, NotALogqDirectory, NotARegularFile,
-    UnsafeDirectoryError, UnsupportedVersionError, WaitTimeout, WriterFailedError,
+    ResultTooLargeError, UnsafeDirectoryError, UnsupportedVersionError, WaitTimeout, WriterFailedError,
 )
 from .log.fs import OsFileSystem
 from .core.jobs import Backoff, CompactionReport, Job, JobInfo, Stats
+from .core.salvage import UnrecoveredJob
 from .log.log import Appended, Log, RecoveryReport, TornTail
 from .queue import Queue
 from .log.codec import Record
@@ -33,8 +34,8 @@ __all__ = [
     "FileAccessError", "Handle", "InvalidArgument", "InvalidTransition", "JSONSerializer", "Job", "JobInfo", "JobNotFound",
     "LeaseLostError", "LockedError", "Log", "LogqError", "LostRange", "Metrics", "MissingFileError",
     "NotALogqDirectory", "NotARegularFile",
-    "OsFileSystem", "Queue", "Record", "RecoveryReport", "Serializer", "Stats", "SystemClock", "Task", "TaskCancelled",
-    "TaskFailed", "TaskMetrics", "TaskTimeout", "TornTail", "UnsafeDirectoryError", "UnsupportedVersionError",
+    "OsFileSystem", "Queue", "Record", "RecoveryReport", "ResultTooLargeError", "Serializer", "Stats", "SystemClock", "Task", "TaskCancelled",
+    "TaskFailed", "TaskMetrics", "TaskTimeout", "TornTail", "UnrecoveredJob", "UnsafeDirectoryError", "UnsupportedVersionError",
     "WaitTimeout",
     "Worker", "WriterFailedError",
 ]

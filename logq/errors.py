@@ -17,6 +17,11 @@ class InvalidArgument(LogqError, ValueError, TypeError):
     """An argument has the wrong type or value; nothing was written."""
 
 
+class ResultTooLargeError(InvalidArgument):
+    """A job's result is longer than the queue's `max_result`; nothing was written (the job
+    stays leased): keep large results elsewhere and return a reference to them."""
+
+
 class ClosedError(LogqError):
     """The queue or log was closed; open it again to continue."""
 

@@ -33,7 +33,7 @@ from .clock import Clock, SystemClock
 from .core import policy
 from .core.jobs import STATES, Backoff, CompactionReport, Job, JobInfo, Stats
 from .core.records import Enqueue
-from .errors import InvalidArgument, LogqError
+from .errors import InvalidArgument, LogqError, ResultTooLargeError
 from .log.fs import FileSystem
 from .closing import ClosesOnExit
 from .log.durability import SYNC_MODES
@@ -58,7 +58,8 @@ class Queue(ClosesOnExit):
     Options are keyword-only and checked at construction:
     `sync` ("always", "batch", "none") is the default durability of every call,
     which a call can raise with its own `sync=`; `max_attempts`, `lease_time`
-    and `backoff` are defaults for jobs; `max_payload` caps payload bytes;
+    and `backoff` are defaults for jobs; `max_payload` caps payload bytes and
+    `max_result` result bytes;
     `mode` gives new files their permission bits (default 0o600, the owner
     alone; 0o660 shares the queue with the group) and decides who else may
     write to the directory (anyone else: `UnsafeDirectoryError`).
@@ -68,13 +69,16 @@ class Queue(ClosesOnExit):
     def __init__(self, path: str | os.PathLike[str], *, sync: str = "batch",
                  sync_interval: float = 0.005, segment_size: int = DEFAULT_SEGMENT_SIZE,
                  compression: str | None = None, compress_threshold: int = 512,
-                 max_payload: int = 16 << 20, max_attempts: int = 3, lease_time: float = 30.0,
+                 max_payload: int = 16 << 20, max_result: int = 16 << 20, max_attempts: int = 3,
+                 lease_time: float = 30.0,
                  backoff: Backoff | None = None, clock: Clock | None = None,
                  retain_done: float = 3600.0, retain_dead: float = 7 * 86400.0,
                  compact_threshold: float | None = 0.5,
                  salvage: bool = False, fs: FileSystem | None = None, mode: int = 0o600) -> None:
         path = _check_path(path)
         _check_int("max_payload", max_payload, 0, 1 << 28)
+        _check_int("max_result", max_result, 0, 1 << 28)
+        self.max_result = max_result
         _check_seconds("retain_done", retain_done)
         _check_seconds("retain_dead", retain_dead)
         if compact_threshold is not None and (not isinstance(compact_threshold, (int, float))
@@ -236,6 +240,8 @@ class Queue(ClosesOnExit):
             if not isinstance(result, (bytearray, memoryview)):
                 raise InvalidArgument(f"result must be bytes, not {type(result).__name__}")
             result = bytes(result)
+        if len(result) > self.max_result:
+            raise ResultTooLargeError(_too_large(len(result), self.max_result))
         if type(job) is not Job:
             job = _job_or_id(job)
         if sync is not None and sync not in SYNC_MODES:
@@ -402,12 +408,19 @@ class Queue(ClosesOnExit):
                        ) -> list[LogqError | None]:
         """Ack (error None) or fail leased jobs, all in one atomic batch.
 
+        A result longer than `max_result` fails its attempt instead, with
+        `ResultTooLargeError` as the error (as if the task had raised it).
         A run of a periodic task (in `schedules`, by name) that is now final has
         its next run queued in the same batch, if it holds its schedule's key (the
         backend checks). A job whose lease was lost (or is no longer active) gets
         its error in the returned list, at its position, and the others are
         recorded all the same. A closed or failed queue raises.
         """
+        limit = self.max_result
+        if any(error is None and len(result) > limit for _, result, error in outcomes):
+            outcomes = [(job, b"", ResultTooLargeError(_too_large(len(result), limit)))
+                        if error is None and len(result) > limit else (job, result, error)
+                        for job, result, error in outcomes]  # a failed attempt, as if the task raised it
         if not schedules:
             return self._complete_batch(outcomes, None)
 
@@ -549,3 +562,8 @@ def _check_seconds(what: str, value: object, positive: bool = False) -> float:
         kind = "positive" if positive else "non-negative"
         raise InvalidArgument(f"{what} must be a {kind} finite number of seconds, not {value!r:.60}")
     return float(value)  # type: ignore[arg-type]
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (f"result of {size} bytes exceeds max_result={limit}: store large results elsewhere "
+            "and return a reference to them (or raise max_result)")

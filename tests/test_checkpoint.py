@@ -39,7 +39,8 @@ def canonical(index: Index, now: float) -> dict[str, Any]:
         x = e.extra
         jobs.append((e.id, e.name, e.state, e.priority, e.run_at, e.attempts, e.max_attempts, e.key,
                      e.expires, e.segment, e.loc, e.slot, e.last,
-                     None if x is None else (x.last_error, x.result, x.backoff, x.finished_at)))
+                     None if x is None else (x.last_error, x.result, x.backoff, x.finished_at,
+                                             getattr(x, "result_at", None))))
 
     def live(heap: list) -> list:  # type: ignore[type-arg]
         return sorted(item for item in heap if (e := index.jobs.get(item[-1])) is not None and e.slot is item)
@@ -100,7 +101,7 @@ def test_opening_from_the_checkpoint_gives_the_index_a_full_replay_gives(tmp_pat
             if q.get(job.id).state != "active" or q.get(job.id).attempts != job.attempts:
                 continue
             if op == "ack":
-                q.ack(job, b"r" * n)
+                q.ack(job, b"r" * (n * 20))  # over 64 bytes, a result is read back from its ACK
             elif op == "fail":
                 q.fail(job, f"error {n}")
             elif op == "dead":
@@ -311,3 +312,21 @@ def test_a_salvage_that_skipped_damage_leaves_no_checkpoint(tmp_path, clock):
     assert not os.path.exists(os.path.join(path, CKPT))
     with pytest.raises(logq.CorruptionError):  # the damage is still reported, not accepted
         logq.Queue(path, clock=clock, segment_size=4096)
+
+
+def test_a_checkpoint_holding_a_version_1_snapshot_is_skipped_and_the_log_replayed(tmp_path, clock):
+    """Snapshot version 2 may keep a result as the place of its ACK record; a version 1
+    snapshot (every result inline) is of another version: the log is replayed instead."""
+    path = str(tmp_path / "q")
+    with logq.Queue(path, clock=clock) as q:
+        jid = q.enqueue("a")
+        q.ack(q.lease(), b"R" * 500)
+    ckpt = os.path.join(path, CKPT)
+    cp = _checkpoint.decode(open(ckpt, "rb").read())
+    assert bytes(cp.state[:4]) == (2).to_bytes(4, "little")
+    old = _checkpoint.Checkpoint(cp.last_seq, cp.segments, (1).to_bytes(4, "little") + bytes(cp.state[4:]))
+    with open(ckpt, "wb") as f:
+        f.write(_checkpoint.encode(old))
+    with logq.Queue(path, clock=clock) as q:
+        assert q.recovery.restored_seq is None and "version 1" in q.recovery.checkpoint_skipped
+        assert q.get(jid).result == b"R" * 500

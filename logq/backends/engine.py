@@ -30,11 +30,11 @@ from typing import Callable, Protocol, Sequence, TypeVar, cast
 
 from ..clock import Clock
 from ..core import policy
-from ..core.index import Entry, Index
+from ..core.index import INLINE_RESULT, Entry, Extra, Index
 from ..core.jobs import ACTIVE, FINAL_STATES, PENDING, Backoff, Job, JobInfo, Stats, new_job
 from ..core.records import (
     ACK, CANCEL, ENCODERS, ENQUEUE, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES, Enqueue, JobAt,
-    JobRecord, Lease, decode_enqueue, encode_enqueue, encode_job_at, encode_outcome, enqueue_head,
+    JobRecord, Lease, decode_enqueue, decode_job_at, encode_enqueue, encode_job_at, encode_outcome, enqueue_head,
     enqueue_time_and_payload,
 )
 from ..errors import ClosedError, InvalidTransition, LeaseLostError, LogqError, WaitTimeout
@@ -76,6 +76,7 @@ class Engine:
 
     path: str
     _log: Store
+    results_in_store = False  # results longer than INLINE_RESULT are read back from their ACK record
 
     def __init__(self, clock: Clock, backoff: Backoff, retain_done: float, retain_dead: float) -> None:
         self.clock, self.backoff = clock, backoff
@@ -224,6 +225,8 @@ class Engine:
             self._check_open()
             e = self._leased_entry(job, ACK)
             appended = self._change_locked(e, ACK, _job_at_now(e, self.clock.time(), result), sync)
+            if len(result) > INLINE_RESULT and self.results_in_store:
+                self._index.keep_result_at(e, appended.segment, appended.offsets[0] << 32 | appended.sizes[0])
         self._log.commit(appended)
 
     def fail(self, job: Job | int, error: str, retry: bool, sync: str | None) -> None:
@@ -293,6 +296,7 @@ class Engine:
             changes: list[tuple[Entry, JobRecord] | None] = []
             errors: list[LogqError | None] = []
             seen: set[int] = set()  # a job twice in one batch: its second outcome finds it final
+            large: list[tuple[int, Entry]] = []  # (position in items, job) of results kept in the store
             for job, result, error in outcomes:
                 rtype = ACK if error is None else FAIL
                 try:
@@ -307,6 +311,8 @@ class Engine:
                 rec: JobRecord
                 if error is None:
                     rec = _job_at_now(e, now, result if type(result) is bytes else bytes(result))
+                    if len(rec.data) > INLINE_RESULT:
+                        large.append((len(items), e))
                     items.append((ACK, encode_job_at(rec)))
                     final = True
                 else:
@@ -319,6 +325,9 @@ class Engine:
                     items.append((ENQUEUE, encode_enqueue(run)))
                     changes.append(None)
             appended = self._append_locked(items, None, changes) if items else None
+            if appended is not None and large and self.results_in_store:
+                for i, e in large:
+                    self._index.keep_result_at(e, appended.segment, appended.offsets[i] << 32 | appended.sizes[i])
         if appended is not None:
             self._log.commit(appended)
         return errors
@@ -350,7 +359,15 @@ class Engine:
         enq, extra = self._enqueue_of(e), e.extra
         return JobInfo(e.id, enq.name, enq.payload, e.attempts, enq.priority, enq.enqueued_at, e.expires,
                        enq.max_attempts, e.state, e.run_at,  # type: ignore[arg-type]
-                       extra.last_error if extra else None, extra.result if extra else None, enq.key)
+                       extra.last_error if extra else None, self._result_of(extra), enq.key)
+
+    def _result_of(self, extra: Extra | None) -> bytes | None:
+        """A done job's result: held in the index, or read back from its ACK record (under
+        the lock, as `_enqueue_of`)."""
+        if extra is None or extra.result_at is None:
+            return None if extra is None else extra.result
+        segment, loc = extra.result_at
+        return decode_job_at(self._log.read(segment, loc >> 32, loc & 0xFFFFFFFF).payload).data
 
     def stats(self) -> Stats:
         with self._lock:

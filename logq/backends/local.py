@@ -41,6 +41,7 @@ class LocalBackend(Engine):
     """The jobs of directory `path`, kept in its log (options as `logq.Queue` documents them)."""
 
     capabilities = CAPABILITIES
+    results_in_store = True
 
     def __init__(self, path: str | os.PathLike[str], *, clock: Clock, backoff: Backoff, retain_done: float,
                  retain_dead: float, compact_threshold: float | None, sync: str, sync_interval: float,

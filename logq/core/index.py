@@ -39,7 +39,11 @@ one `Ready` queue per task name (a sorted run for jobs that arrive in order,
 and a heap); delayed jobs by (run_at, id) in a heap; active jobs by
 (expires, id) in a heap.
 Payloads are not held: `Entry.segment` and `Entry.loc` say where the ENQUEUE
-record lies (loc = offset << 32 | size).
+record lies (loc = offset << 32 | size). Nor are results longer than
+INLINE_RESULT bytes, once the caller says where their ACK record lies
+(`keep_result_at`; replay does so itself): `Extra.result_at` holds its place,
+and `_results` maps the ACK's sequence number to its job, so that compaction
+can move it (`relocate`).
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ ALLOWED: dict[int, frozenset[str]] = {
 
 
 PRUNE_SLACK = 4096  # stale lease items tolerated beyond twice the active jobs
+INLINE_RESULT = 64  # results up to this many bytes are held in the index; longer ones are read back
 
 
 class LoggedRecord(Protocol):
@@ -123,13 +128,17 @@ class Entry:
 
 
 class Extra:
-    __slots__ = ("last_error", "result", "backoff", "finished_at")
+    """`result` is a done job's result, or None with `result_at` set: (segment, loc) of
+    the ACK record that holds it (`Index.keep_result_at`)."""
+
+    __slots__ = ("last_error", "result", "backoff", "finished_at", "result_at")
 
     def __init__(self) -> None:
         self.last_error: str | None = None
         self.result: bytes | None = None
         self.backoff: tuple[float, float, float, float] | None = None
         self.finished_at: float | None = None
+        self.result_at: tuple[int, int] | None = None
 
 
 ReadyItem = tuple[int, float, int]  # (-priority, run_at, id): smaller is leased first
@@ -195,6 +204,7 @@ class Index:
         # others, for the rare key that several live jobs have (`_hold_key`)
         self.keys: dict[str, int] = {}
         self._co_holders: dict[str, set[int]] = {}
+        self._results: dict[int, int] = {}  # sequence number of an ACK holding a result -> its job
         self.counts: dict[str, int] = dict.fromkeys(STATES, 0)
         self.live_bytes = 0
         self.n_ready = 0
@@ -242,7 +252,18 @@ class Index:
         rec = codec[1](bytes(payload))
         e = self.check(rtype, rec.job_id)
         self.transition(e, rtype, seq, rec)
+        if rtype == ACK and len(rec.data) > INLINE_RESULT:
+            self.keep_result_at(e, segment, offset << 32 | size)
         return e
+
+    def keep_result_at(self, e: Entry, segment: int, loc: int) -> None:
+        """Job `e` was just acked (`transition`) by the record at `segment` and `loc`
+        (offset << 32 | size): if its result is longer than INLINE_RESULT, drop it from
+        memory and keep where it lies; the caller reads it back from there."""
+        x = e.extra
+        if x is not None and x.result is not None and len(x.result) > INLINE_RESULT:
+            x.result, x.result_at = None, (segment, loc)
+            self._results[e.last] = e.id
 
     def transition(self, e: Entry, rtype: int, seq: int, rec: JobRecord) -> None:
         """Apply record `rec` (decoded, of type `rtype`, sequence number `seq`) to job `e`,
@@ -314,6 +335,8 @@ class Index:
             elif state == ACTIVE:
                 self._push_lease(e)
             else:
+                if e.extra is not None and e.extra.result_at is not None:
+                    self._results[e.last] = e.id
                 continue
             live += e.size
             if e.key is not None:
@@ -608,14 +631,20 @@ class Index:
         for job_id in job_ids:
             e = self.jobs.pop(job_id)
             self.counts[e.state] -= 1
+            if e.extra is not None and e.extra.result_at is not None:
+                del self._results[e.last]
 
     def relocate(self, segment: int, moved: dict[int, tuple[int, int]]) -> None:
-        """Point jobs at the new place of their ENQUEUE record (seq -> (offset, size))."""
-        jobs = self.jobs
+        """Point jobs at the new place of their ENQUEUE record, and of the ACK record that
+        holds a result kept out of memory (seq -> (offset, size))."""
+        jobs, results = self.jobs, self._results
         for seq, (offset, size) in moved.items():
             e = jobs.get(seq)
             if e is not None:
                 e.segment, e.loc = segment, offset << 32 | size
+            acked = results.get(seq)
+            if acked is not None:
+                jobs[acked].extra.result_at = (segment, offset << 32 | size)  # type: ignore[union-attr]
 
     def active_jobs(self) -> list[Entry]:
         """The active jobs in id order, found through the lease heap (so an open after a

@@ -10,14 +10,16 @@ and live bytes from the jobs when loading, with the methods replay uses.
 
 Layout (little-endian; spec/semantics.md, "Index snapshot", gives it byte by byte):
 
-    u32 version (1) | u32 task names | u64 jobs
+    u32 version (2) | u32 task names | u64 jobs
     names: per name, u16 length + UTF-8 bytes
     rows:  per job, ROW (66 bytes), in id order
     tails: per job whose row flags say so, in the same order:
            key   (flag 1): u16 length + UTF-8 bytes, u8 holds (the job owns the key;
                                                    written for readers, derived at restore)
            extra (flag 2): f64 finished_at, u8 has backoff [+ 4 x f64],
-                           last_error and result as u32 length + bytes (NONE_LEN: none)
+                           last_error and result as u32 length + bytes (NONE_LEN: none;
+                           for the result AT_LEN: u64 segment + u64 loc of the ACK record
+                           that holds it, `Extra.result_at`)
 
 Times that are None are stored as NaN (real times are finite).
 """
@@ -32,12 +34,14 @@ from .records import BACKOFF as _BACKOFF  # a job's backoff, laid out as in its 
 from .jobs import ACTIVE, CANCELLED, DEAD, DONE, PENDING
 from .index import Entry, Extra, Index
 
-VERSION = 1
+VERSION = 2  # 2: a result may be kept as the place of its ACK record (AT_LEN)
 _HEAD = struct.Struct("<IIQ")
 ROW = struct.Struct("<QQQQddIIiIBB")  # id, last, segment, loc, run_at, expires, attempts,
 #                                       max_attempts, priority, name index, code, flags
 _U16, _U32, _F64 = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<d")
 NONE_LEN = 0xFFFFFFFF
+AT_LEN = 0xFFFFFFFE
+_AT = struct.Struct("<QQ")
 _KEY, _EXTRA = 1, 2
 READY, DELAYED = 0, 1  # codes of a pending job: in a ready queue, or waiting for its run_at
 _STATE_OF = (PENDING, PENDING, ACTIVE, DONE, DEAD, CANCELLED)  # by code
@@ -80,7 +84,8 @@ def _tail(index: Index, e: Entry) -> bytes:
     if x is not None:
         out += _F64.pack(_NAN if x.finished_at is None else x.finished_at)
         out += (b"\x01" + _BACKOFF.pack(*x.backoff)) if x.backoff else b"\x00"
-        out += _text(None if x.last_error is None else x.last_error.encode()) + _text(x.result)
+        out += _text(None if x.last_error is None else x.last_error.encode())
+        out += _text(x.result) if x.result_at is None else _U32.pack(AT_LEN) + _AT.pack(*x.result_at)
     return out
 
 
@@ -153,7 +158,11 @@ def _decode(blob: bytes | memoryview) -> tuple[dict[int, Entry], set[int]]:
                 pos += _BACKOFF.size
             raw, pos = _read_text(blob, pos)
             x.last_error = None if raw is None else str(raw, "utf-8")
-            x.result, pos = _read_text(blob, pos)
+            if _U32.unpack_from(blob, pos)[0] == AT_LEN:
+                x.result_at = _AT.unpack_from(blob, pos + 4)
+                pos += 4 + _AT.size
+            else:
+                x.result, pos = _read_text(blob, pos)
     if pos != len(blob):
         raise ValueError(f"{len(blob) - pos} bytes left over after the last job")
     return jobs, delayed
