@@ -291,8 +291,8 @@ class Driver:
     def _compaction_poisoned(self, error: BaseException) -> None:
         """An EIO before compaction's commit point (C2) may leave the log usable: only a
         private temp file was hit. Ask the log (a sync) instead of assuming it is poisoned."""
-        if isinstance(error, LogqError) or not self.poisoned:
-            return
+        if (isinstance(error, LogqError) and not isinstance(error, OSError)) or not self.poisoned:
+            return  # an OSError, named (FileAccessError) or not, may have hit only the temp file
         _, probe = self._attempt(lambda: self.queue().sync())
         if self.fs.halted:
             self._on_crash()

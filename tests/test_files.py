@@ -305,6 +305,24 @@ def test_no_space_while_saving_a_torn_tail_is_a_named_error_and_cuts_nothing(tmp
         assert q.stats().pending == 3 and len(q.recovery.torn) == 1
 
 
+def test_compaction_file_that_cannot_be_made_is_a_named_error_and_the_queue_goes_on(tmp_path: Any) -> None:
+    path = str(tmp_path / "q")
+    with Queue(path, segment_size=4096, retain_done=0, compact_threshold=None) as q:
+        for _ in range(60):
+            q.enqueue("job", b"x" * 100)
+        for _ in range(40):
+            q.ack(q.lease())
+        blocker = os.path.join(path, SEG + ".compacting")
+        os.mkdir(blocker)
+        with pytest.raises(NotARegularFile) as info:
+            q.compact()
+        assert info.value.path == blocker
+        q.enqueue("job", b"after")  # only compaction's own file was refused: the log is fine
+        os.rmdir(blocker)
+        assert q.compact().jobs_swept > 0
+        assert q.stats().pending == 21
+
+
 # ------------------------------------------------------------------ item 12: links, owners, modes
 
 def test_links_planted_by_another_user_in_their_directory_are_never_written(tmp_path: Any) -> None:

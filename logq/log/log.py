@@ -178,8 +178,12 @@ class Log(ClosesOnExit):
 
     def write_compacted(self, bases: list[int], drop: Callable[[Record], bool]) -> compact.Output:
         """Compaction step C1 for the sealed prefix `bases`: write the records `drop`
-        keeps to a new file, outside any lock. `install` or `discard` it after."""
-        return compact.write_compacted(self.fs, self.path, bases, self._template, drop, mode=self.mode)
+        keeps to a new file, outside any lock. `install` or `discard` it after. A file
+        error here leaves the log usable; it is raised named (`fs.access_error`)."""
+        try:
+            return compact.write_compacted(self.fs, self.path, bases, self._template, drop, mode=self.mode)
+        except OSError as exc:
+            raise access_error(exc, self.path) from exc
 
     def install(self, out: compact.Output, bases: list[int]) -> None:
         """Steps C2-C4: swap the compacted segment in. A failure after the commit
