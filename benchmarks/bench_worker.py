@@ -31,7 +31,7 @@ costs CPU), and the time per task is split into buckets: leases, outcomes,
 task decode, task call, result encode, metrics, hooks/bookkeeping, heartbeat,
 and the main thread's q.wait wake-ups. cProfile cannot see the wait to
 acquire a `with lock:` block: that wait shows up as the *self* time of
-_lease/_complete_many in the wall-clock profile and is absent from the CPU
+Engine.lease/Engine.complete in the wall-clock profile and is absent from the CPU
 profile.
 
 Target (issue): thread workers in batch mode >= 20,000 tasks/s on 2 cores.
@@ -309,25 +309,27 @@ def _merge(profiles: list[cProfile.Profile]) -> pstats.Stats | None:
 def buckets(st: pstats.Stats) -> list[tuple[str, float]]:
     """(label, seconds) per bucket of the worker slots' time; sub-rows start with two spaces.
 
-    The slots lease with `lease_many` (and `lease`), both `Queue._lease`, and record
-    outcomes with `Queue._complete_many` (through `_complete` for a single one)."""
-    Q, W, T, L, S = "logq/queue.py", "logq/runtime/worker.py", "logq/runtime/tasks.py", "logq/log/log.py", "logq/core/index.py"
+    The slots lease with `Queue.lease_many` (and `lease`), which check their arguments
+    and call the backend's `Engine.lease`, and record outcomes with
+    `Queue._complete_many`, which calls `Engine.complete`."""
+    Q, W, T, S = "logq/queue.py", "logq/runtime/worker.py", "logq/runtime/tasks.py", "logq/core/index.py"
+    E, G, WR = "logq/backends/engine.py", "logq/log/group_commit.py", "logq/log/writer.py"
     R = "logq/runtime/registry.py"
-    lease = _cum(st, Q, "_lease")
-    wait_locked = _cum(st, Q, "_wait_locked")
-    lease_append = _cum(st, Q, "_change_locked", (Q, "_lease")) + _cum(st, Q, "_change_all_locked", (Q, "_lease"))
-    lease_read = _cum(st, Q, "_leased_jobs", (Q, "_lease"))
-    lease_index = _cum(st, Q, "_expire_locked", (Q, "_lease")) + _cum(st, S, "promote", (Q, "_lease")) \
-        + _cum(st, S, "take_ready", (Q, "_lease"))
-    lease_names = _cum(st, Q, "_names", (Q, "_lease"))
-    lease_commit = _cum(st, L, "commit", (Q, "_lease"))
-    lease_self = _self(st, Q, "_lease")
+    lease = _cum(st, Q, "lease_many") + _cum(st, Q, "lease")
+    wait_locked = _cum(st, E, "_wait_locked")
+    lease_append = _cum(st, E, "_change_locked", (E, "lease")) + _cum(st, E, "_change_all_locked", (E, "lease"))
+    lease_read = _cum(st, E, "_leased_jobs", (E, "lease"))
+    lease_index = _cum(st, E, "_expire_locked", (E, "lease")) + _cum(st, S, "promote", (E, "lease")) \
+        + _cum(st, S, "take_ready", (E, "lease"))
+    lease_names = _cum(st, Q, "_names", (Q, "lease_many")) + _cum(st, Q, "_names", (Q, "lease"))
+    lease_commit = _cum(st, G, "commit", (E, "lease"))
+    lease_self = _self(st, Q, "lease_many") + _self(st, Q, "lease") + _self(st, E, "lease")
     lease_other = lease - lease_self - wait_locked - lease_append - lease_read - lease_index - lease_names - lease_commit
     complete = _cum(st, Q, "_complete_many")
-    ack_self = _self(st, Q, "_complete_many")
-    ack_append = _cum(st, Q, "_append_locked", (Q, "_complete_many"))
-    ack_check = _cum(st, Q, "_leased_entry", (Q, "_complete_many"))
-    ack_commit = _cum(st, L, "commit", (Q, "_complete_many"))
+    ack_self = _self(st, Q, "_complete_many") + _self(st, E, "complete")
+    ack_append = _cum(st, E, "_append_locked", (E, "complete"))
+    ack_check = _cum(st, E, "_leased_entry", (E, "complete"))
+    ack_commit = _cum(st, G, "commit", (E, "complete"))
     ack_other = complete - ack_self - ack_append - ack_check - ack_commit
     decode = _cum(st, T, "decode")
     encode = _cum(st, T, "encode_result")
@@ -337,24 +339,24 @@ def buckets(st: pstats.Stats) -> list[tuple[str, float]]:
     call = _cum(st, "bench_worker.py", "noop")
     slot_total = _cum(st, W, "_thread_slot")
     bookkeeping = slot_total - lease - complete - decode - encode - metrics - hook - task_names - call
-    write = _cum(st, L, "write") + _cum(st, L, "write_one", (Q, "_change_locked"))  # (write calls write_one too)
+    write = _cum(st, WR, "write") + _cum(st, WR, "write_one", (E, "_change_locked"))  # (write calls write_one too)
     index = _cum(st, S, "transition") + _cum(st, S, "apply")
-    notify = _cum(st, "threading.py", "notify_all", (Q, "_notify_locked"))
+    notify = _cum(st, "threading.py", "notify_all", (E, "_notify_locked"))
     return [
-        ("lease (Queue._lease: lease_many and lease)", lease),
+        ("lease (Queue.lease_many and lease, Engine.lease)", lease),
         ("  self time: waiting for the queue lock/GIL, arg checks", lease_self),
         ("  Condition.wait, no due job (idle tail until stop)", wait_locked),
         ("  write and apply the LEASE records", lease_append),
         ("  read the ENQUEUE records back, build the Jobs", lease_read),
         ("  expire/promote/take_ready", lease_index),
         ("  _names(): frozenset + name checks", lease_names),
-        ("  log.commit", lease_commit),
+        ("  log.commit (GroupCommit.commit)", lease_commit),
         ("  rest", lease_other),
-        ("outcomes (Queue._complete_many)", complete),
+        ("outcomes (Queue._complete_many, Engine.complete)", complete),
         ("  self time: waiting for the queue lock/GIL, records built", ack_self),
         ("  write and apply the ACK/FAIL records", ack_append),
         ("  lease checks (_leased_entry)", ack_check),
-        ("  log.commit", ack_commit),
+        ("  log.commit (GroupCommit.commit)", ack_commit),
         ("  rest", ack_other),
         ("task decode (JSON [args, kwargs])", decode),
         ("task call (the no-op)", call),

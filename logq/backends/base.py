@@ -28,7 +28,7 @@ from ..core.records import Enqueue
 from ..errors import LogqError
 from ..log.log import RecoveryReport
 
-Outcome = tuple[Job, bytes, "BaseException | str | None"]
+Completion = tuple[Job, bytes, "BaseException | str | None"]
 """A finished run: the leased job, its result, and its error (None when it succeeded)."""
 
 NextRun = Callable[[Job, float], "Enqueue | None"]
@@ -83,7 +83,7 @@ class Backend(Protocol):
         signal ends its leases)."""
         ...
 
-    def complete(self, outcomes: Sequence[Outcome], next_run: NextRun | None) -> list[LogqError | None]:
+    def complete(self, outcomes: Sequence[Completion], next_run: NextRun | None) -> list[LogqError | None]:
         """Ack or fail leased jobs in one atomic write, with the next run of each periodic
         run that became final; per outcome, None or the error that kept it out."""
         ...

@@ -40,7 +40,7 @@ from ..core.records import (
 from ..errors import ClosedError, InvalidTransition, LeaseLostError, LogqError, WaitTimeout
 from ..log.log import Appended
 from ..tuples import new_tuple as _new_tuple
-from .base import NextRun, Outcome
+from .base import Completion, NextRun
 
 T = TypeVar("T")
 Change = tuple[Entry, int, JobRecord]  # a job, the type of the record that changes it, the record
@@ -70,6 +70,7 @@ class Store(Protocol):
 
 class Engine:
     """Job operations over `self._index` and `self._log` (a `Store`, set by the subclass).
+    Each public method is the `base.Backend` operation of the same name, as promised there.
 
     Thread-safe: one lock for the index; `_changed` wakes waiting leases, `_finished`
     wakes `wait` callers of a job that became final."""
@@ -288,7 +289,7 @@ class Engine:
             appended = self._change_all_locked(changes, sync)
         self._log.commit(appended)
 
-    def complete(self, outcomes: Sequence[Outcome], next_run: NextRun | None) -> list[LogqError | None]:
+    def complete(self, outcomes: Sequence[Completion], next_run: NextRun | None) -> list[LogqError | None]:
         with self._lock:
             self._check_open()
             now = self.clock.time()
