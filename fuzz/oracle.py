@@ -101,7 +101,8 @@ def index_view(index: Any, now: float) -> dict[str, Any]:
     return dict(jobs=jobs, ready={name: items for name, items in ready.items() if items},
                 delayed=live(index._delayed), leases=live(index._leases), keys=dict(index.keys),
                 co_holders={k: sorted(v) for k, v in getattr(index, "_co_holders", {}).items()},
-                counts=dict(index.counts), live_bytes=index.live_bytes, n_ready=index.n_ready)
+                counts=dict(index.counts), live_bytes=index.live_bytes, n_ready=index.n_ready,
+                ready_by_name={n: c for n, c in index.ready_by_name.items() if c})
 
 
 def first_difference(a: dict[str, Any], b: dict[str, Any]) -> str:

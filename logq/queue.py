@@ -477,6 +477,9 @@ class _Source:
     def extend(self, job: Job) -> float:
         return self._queue.extend(job)
 
+    def stats(self) -> Stats:
+        return self._queue.stats()
+
     def get(self, job_id: int) -> JobInfo | None:
         return self._queue.get(job_id)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import textwrap
 import threading
 
 import logq
@@ -38,9 +40,22 @@ def test_tutorial_runs(tmp_path, monkeypatch):
 
 def test_direct_queue_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code = blocks()[2]
+    code = next(b for b in blocks() if 'key="order-42"' in b)
     namespace = {"logq": logq, "do_the_work": lambda payload: payload.upper()}
     exec(compile(code, "README", "exec"), namespace)
     with logq.Queue("data/jobs") as q:
         assert q.get(namespace["jid"]).key == "order-42"
         assert len(namespace["ids"]) == 2
+
+
+def test_logging_example_runs_and_shows_the_workers_warnings(capsys):
+    code = next(b for b in blocks() if "basicConfig" in b)
+    root, ours = logging.getLogger(), logging.getLogger("logq")
+    before = (list(root.handlers), root.level, list(ours.handlers))
+    try:
+        exec(compile(textwrap.dedent(code), "README", "exec"), {})
+        ours.warning("a warning from the worker")
+    finally:
+        root.handlers[:], ours.handlers[:] = before[0], before[2]
+        root.setLevel(before[1])
+    assert "a warning from the worker" in capsys.readouterr().err

@@ -378,9 +378,10 @@ class Engine:
             oldest = self._index.oldest(PENDING)
             age = None if oldest is None else now - self._enqueue_of(oldest).enqueued_at
             counts, due, live = dict(self._index.counts), self._index.n_ready, self._index.live_bytes
+            due_by_name = {name: n for name, n in self._index.ready_by_name.items() if n}
             segments = self._log.segments()
         return Stats(counts, due, age, len(segments), sum(size for _, size, _ in segments), live,
-                     self._log.durable_seq, self._log.last_seq)
+                     self._log.durable_seq, self._log.last_seq, due_by_name)
 
     def wait(self, job_id: int, timeout: float | None) -> JobInfo:
         deadline = None if timeout is None else time.monotonic() + timeout

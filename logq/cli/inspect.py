@@ -376,9 +376,17 @@ def summary(target: Target, now: float) -> Info:
                 for i, (path, result) in enumerate(v.segments)]
     return {"path": target.path, "kind": "segment" if target.single else "queue",
             "format_version": target.version, "segments": segments, "totals": _totals(segments),
-            "jobs": dict(sink.job_index.counts), "oldest_pending": _oldest(target, sink.job_index, now),
+            "jobs": dict(sink.job_index.counts), "due_by_name": _due_by_name(sink.job_index, now),
+            "oldest_pending": _oldest(target, sink.job_index, now),
             **found, "saved_tails": _saved_tails(target), "writer": _writer(target),
             "checkpoint": _checkpoint_info(target)}
+
+
+def _due_by_name(index: Index, now: float) -> dict[str, int]:
+    """Due jobs per task name at `now` (as `Stats.due_by_name`): a name that no worker
+    knows shows here with jobs waiting."""
+    index.promote(now)
+    return {name: n for name, n in sorted(index.ready_by_name.items()) if n}
 
 
 def _segment(target: Target, path: str, result: ScanResult | None, last: bool, v: Verification,

@@ -56,6 +56,8 @@ def format_summary(d: Info) -> Iterator[str]:
     yield ""
     jobs = d["jobs"]
     yield f"jobs: {', '.join(f'{n:,} {s}' for s, n in jobs.items())} ({sum(jobs.values()):,} in all)"
+    if d.get("due_by_name"):
+        yield f"due now, by task: {', '.join(f'{name!r} {n:,}' for name, n in d['due_by_name'].items())}"
     yield _oldest_line(d["oldest_pending"])
     if d["kind"] != "segment":
         yield _writer_line(d["writer"])

@@ -208,6 +208,7 @@ class Index:
         self.counts: dict[str, int] = dict.fromkeys(STATES, 0)
         self.live_bytes = 0
         self.n_ready = 0
+        self.ready_by_name: dict[str, int] = {}  # n_ready per task name (names once ready stay, at 0)
         self._ready: dict[str, Ready] = {}
         # `_tops` lists each task name that has ready jobs with an item no larger than any
         # of them (`_listed[name]`), so that a lease of any name looks at the smallest
@@ -346,6 +347,7 @@ class Index:
             self._ready[name] = built = Ready.of(items)
             self._list(name, built.run[0])
             self.n_ready += len(items)
+            self.ready_by_name[name] = self.ready_by_name.get(name, 0) + len(items)
 
     def _lease(self, e: Entry, rec: Lease) -> None:
         self._move(e, ACTIVE)
@@ -435,6 +437,7 @@ class Index:
         if slot is not None:
             if len(slot) == 3:  # a ready item (`Entry.ready`, spelled out on this hot path)
                 self.n_ready -= 1
+                self.ready_by_name[e.name] -= 1
             e.slot = None
         counts = self.counts
         counts[e.state] -= 1
@@ -460,6 +463,8 @@ class Index:
         e.slot = item = _ready_item(e)
         self._queue_ready(e.name, item)
         self.n_ready += 1
+        by_name = self.ready_by_name
+        by_name[e.name] = by_name.get(e.name, 0) + 1
 
     def _queue_ready(self, name: str, item: ReadyItem) -> None:
         """Put `item` in task `name`'s ready queue; list the task if `item` is smaller than

@@ -81,6 +81,8 @@ class Stats:
     live_bytes: int
     durable_seq: int
     last_seq: int
+    due_by_name: dict[str, int] = field(default_factory=dict)
+    """The due jobs (`due`) per task name: a name no worker knows waits here forever."""
 
     @property
     def pending(self) -> int:

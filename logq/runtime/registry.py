@@ -3,7 +3,9 @@
 Theory of operation
 -------------------
 A `Queue` owns one `Registry` over its `JobSource` and hands it `task`,
-`register` and `every`. A task's default name is its module and qualified name.
+`register` and `every`. A task's default name is its module and qualified
+name, with `__main__` replaced by the name the module has when imported
+(`default_name`), so that a script and a producer importing it agree.
 
 A periodic task (`every`) has a `Periodic` schedule: its next run is a pending
 job holding the schedule's unique key, with the run's slot on the grid
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -166,8 +170,27 @@ class Registry:
 
 
 def default_name(fn: Callable[..., Any]) -> str:
-    """`module.qualname` of the function."""
-    return f"{getattr(fn, '__module__', '') or ''}.{getattr(fn, '__qualname__', repr(fn))}".lstrip(".")
+    """`module.qualname`; for a function of the script being run (module `__main__`), the
+    name its module has when imported: the name given to `python -m`, else the script's
+    file name without `.py`. So `python tasks.py` and a producer's `import tasks` agree on
+    `tasks.resize`. (Code run with `python -c` or typed in a REPL keeps `__main__`.)"""
+    module = getattr(fn, "__module__", "") or ""
+    if module == "__main__":
+        module = _main_module_name() or module
+    return f"{module}.{getattr(fn, '__qualname__', repr(fn))}".lstrip(".")
+
+
+def _main_module_name() -> str | None:
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    name = getattr(spec, "name", None)
+    if isinstance(name, str) and name and name != "__main__":
+        return name  # `python -m pkg.tasks`: pkg.tasks, as imported
+    path = getattr(main, "__file__", None)
+    if not isinstance(path, str) or not path.endswith(".py"):
+        return None
+    stem = os.path.basename(path)[:-3]
+    return stem if stem.isidentifier() else None
 
 
 def _check_name(name: object) -> None:

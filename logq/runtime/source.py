@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from typing import Mapping, Protocol, Sequence
 
-from ..core.jobs import Backoff, Job, JobInfo
+from ..core.jobs import Backoff, Job, JobInfo, Stats
 from ..errors import LogqError
 
 Completion = tuple[Job, bytes, "BaseException | str | None"]
@@ -76,6 +76,10 @@ class JobSource(Protocol):
 
     def extend(self, job: Job) -> float:
         """Renew a job's lease for `lease_time`; return the new expiry."""
+        ...
+
+    def stats(self) -> Stats:
+        """A snapshot of the queue (`Queue.stats`): the worker reads `due_by_name`."""
         ...
 
     def get(self, job_id: int) -> JobInfo | None:

@@ -58,6 +58,7 @@ log = logging.getLogger("logq")
 KINDS = ("thread", "process", "async")
 PREFETCH_MAX = 16  # jobs a slot leases at once while its tasks are fast
 FAST_TASK_SECONDS = 0.001  # a task at least this quick lets its slot lease ahead
+UNKNOWN_CHECK_SECONDS = 60.0  # how often an idle worker looks for due jobs of tasks it does not know
 Hook = Callable[[Job, Any], None]
 
 
@@ -114,6 +115,7 @@ class Worker:
         self.stopped = threading.Event()  # release what runs, now
         self._running: dict[int, Job] = {}
         self._lock = threading.Lock()
+        self._next_unknown_check = 0.0  # time.monotonic() of the next look at unknown task names
         self._check_async_tasks()
 
     # ------------------------------------------------------------------ control
@@ -196,13 +198,36 @@ class Worker:
     def _lease(self, n: int) -> list[Job]:
         names = self.names if self.names is not None else self.registry.names()
         if not names:
+            self._warn_unknown_tasks()
             self.stopping.wait(self.poll)
             return []
         jobs = self.source.lease_many(n, names, wait=self.poll, stop=self.stopping)
+        if not jobs:
+            self._warn_unknown_tasks()
         with self._lock:
             for job in jobs:
                 self._running[job.id] = job
         return jobs
+
+    def _warn_unknown_tasks(self) -> None:
+        """While idle, at most every UNKNOWN_CHECK_SECONDS: log a warning for due jobs whose
+        task name no task of this process has (`Stats.due_by_name` counts them), such as a
+        task registered as `__main__.f` here and enqueued as `tasks.f` elsewhere."""
+        now = time.monotonic()
+        if now < self._next_unknown_check:
+            return
+        self._next_unknown_check = now + UNKNOWN_CHECK_SECONDS
+        try:
+            due = self.source.stats().due_by_name
+        except Exception:  # closed meanwhile: the next lease finds out
+            return
+        known = self.registry.names()
+        unknown = {name: n for name, n in due.items() if name not in known}
+        if unknown:
+            listed = ", ".join(f"{name!r} ({n})" for name, n in sorted(unknown.items())[:10])
+            log.warning("%d due jobs wait for tasks that this worker does not know: %s; its tasks are %s. "
+                        "Register them here, or make the names agree (q.task(name=...))",
+                        sum(unknown.values()), listed, sorted(known)[:10])
 
     def _thread_slot(self) -> None:
         self._slot_loop(self._call_in_thread)
