@@ -322,6 +322,8 @@ def test_a_periodic_task_run_by_hand_is_a_one_off_and_leaves_the_schedule(qdir):
             ran.notify_all()
 
     task = q.every(3600, hourly, name="hourly")
+    with pytest.raises(logq.InvalidArgument, match="takes no arguments"):
+        task.enqueue(1)  # it would run without them
     q._registry.schedule_periodic()
     [scheduled] = q.jobs(state="pending", name="hourly")
     by_hand = task.enqueue()

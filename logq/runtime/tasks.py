@@ -85,7 +85,11 @@ class Task(Generic[R]):
 
     def enqueue(self, *args: Any, delay: float = 0.0, priority: int | None = None,
                 key: str | None = None, sync: str | None = None, **kwargs: Any) -> "Handle[R]":
-        """Queue a call of this task with these arguments; return its handle."""
+        """Queue a call of this task with these arguments; return its handle. A periodic
+        task (`Queue.every`) takes none: this queues a one-off run beside its schedule."""
+        if self.options.every is not None and (args or kwargs):
+            raise InvalidArgument(f"periodic task {self.name!r} takes no arguments: call .enqueue() "
+                                  "without any to queue a one-off run")
         if self.raw:
             if kwargs or len(args) != 1:
                 raise InvalidArgument(f"raw task {self.name!r} takes exactly one bytes payload")
