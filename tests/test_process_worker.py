@@ -105,3 +105,38 @@ def test_children_of_a_killed_process_worker_exit_and_hold_no_lock(qdir):
         for pid in children:  # what this test started, if it failed
             if not wait_gone(pid, 0):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_child_exits_at_end_of_file_when_idle_and_after_its_running_task(tmp_path):
+    """Where there is no parent-death signal, end-of-file of the pipe ends a child: the
+    parent's end is its only other holder (here the test closes it, as a death would)."""
+    from logq.runtime.child import TaskProcess
+
+    go = str(tmp_path / "go")
+    os.mkfifo(go)
+    q = Queue(":memory:")
+
+    @q.task(name="waits")
+    def waits(path):
+        with open(path) as f:  # blocks until the test opens the FIFO for writing
+            return f.read()
+
+    idle, busy = TaskProcess(q._registry.tasks), TaskProcess(q._registry.tasks)
+    idle.start()
+    busy.start()
+    try:
+        idle.conn.close()
+        assert wait_gone(idle.pid, 30), "an idle child outlived the end of its pipe"
+        busy.conn.send(("waits", b'[["%s"],{}]' % go.encode()))
+        with open(go, "w") as f:  # the task is running: it opened the FIFO
+            busy.conn.close()  # the parent is gone while the task runs
+            f.write("done")
+        assert wait_gone(busy.pid, 30), "a busy child outlived the end of its pipe after its task"
+        for p in (idle, busy):
+            _, status = os.waitpid(p.pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        for p in (idle, busy):
+            if not wait_gone(p.pid, 0):
+                os.kill(p.pid, signal.SIGKILL)
+        q.close()

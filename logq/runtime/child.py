@@ -2,7 +2,10 @@
 
 Theory of operation
 -------------------
-A process slot forks one child (fork, so that the task registry is inherited
+`ProcessSlotChild` is what a process slot calls to run a task: it starts its
+child (`TaskProcess`) on first use, waits for the answer while watching for a
+timeout, a hard stop and the child's death, and kills and replaces the child
+when one of them happens. A process slot forks one child (fork, so that the task registry is inherited
 and functions never cross the pipe) and sends it (task name, payload) over a
 duplex pipe; the child answers (ok, value) and waits for the next. Right after
 the fork, before anything else, the child:
@@ -32,12 +35,19 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
+import time
 from typing import Any, Mapping
 
+from ..core.jobs import Job
 from ..errors import LogqError
-from .tasks import Task
+from .tasks import Task, TaskTimeout
 
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
+
+
+class Stopped(Exception):
+    """Internal: the worker stopped hard while this job ran; it is released."""
 
 
 class TaskProcess:
@@ -101,6 +111,51 @@ class TaskProcess:
         except OSError:
             pass
         self.kill()
+
+
+class ProcessSlotChild:
+    """A process slot's child (`TaskProcess`), started on first use and replaced after it
+    is killed (a timeout, a hard stop: `stopped` set) or dies."""
+
+    def __init__(self, tasks: Mapping[str, Task[Any]], stopped: threading.Event) -> None:
+        self._process = TaskProcess(tasks)
+        self._stopped = stopped
+        self._started = False
+
+    def call(self, task: Task[Any], job: Job, worker: object) -> Any:
+        """Run `task` on `job` in the child; raise what the task raised, `TaskTimeout`,
+        or `Stopped` after a hard stop (the child is killed then)."""
+        p = self._process
+        if not self._started or not p.alive():
+            p.start()
+            self._started = True
+        p.conn.send((task.name, job.payload))
+        deadline = None if task.options.timeout is None else time.monotonic() + task.options.timeout
+        while not p.conn.poll(0.1):
+            if self._stopped.is_set():
+                self.kill()
+                raise Stopped()
+            if deadline is not None and time.monotonic() > deadline:
+                self.kill()
+                raise TaskTimeout(f"task {task.name} ran longer than its timeout of "
+                                  f"{task.options.timeout}s (its process was killed)")
+            if not p.alive():
+                self.kill()
+                raise LogqError(f"the process running task {task.name} died (exit code {p.exitcode})")
+        ok, value = p.conn.recv()
+        if not ok:
+            raise value
+        return value
+
+    def kill(self) -> None:
+        if self._started:
+            self._process.kill()
+            self._started = False
+
+    def close(self) -> None:
+        if self._started:
+            self._process.close()
+            self._started = False
 
 
 def _detach(keep: int, parent_pid: int) -> None:

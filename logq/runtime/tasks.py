@@ -53,6 +53,10 @@ class TaskFailed(LogqError):
         self.job_id, self.error = job_id, error
 
 
+class TaskTimeout(LogqError):
+    """A task ran longer than its timeout; the attempt counts as failed."""
+
+
 class TaskCancelled(LogqError):
     """The task's job was cancelled before it ran."""
 

@@ -46,13 +46,13 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 from ..errors import InvalidArgument, LeaseLostError, LogqError
 from ..core.jobs import Job
-from .child import TaskProcess
+from .child import ProcessSlotChild, Stopped
 from .registry import Metrics, Registry, TaskMetrics
-from .tasks import Task
+from .tasks import Task, TaskTimeout
 
 log = logging.getLogger("logq")
 KINDS = ("thread", "process", "async")
@@ -60,10 +60,6 @@ PREFETCH_MAX = 16  # jobs a slot leases at once while its tasks are fast
 FAST_TASK_SECONDS = 0.001  # a task at least this quick lets its slot lease ahead
 UNKNOWN_CHECK_SECONDS = 60.0  # how often an idle worker looks for due jobs of tasks it does not know
 Hook = Callable[[Job, Any], None]
-
-
-class TaskTimeout(LogqError):
-    """A task ran longer than its timeout; the attempt counts as failed."""
 
 
 class _Outcome(NamedTuple):
@@ -84,10 +80,6 @@ class _Outcome(NamedTuple):
     @classmethod
     def failed(cls, task: Task[Any], job: Job, error: BaseException, started: float) -> "_Outcome":
         return cls(task, job, None, error, time.monotonic() - started, b"")
-
-
-class _Stopped(Exception):
-    """Internal: the worker stopped hard while this job ran; release it."""
 
 
 __all__ = ["KINDS", "Metrics", "TaskMetrics", "TaskTimeout", "Worker"]
@@ -233,7 +225,7 @@ class Worker:
         self._slot_loop(self._call_in_thread)
 
     def _process_slot(self) -> None:
-        child = _Child(self.registry.tasks)
+        child = ProcessSlotChild(self.registry.tasks, self.stopped)
         try:
             self._slot_loop(child.call)
         finally:
@@ -297,7 +289,7 @@ class Worker:
         started = time.monotonic()
         try:
             return _Outcome.ok(task, job, call(task, job, self), started)
-        except _Stopped:
+        except Stopped:
             return None  # released by _release_running
         except BaseException as exc:  # the task's own error (or its unencodable result) is data
             return _Outcome.failed(task, job, exc, started)
@@ -488,45 +480,3 @@ class Worker:
         except asyncio.TimeoutError:
             raise TaskTimeout(f"task {task.name} ran longer than its timeout of {timeout}s "
                               "(the coroutine was cancelled)") from None
-
-
-class _Child:
-    """A process slot's child (`child.TaskProcess`), started on first use and replaced after
-    it is killed (a timeout, a hard stop) or dies."""
-
-    def __init__(self, tasks: Mapping[str, Task[Any]]) -> None:
-        self._process = TaskProcess(tasks)
-        self._started = False
-
-    def call(self, task: Task[Any], job: Job, worker: Worker) -> Any:
-        p = self._process
-        if not self._started or not p.alive():
-            p.start()
-            self._started = True
-        p.conn.send((task.name, job.payload))
-        deadline = None if task.options.timeout is None else time.monotonic() + task.options.timeout
-        while not p.conn.poll(0.1):
-            if worker.stopped.is_set():
-                self.kill()
-                raise _Stopped()
-            if deadline is not None and time.monotonic() > deadline:
-                self.kill()
-                raise TaskTimeout(f"task {task.name} ran longer than its timeout of "
-                                  f"{task.options.timeout}s (its process was killed)")
-            if not p.alive():
-                self.kill()
-                raise LogqError(f"the process running task {task.name} died (exit code {p.exitcode})")
-        ok, value = p.conn.recv()
-        if not ok:
-            raise value
-        return value
-
-    def kill(self) -> None:
-        if self._started:
-            self._process.kill()
-            self._started = False
-
-    def close(self) -> None:
-        if self._started:
-            self._process.close()
-            self._started = False
