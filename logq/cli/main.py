@@ -3,12 +3,14 @@
 Theory of operation
 -------------------
 This module only parses arguments and calls one function per subcommand;
-the work is done elsewhere (`inspect.run`, `demo.run`, and the two short
-queue commands below). Every subcommand returns its exit status: 0 success,
+the work is done elsewhere (`inspect.run`, `demo.run`, `worker.run`, and
+the short queue commands below). Every subcommand returns its exit status: 0 success,
 1 a finding (damage for `inspect --verify`, an unknown job for
 `inspect --job`), 2 a usage error or a path that cannot be used, with a
 one-line message on stderr. `inspect` is read-only and takes no lock;
-`stats` and `requeue-dead` open the queue like an application does.
+`stats` and `requeue-dead` open the queue like an application does, and
+`worker` imports the application's module and runs its tasks. Installed, the
+same commands are the `logq` console script (`script`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from . import inspect as _inspect, inspect_text as _inspect_text
+from . import inspect as _inspect, inspect_text as _inspect_text, worker as _worker_command
 from ..errors import LogqError, NotALogqDirectory
 from ..queue import Queue
+from ..runtime.worker import KINDS
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -70,6 +73,23 @@ cancelled or dead and past retention. Takes the writer lock (exit 2 if the
 queue is open elsewhere). A crash at any moment leaves the old or the new files.
 """
 
+_WORKER_EXAMPLES = """\
+examples:
+  python -m logq worker app:q                        the tasks registered on q in app.py, 4 threads
+  python -m logq worker app:q --concurrency 8 --kind process
+  python -m logq worker app:q --names resize,thumbnail --grace 60 --log-level DEBUG
+  python -m logq worker app:make_queue               a function in app.py that returns the Queue
+
+Imports MODULE from the current directory and runs the tasks registered on the
+logq.Queue that ATTR names (or that ATTR, a function taking no arguments,
+returns). Logs to stderr (DEBUG logs each finished job). The first SIGINT or
+SIGTERM stops leasing and gives running tasks the grace time to finish (exit
+0); a second one releases them at once. Exit 2, with one line on stderr, if the
+module, the attribute or the queue cannot be loaded. Today a queue directory is
+open in one process at a time: the worker cannot start while another process
+has the queue open, and no other process can open it while the worker runs.
+"""
+
 _DEMO_EXAMPLES = """\
 examples:
   python -m logq demo                        200 simulated downloads with 4 workers
@@ -80,8 +100,9 @@ Press Ctrl-C (or kill -9) and run the same command again: it resumes.
 """
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m logq") -> int:
+    """Run one subcommand (`argv`, by default the process's arguments); return its exit status."""
+    parser = _parser(prog)
     ns = parser.parse_args(argv)
     command: Command = ns.run
     try:
@@ -96,15 +117,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def script() -> int:
+    """The `logq` console script (pyproject.toml): the same commands as `python -m logq`."""
+    return main(prog="logq")
+
+
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror}"
     return " ".join(str(exc).split())
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m logq", description="logq: an embedded, persistent job queue.",
+        prog=prog, description="logq: an embedded, persistent job queue.",
         epilog="Run `python -m logq SUBCOMMAND --help` for a subcommand's options and examples.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     _add_inspect(sub)
@@ -129,7 +155,25 @@ def _parser() -> argparse.ArgumentParser:
     requeue.add_argument("dir", metavar="DIR", help="queue directory")
     requeue.add_argument("--name", help="only jobs of this task name")
     requeue.add_argument("--limit", type=_count, help="at most N jobs")
+    _add_worker(sub)
     return parser
+
+
+def _add_worker(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = _add(sub, "worker", "run a queue's registered tasks in this process until SIGINT/SIGTERM",
+             _WORKER_EXAMPLES, _worker)
+    p.add_argument("target", metavar="MODULE:ATTR",
+                   help="the module to import (from the current directory) and the logq.Queue in it")
+    p.add_argument("--concurrency", type=_positive, default=4, metavar="N",
+                   help="worker slots: threads, processes or coroutines (default: 4)")
+    p.add_argument("--kind", choices=KINDS, default="thread",
+                   help="thread (default), process (forked children, for CPU-bound tasks) or async")
+    p.add_argument("--names", type=_names, metavar="A,B",
+                   help="run only these registered tasks (default: all)")
+    p.add_argument("--grace", type=_seconds, default=30.0, metavar="S",
+                   help="seconds running tasks may finish after the first stop signal (default: 30)")
+    p.add_argument("--log-level", type=str.upper, choices=_worker_command.LEVELS, default="INFO",
+                   help="least severe level logged to stderr (default: INFO; DEBUG logs each finished job)")
 
 
 def _add(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", name: str, summary: str,
@@ -173,6 +217,23 @@ def _count(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, not negative: {text!r}")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one task, e.g. --names resize,thumbnail")
+    return names
+
+
 def _positive(text: str) -> int:
     value = _count(text)
     if value == 0:
@@ -198,6 +259,11 @@ def _inspect_command(ns: argparse.Namespace) -> int:
 def _demo(ns: argparse.Namespace) -> int:
     from . import demo as demo  # imported only when asked for: it starts threads
     return demo.run(dir=ns.dir, workers=ns.workers, jobs=ns.jobs, enqueue=ns.enqueue)
+
+
+def _worker(ns: argparse.Namespace) -> int:
+    return _worker_command.run(ns.target, concurrency=ns.concurrency, kind=ns.kind, names=ns.names,
+                               grace=ns.grace, log_level=ns.log_level)
 
 
 def _compact(ns: argparse.Namespace) -> int:
