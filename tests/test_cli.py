@@ -99,11 +99,11 @@ def healthy(qdir):
 def test_help_lists_every_subcommand():
     r = cli("--help")
     assert r.returncode == 0
-    for name in ("inspect", "demo", "compact", "stats", "requeue-dead"):
+    for name in ("inspect", "demo", "compact", "stats", "requeue-dead", "worker"):
         assert name in r.stdout
 
 
-@pytest.mark.parametrize("name", ["inspect", "demo", "compact", "stats", "requeue-dead"])
+@pytest.mark.parametrize("name", ["inspect", "demo", "compact", "stats", "requeue-dead", "worker"])
 def test_every_subcommand_has_help_with_examples(name):
     r = cli(name, "--help")
     assert r.returncode == 0
@@ -128,7 +128,7 @@ def readme_command_summary() -> dict[str, list[str]]:
 
 def test_readme_command_summary_shows_every_option_of_every_subcommand():
     summary = readme_command_summary()
-    assert sorted(summary) == ["compact", "demo", "inspect", "requeue-dead", "stats"]
+    assert sorted(summary) == ["compact", "demo", "inspect", "requeue-dead", "stats", "worker"]
     for sub, forms in summary.items():
         helped = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", cli(sub, "--help").stdout)) - {"--help"}
         shown = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", " ".join(forms)))

@@ -91,9 +91,14 @@ def load_queue(target: str) -> Queue:
                         "and run the command from the directory that holds it")
     module = import_module(module_name)
     obj = follow(module, attr, target)
-    queue = _call_factory(obj, target) if inspect.isroutine(obj) else obj
-    if not isinstance(queue, Queue):
-        raise LoadError(f"{target} is {_a(queue)}, not a logq.Queue (or a function that returns one)")
+    if inspect.isroutine(obj):
+        queue = _call_factory(obj, target)
+        if not isinstance(queue, Queue):
+            raise LoadError(f"{target}() returned {_a(queue)}, not a logq.Queue")
+    elif isinstance(obj, Queue):
+        queue = obj
+    else:
+        raise LoadError(f"{target} is {_a(obj)}, not a logq.Queue (or a function that returns one)")
     if queue.closed:
         raise LoadError(f"{target} is a closed queue: the module must leave it open "
                         "(not close it, nor open it in a `with` block)")
@@ -111,7 +116,7 @@ def import_module(name: str) -> ModuleType:
         if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
             raise LoadError(f"no module named {exc.name!r} in {cwd} or on the Python path: "
                             "run the command from the directory that holds it") from None
-        raise LoadError(f"importing {name} raised {_describe(exc)}") from None
+        raise LoadError(f"importing {name} raised {_describe(exc)}{_where(exc)}") from None
     except LockedError as exc:
         raise _locked(exc) from None
     except LogqError as exc:
@@ -176,7 +181,7 @@ def _a(obj: object) -> str:
     if obj is None:
         return "None"
     if isinstance(obj, type):
-        return f"a class ({obj.__qualname__}), not an instance of it,"
+        return f"the class {obj.__qualname__}"
     return f"a {type(obj).__name__}"
 
 
