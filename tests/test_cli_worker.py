@@ -204,6 +204,26 @@ def test_names_limits_the_worker_to_those_tasks(tmp_path):
     assert results(path, [slow]) == [("pending", None)]
 
 
+def test_the_readme_tutorial_module_runs_under_the_worker_command(tmp_path):
+    """The tutorial's app.py, imported by `python -m logq worker app:q`: its `__main__` part does
+    not run (nothing is enqueued at import), and it runs a job enqueued before it started."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    tutorial = re.findall(r"```python\n(.*?)```", readme, re.S)[0]
+    assert "python -m logq worker app:q --concurrency 8" in readme
+    cwd, path = project(tmp_path, tutorial.replace("...\n    return", "return").replace("{", "{{").replace("}", "}}"))
+    path = str(tmp_path / "data" / "jobs")
+    with Queue(path) as q:
+        jid = q.enqueue("app.resize", call("c.png", 300))
+    w = Worker(cwd, "app:q", "--log-level", "DEBUG")
+    assert "tasks: app.cleanup, app.resize" in w.wait_for(r"worker \d+ started")
+    w.wait_for(rf"job {jid} \(app.resize\) done")
+    assert w.stop() == 0
+    with Queue(path) as q:
+        assert q.get(jid).result == b'"c.png@300"'
+        assert {j.name for j in q.jobs(state="pending")} == {"app.cleanup"}  # the schedule's next run
+
+
 # -------------------------------------------------------------- cannot start
 
 def run_worker(cwd: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -32,7 +32,7 @@ def test_tutorial_runs(tmp_path, monkeypatch):
         t.join()
 
     monkeypatch.setattr(logq.Queue, "run_worker", run_worker)
-    namespace: dict[str, object] = {}
+    namespace: dict[str, object] = {"__name__": "__main__"}  # run as `python app.py`
     exec(compile(tutorial.replace("...\n    return", "return"), "README", "exec"), namespace)
     assert results == ["a.png@200"]
     namespace["q"].close()
