@@ -13,7 +13,8 @@ from .clock import Clock, SystemClock
 from .errors import (
     ChecksumError, ClosedError, CorruptionError, FileAccessError, InvalidArgument, InvalidTransition, JobNotFound,
     LeaseLostError, LockedError, LogqError, MissingFileError, NotALogqDirectory, NotARegularFile,
-    ResultTooLargeError, UnsafeDirectoryError, UnsupportedVersionError, WaitTimeout, WriterFailedError,
+    RecordTooLargeError, ResultTooLargeError, UnsafeDirectoryError, UnsupportedVersionError, WaitTimeout,
+    WriterFailedError,
 )
 from .log.fs import OsFileSystem
 from .core.jobs import Backoff, CompactionReport, Job, JobInfo, Stats
@@ -34,7 +35,8 @@ __all__ = [
     "FileAccessError", "Handle", "InvalidArgument", "InvalidTransition", "JSONSerializer", "Job", "JobInfo", "JobNotFound",
     "LeaseLostError", "LockedError", "Log", "LogqError", "LostRange", "Metrics", "MissingFileError",
     "NotALogqDirectory", "NotARegularFile",
-    "OsFileSystem", "Queue", "Record", "RecoveryReport", "ResultTooLargeError", "Serializer", "Stats", "SystemClock", "Task", "TaskCancelled",
+    "OsFileSystem", "Queue", "Record", "RecordTooLargeError", "RecoveryReport", "ResultTooLargeError", "Serializer",
+    "Stats", "SystemClock", "Task", "TaskCancelled",
     "TaskFailed", "TaskMetrics", "TaskTimeout", "TornTail", "UnrecoveredJob", "UnsafeDirectoryError", "UnsupportedVersionError",
     "WaitTimeout",
     "Worker", "WriterFailedError",

@@ -89,6 +89,13 @@ class UnsupportedVersionError(CorruptionError):
     """The files were written by a newer format version than this logq reads."""
 
 
+class RecordTooLargeError(CorruptionError):
+    """A record that verifies is larger than this queue accepts (the larger of its
+    `max_payload` and `max_result`, plus the record's own fields). Not a torn write, so
+    it is never cut: open the queue with the `max_payload` and `max_result` it was
+    written with, or with `salvage=True` to skip the record and have it reported."""
+
+
 class InvalidTransition(LogqError):
     """The operation is not allowed in the job's current state; nothing was written."""
 

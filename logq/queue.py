@@ -32,7 +32,7 @@ from .backends.memory import PATH as MEMORY, MemoryBackend
 from .clock import Clock, SystemClock
 from .core import policy
 from .core.jobs import STATES, Backoff, CompactionReport, Job, JobInfo, Stats
-from .core.records import Enqueue
+from .core.records import Enqueue, max_record_size
 from .errors import InvalidArgument, LogqError, ResultTooLargeError
 from .log.fs import FileSystem
 from .closing import ClosesOnExit
@@ -100,7 +100,8 @@ class Queue(ClosesOnExit):
         options = dict(clock=self.clock, backoff=self.backoff, retain_done=self.retain_done,
                        retain_dead=self.retain_dead, compact_threshold=compact_threshold, sync=sync,
                        sync_interval=sync_interval, segment_size=segment_size, compression=compression,
-                       compress_threshold=compress_threshold, salvage=salvage, fs=fs, mode=mode)
+                       compress_threshold=compress_threshold, salvage=salvage, fs=fs, mode=mode,
+                       max_record=max_record_size(max_payload, max_result))  # replay's bound too
         backend: LocalBackend | MemoryBackend
         backend = MemoryBackend(**options) if path == MEMORY else LocalBackend(path, **options)  # type: ignore[arg-type]
         self._backend: Backend = backend

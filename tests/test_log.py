@@ -15,7 +15,7 @@ from logq import (
     ClosedError, CorruptionError, InvalidArgument, LockedError, Log, NotALogqDirectory,
     UnsupportedVersionError, WriterFailedError,
 )
-from logq.log import group_commit, reader as reader_module, recovery, writer as writer_module
+from logq.log import group_commit, reader as reader_module, recovery, segment as segment_module, writer as writer_module
 from logq.log.segment import segment_name
 from logq.log.fs import OsFileSystem
 from logq.log.codec import SEGMENT_HEADER_SIZE
@@ -605,7 +605,7 @@ def test_salvage_in_the_last_segment_reports_and_seals_instead_of_cutting(tmp_pa
 @pytest.fixture(params=[48, 700])
 def small_window(request, monkeypatch):
     """Replay reads segments a few bytes at a time: every boundary case is hit."""
-    monkeypatch.setattr(recovery, "REPLAY_WINDOW", request.param)
+    monkeypatch.setattr(segment_module, "SCAN_WINDOW", request.param)
     return request.param
 
 
@@ -621,7 +621,7 @@ def test_windowed_replay_equals_whole_replay(tmp_path, small_window):
     _mixed_log(tmp_path)
     log, got = replayed(tmp_path)
     log.close()
-    recovery.REPLAY_WINDOW = 1 << 30
+    segment_module.SCAN_WINDOW = 1 << 30
     whole, all_at_once = replayed(tmp_path)
     whole.close()
     assert got == all_at_once and len(got) == 301

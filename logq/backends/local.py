@@ -46,7 +46,7 @@ class LocalBackend(Engine):
     def __init__(self, path: str | os.PathLike[str], *, clock: Clock, backoff: Backoff, retain_done: float,
                  retain_dead: float, compact_threshold: float | None, sync: str, sync_interval: float,
                  segment_size: int, compression: str | None, compress_threshold: int, salvage: bool,
-                 fs: FileSystem | None, mode: int) -> None:
+                 fs: FileSystem | None, mode: int, max_record: int) -> None:
         super().__init__(clock, backoff, retain_done, retain_dead)
         self.compactor = Compactor(self, compact_threshold)
         salvaging = SalvageReplay(self._index) if salvage else None
@@ -57,7 +57,8 @@ class LocalBackend(Engine):
                 path, replay=self._index.replay if salvaging is None else salvaging.replay, sync=sync, sync_interval=sync_interval,
                 segment_size=segment_size, compression=compression, compress_threshold=compress_threshold,
                 salvage=salvage, fs=fs, on_rollover=self.compactor.wanted if compact_threshold is not None else None,
-                restore=functools.partial(_snapshot.restore, self._index), mode=mode)
+                restore=functools.partial(_snapshot.restore, self._index), mode=mode,
+                max_record=max_record)  # what replay may inflate or copy, at most
         finally:
             if collecting:
                 gc.enable()

@@ -117,7 +117,8 @@ class MemoryBackend(Engine):
 
     def __init__(self, *, clock: Clock, backoff: Backoff, retain_done: float, retain_dead: float,
                  compact_threshold: float | None, sync: str, sync_interval: float, segment_size: int,
-                 compression: str | None, compress_threshold: int, salvage: bool, fs: object, mode: int) -> None:
+                 compression: str | None, compress_threshold: int, salvage: bool, fs: object, mode: int,
+                 max_record: int) -> None:
         """Takes the local backend's options: the ones that shape the disk are checked as
         there (`check_options`), and unused."""
         check_options(sync, sync_interval, segment_size, compression, compress_threshold)

@@ -44,11 +44,11 @@ from ..log.directory import LOCK_NAME, META_NAME
 from ..log.recovery import TORN_SUFFIX
 from ..log.codec import (
     ALIGN, FLAG_CONTINUED, FLAG_ZSTD, FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
-    SEGMENT_MAGIC, TYPE_SEAL, Record, decode_segment_header, read_record,
+    SEGMENT_MAGIC, TYPE_SEAL, Record, decode_segment_header, padded, read_record,
 )
-from ..log.segment import ScanResult, is_unwritten, parse_segment_name, scan
+from ..log.segment import SCAN_WINDOW, Pread, ScanResult, parse_segment_name
 from ..core.index import Entry, Index
-from ..log.verify import Problem, Verification, segment_files, verify
+from ..log.verify import Problem, Verification, reader, scan_path, segment_files, verify
 
 OnRecord = Callable[[Record, int, int | None, str | None], None]  # record, segment, job id, error
 TYPE_CODES = {name: code for code, name in TYPE_NAMES.items()}
@@ -163,17 +163,15 @@ def _read(target: Target, sink: _Sink) -> Verification:
     if not target.single:
         return verify(target.path, sink)
     out = Verification()
-    with open_readonly(target.path) as f:
-        data = f.read()
     try:
-        result = scan(data, target.path, sink.append)
+        result, size, written = scan_path(target.path, sink.append)
     except CorruptionError as exc:
         out.segments.append((target.path, None))
         out.problems.append(Problem(target.path, exc.offset or 0, str(exc)))
         return out
     out.segments.append((target.path, result))
-    if result.end < len(data) and not is_unwritten(data[result.end:]):
-        out.tail = (target.path, result.end, len(data))
+    if written > result.end:
+        out.tail = (target.path, result.end, size)
     return out
 
 
@@ -187,8 +185,7 @@ def _tail(v: Verification) -> Info | None:
     try:  # read again: the verifier keeps no bytes (and the file may have changed since)
         with open_readonly(path) as f:
             salt = decode_segment_header(f.read(SEGMENT_HEADER_SIZE), path).salt
-            f.seek(end)
-            valid_after = _valid_after_damage(f.read(size - end), salt)
+            valid_after = _valid_after_damage(reader(f), end, size, salt)
     except (OSError, CorruptionError):
         valid_after = False
     return {"file": path, "offset": end, "bytes": size - end, "reason": reason,
@@ -196,28 +193,41 @@ def _tail(v: Verification) -> Info | None:
             "saved_to_on_next_open": f"{path}.{end}{TORN_SUFFIX}"}
 
 
-def _valid_after_damage(buf: bytes, salt: int) -> bool:
-    """True if a record verifies somewhere past the first bad spot of `buf`.
+def _valid_after_damage(read: Pread, start: int, size: int, salt: int) -> bool:
+    """True if a record verifies somewhere past the first bad spot of bytes `start`..`size`
+    of a segment (read a window at a time with `read`).
 
     An unfinished write leaves nothing valid after it; damage inside the
     active segment (a flipped bit) does, and opening would cut those records.
     """
-    pos = 0
-    while True:
+    pos = start
+    while pos < size:  # the records that still verify, up to the first bad spot
         try:
-            rec = read_record(buf, pos, salt)
+            head = read(RECORD_HEADER_SIZE, pos)
+            rec = read_record(head, 0, salt)
+            if rec is None and len(head) == RECORD_HEADER_SIZE:  # the header verified: read the record
+                rec = read_record(read(RECORD_HEADER_SIZE + padded(int.from_bytes(head[4:8], "little")), pos),
+                                  0, salt)
         except CorruptionError:
             break
         if rec is None:
             return False
         pos += rec.size
-    for probe in range(pos + ALIGN, len(buf) - RECORD_HEADER_SIZE + 1, ALIGN):
-        if buf[probe + 16]:  # a record's type byte is never zero: skip zeroed space fast
-            try:
-                if read_record(buf, probe, salt) is not None:
-                    return True
-            except CorruptionError:
-                pass
+    window = SCAN_WINDOW
+    for at in range(pos + ALIGN, size - RECORD_HEADER_SIZE + 1, window):
+        buf = read(window + RECORD_HEADER_SIZE, at)  # a header that starts in this window is whole
+        for probe in range(0, min(window, len(buf) - RECORD_HEADER_SIZE + 1), ALIGN):
+            if buf[probe + 16]:  # a record's type byte is never zero: skip zeroed space fast
+                try:
+                    read_record(buf[probe:probe + RECORD_HEADER_SIZE], 0, salt)
+                except CorruptionError:
+                    continue
+                try:  # the header verifies: so must the whole record
+                    n = int.from_bytes(buf[probe + 4:probe + 8], "little")
+                    if read_record(read(RECORD_HEADER_SIZE + padded(n), at + probe), 0, salt) is not None:
+                        return True
+                except CorruptionError:
+                    pass
     return False
 
 
@@ -459,13 +469,15 @@ def _checkpoint_info(target: Target) -> Info | None:
                   "usable": False, "reason": None}
     try:
         with open_readonly(path) as f:
-            data = f.read()
+            info["bytes"] = size = os.fstat(f.fileno()).st_size
+            cp = _checkpoint.load(reader(f), size)  # checked a chunk at a time before read whole
     except OSError as exc:  # optional: an unusable checkpoint is reported, not fatal
         info["reason"] = str(exc)
         return info
-    info["bytes"] = len(data)
+    except CorruptionError as exc:
+        info["reason"] = exc.reason
+        return info
     try:
-        cp = _checkpoint.decode(data)
         info["last_seq"], info["segments"] = cp.last_seq, len(cp.segments)
         fs, paths = OsFileSystem(), dict(target.files)
         _checkpoint.verify(cp, target.bases, lambda base: fs.open(paths[base], readonly=True))

@@ -68,6 +68,18 @@ class Outcome(NamedTuple):
     error: str
 
 
+RECORD_FIELDS = _ENQ.size + 2 * 0xFFFF + _BACKOFF.size  # the most bytes a record holds besides a payload
+
+
+def max_record_size(max_payload: int, max_result: int = 0) -> int:
+    """The largest record payload a queue with `max_payload` and `max_result` writes, and
+    so the bound its log is given (at most 2^28, the format's): the larger of a job
+    payload and a result, with the most the other fields of a record take (an
+    ENQUEUE's name and key of up to 65535 bytes each, a backoff). An error text
+    must fit the same bound."""
+    return min(max(max_payload, max_result) + RECORD_FIELDS, 1 << 28)
+
+
 def encode_enqueue(e: Enqueue) -> bytes:
     key = e.key.encode() if e.key is not None else None
     return enqueue_head(e.enqueued_at, e.run_at, e.priority, e.max_attempts, e.name.encode(), key,

@@ -95,6 +95,30 @@ def decode(data: bytes) -> Checkpoint:
     return Checkpoint(last_seq, segments, memoryview(data)[at:at + state_len])  # not copied: it can be large
 
 
+def load(read: Callable[[int, int], bytes], size: int) -> Checkpoint:
+    """The checkpoint in a file of `size` bytes, `read(n, offset)` from it; CorruptionError
+    saying why if it is not a sound one. Its lengths and its check are verified a
+    DIGEST_WINDOW at a time before the file is read whole, so a file that is not a
+    checkpoint (a large or sparse one in its place) costs no more memory than that."""
+    if size < _HEAD.size + _CHECK.size:
+        raise CorruptionError(f"checkpoint is {size} bytes, too short")
+    magic, version, n, _, state_len = _HEAD.unpack(read(_HEAD.size, 0))
+    if magic != MAGIC or version != VERSION:
+        raise CorruptionError(f"checkpoint magic {magic!r} version {version}: not one this logq writes")
+    if n == 0 or _HEAD.size + n * _SEGMENT.size + state_len + _CHECK.size != size:
+        raise CorruptionError("checkpoint lengths do not add up")
+    h, pos, end = xxhash.xxh64(), 0, size - _CHECK.size
+    while pos < end:
+        chunk = read(min(DIGEST_WINDOW, end - pos), pos)
+        if not chunk:
+            raise CorruptionError("checkpoint is shorter than its size")
+        h.update(chunk)
+        pos += len(chunk)
+    if _CHECK.pack(h.intdigest()) != read(_CHECK.size, end):
+        raise CorruptionError("checkpoint checksum does not match")
+    return decode(read(size, 0))
+
+
 def verify(cp: Checkpoint, bases: list[int], open_segment: Callable[[int], File]) -> None:
     """Raise CorruptionError unless the directory's segments (`bases`, in order) still
     hold every byte `cp` covers (format §11, rules 2-4); `open_segment(base)` opens one."""

@@ -12,6 +12,11 @@ left from another file (or a preallocated one) never validate.
 
 Decoding fails one way: `read_record` returns a record, returns None when the
 buffer ends inside the record ("need more"), or raises `CorruptionError`.
+
+What a record can cost is bounded before it is paid: a raw (decompressed)
+length above MAX_STORED is damage like a stored one, a reader may pass a lower
+`limit` (a queue passes its max_payload plus the record's fields), and a zstd
+frame is never inflated past the raw length its header promised.
 spec/format.md is the authority for every width and rule used here.
 """
 
@@ -24,7 +29,7 @@ import xxhash
 import zstandard
 
 from ..tuples import new_tuple
-from ..errors import ChecksumError, CorruptionError, InvalidArgument, UnsupportedVersionError
+from ..errors import ChecksumError, CorruptionError, InvalidArgument, RecordTooLargeError, UnsupportedVersionError
 
 FORMAT_VERSION = 1
 SEGMENT_MAGIC = b"\x89LOGQSG\n"
@@ -35,7 +40,7 @@ _CHECK = struct.Struct("<I")
 _BODY = struct.Struct("<IQBBHIQ")  # stored len, seq, type, flags, reserved, raw len, payload check
 RECORD_HEADER = struct.Struct("<IIQBBHIQ")  # check, then the body: unpacked whole by readers
 
-MAX_STORED = 1 << 28  # 256 MiB: a larger stored length is rejected even with a good check
+MAX_STORED = 1 << 28  # 256 MiB: a larger stored or raw length is rejected even with a good check
 ALIGN = 8
 
 # Record types. 0 is reserved so that zeroed bytes never decode as a record.
@@ -105,26 +110,30 @@ class Encoder:
     Not thread-safe: the log calls it under its append lock.
     """
 
-    __slots__ = ("salt64", "salt32", "_zstd", "_threshold")
+    __slots__ = ("salt64", "salt32", "_zstd", "_threshold", "limit")
 
-    def __init__(self, salt: int, *, compression: str | None = None, threshold: int = 512) -> None:
+    def __init__(self, salt: int, *, compression: str | None = None, threshold: int = 512,
+                 limit: int = MAX_STORED) -> None:
         self.salt64 = salt
         self.salt32 = salt & 0xFFFFFFFF
         self._zstd = zstandard.ZstdCompressor(level=3) if compression == "zstd" else None
         self._threshold = threshold
+        self.limit = check_limit(limit)  # the largest payload it encodes: what its readers accept
 
     def with_salt(self, salt: int) -> "Encoder":
         """A copy of this encoder for another segment."""
         other = Encoder.__new__(Encoder)
         other.salt64, other.salt32 = salt, salt & 0xFFFFFFFF
-        other._zstd, other._threshold = self._zstd, self._threshold
+        other._zstd, other._threshold, other.limit = self._zstd, self._threshold, self.limit
         return other
 
     def encode(self, seq: int, rtype: int, payload: bytes, flags: int = 0) -> bytes:
-        """The bytes of one record, padding included."""
+        """The bytes of one record, padding included. A payload over `limit` bytes
+        raises `InvalidArgument`: a reader with the same limit would refuse it."""
         raw_len = n = len(payload)
-        if raw_len > MAX_STORED:
-            raise InvalidArgument(f"a record payload of {raw_len} bytes exceeds the {MAX_STORED}-byte limit")
+        if raw_len > self.limit:
+            raise InvalidArgument(f"a record payload of {raw_len} bytes exceeds the log's {self.limit}-byte "
+                                  "limit: make it smaller (or open the queue with a larger max_payload or max_result)")
         stored = payload
         if self._zstd is not None and raw_len >= self._threshold:
             packed = self._zstd.compress(payload)
@@ -134,13 +143,33 @@ class Encoder:
         return _CHECK.pack(_xxh32(body, self.salt32)) + body + stored + _ZEROS[:-n & (ALIGN - 1)]
 
 
+def encode_stored(salt: int, seq: int, rtype: int, flags: int, stored: bytes, raw_len: int) -> bytes:
+    """The bytes of a record whose stored payload is `stored` as given (a zstd frame when
+    `flags` has FLAG_ZSTD) and whose header claims `raw_len`, padding included: what
+    `Encoder.encode` writes, without its checks or its choice to compress. For tools
+    and tests that must write records no writer of logq would, to see them refused."""
+    body = _BODY.pack(len(stored), seq, rtype, flags, 0, raw_len, _xxh64(stored, salt))
+    return _CHECK.pack(_xxh32(body, salt & 0xFFFFFFFF)) + body + stored + _ZEROS[:-len(stored) & (ALIGN - 1)]
+
+
+def check_limit(limit: object) -> int:
+    """`limit`, a bound on record payloads, if it is one (an int in 0..MAX_STORED)."""
+    if type(limit) is not int or not 0 <= limit <= MAX_STORED:
+        raise InvalidArgument(f"a record limit must be an int in 0..{MAX_STORED}, not {limit!r}")
+    return limit
+
+
 def read_record(buf: bytes | memoryview, pos: int, salt: int, path: str | None = None,
-                origin: int = 0) -> Record | None:
+                origin: int = 0, limit: int = MAX_STORED) -> Record | None:
     """Decode the record at `pos`; None if `buf` ends inside it. `origin` is where
     `buf` starts in its segment: the record's offset, and an error's, is origin + pos.
 
     Raises `ChecksumError` when a check fails and `CorruptionError` for any
-    other invalid content. Never raises anything else for any input.
+    other invalid content (a stored or raw length above MAX_STORED included);
+    `RecordTooLargeError` for a record that verifies but whose stored or raw
+    length is above `limit` (checked before its payload is read or inflated).
+    Never raises anything else for any input, and never builds a payload
+    larger than its raw length.
     """
     end = len(buf)
     start = pos + RECORD_HEADER_SIZE
@@ -149,8 +178,10 @@ def read_record(buf: bytes | memoryview, pos: int, salt: int, path: str | None =
     check, n, seq, rtype, flags, reserved, raw_len, pcheck = RECORD_HEADER.unpack_from(buf, pos)
     if check != _xxh32(buf[pos + 4:start], salt & 0xFFFFFFFF):
         raise ChecksumError("record header check mismatch", path=path, offset=origin + pos)
-    if n > MAX_STORED or rtype == 0 or reserved or flags & ~KNOWN_FLAGS:
+    if n > MAX_STORED or raw_len > MAX_STORED or rtype == 0 or reserved or flags & ~KNOWN_FLAGS:
         raise CorruptionError("record header has invalid fields", path=path, offset=origin + pos)
+    if n > limit or raw_len > limit:
+        raise too_large(max(n, raw_len), limit, path, origin + pos)
     stop = start + n
     size = RECORD_HEADER_SIZE + ((n + ALIGN - 1) & -ALIGN)
     if pos + size > end:
@@ -165,15 +196,39 @@ def read_record(buf: bytes | memoryview, pos: int, salt: int, path: str | None =
     return new_tuple(Record, (seq, rtype, flags, stored, origin + pos, size))
 
 
+def too_large(size: int, limit: int, path: str | None, offset: int) -> RecordTooLargeError:
+    """The error for a record of `size` bytes that a reader with `limit` refuses."""
+    return RecordTooLargeError(
+        f"a record of {size} bytes is above this log's limit of {limit} bytes: open the queue with "
+        "the max_payload and max_result it was written with, or with salvage=True to skip the record", path=path, offset=offset)
+
+
 def _unpack(stored: bytes, flags: int, raw_len: int, path: str | None, pos: int) -> bytes:
     if not flags & FLAG_ZSTD:
         if raw_len != len(stored):
             raise CorruptionError("record raw length differs from stored length", path=path, offset=pos)
         return stored
     try:
-        payload = zstandard.ZstdDecompressor().decompress(stored, max_output_size=raw_len)
+        payload = inflate(stored, raw_len)
     except zstandard.ZstdError as exc:
         raise CorruptionError(f"record payload does not decompress: {exc}", path=path, offset=pos) from None
     if len(payload) != raw_len:
         raise CorruptionError("decompressed payload has the wrong length", path=path, offset=pos)
     return payload
+
+
+def inflate(frame: bytes, raw_len: int) -> bytes:
+    """The content of the zstd `frame` if it is `raw_len` bytes; otherwise its first
+    `raw_len` + 1 bytes at most (or ZstdError), so the caller sees the mismatch
+    without the frame ever costing more than `raw_len` + 1 bytes of output.
+
+    A frame that declares its content size (logq's writers always do) is
+    inflated only when that size is `raw_len`: the declared size is what
+    zstandard allocates. One that does not is read through a stream."""
+    declared = zstandard.frame_content_size(frame)  # ZstdError if there is no frame header
+    if declared == raw_len:
+        return zstandard.ZstdDecompressor().decompress(frame)
+    if declared != -1:
+        raise zstandard.ZstdError(f"the frame declares {declared} bytes, the record {raw_len}")
+    with zstandard.ZstdDecompressor().stream_reader(frame) as reader:
+        return reader.read(raw_len + 1)

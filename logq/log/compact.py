@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from ..errors import CorruptionError
 from .fs import DEFAULT_MODE, File, FileSystem
 from .codec import FLAG_FIRST, SEGMENT_HEADER_SIZE, TYPE_SEAL, Encoder, Record, encode_segment_header
-from .segment import scan, segment_name
+from .segment import scan_file, segment_name
 
 COMPACTING = ".compacting"
 SWAP = ".swap"
@@ -77,32 +77,34 @@ def write_compacted(fs: FileSystem, directory: str, bases: list[int], template: 
 
 def _copy_survivors(fs: FileSystem, directory: str, bases: list[int], encoder: Encoder,
                     drop: Callable[[Record], bool], f: File, out: Output) -> None:
-    """Write header, kept records and SEAL to `f`, a few MiB at a time, then fsync it."""
+    """Write header, kept records and SEAL to `f`, a few MiB at a time, then fsync it.
+    The segments are read a window at a time and each record re-encoded as it is
+    read, so neither a segment nor its records are ever whole in memory."""
     chunks = [encode_segment_header(encoder.salt64, out.base)]
     end, buffered = SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE
-    records: list[Record] = []
+
+    def keep(rec: Record) -> None:
+        nonlocal chunks, end, buffered
+        if drop(rec):
+            out.dropped += 1
+            return
+        chunk = encoder.encode(rec.seq, rec.type, rec.payload, FLAG_FIRST)
+        out.moved[rec.seq] = (end, len(chunk))
+        chunks.append(chunk)
+        end += len(chunk)
+        buffered += len(chunk)
+        out.kept += 1
+        if buffered >= WRITE_CHUNK:
+            f.write(b"".join(chunks))
+            chunks, buffered = [], 0
+
     for base in bases:
         path = os.path.join(directory, segment_name(base))
-        data = _read(fs, path)
-        out.read_bytes += len(data)
-        result = scan(data, path, records.append, base=base)
+        result = _scanned(fs, path, keep, base)
+        out.read_bytes += result.read
         if result.damage is not None or not result.sealed:
             raise CorruptionError("cannot compact a damaged or unsealed segment", path=path, offset=result.end)
         out.seal_seq = result.last_seq or out.seal_seq
-        for rec in records:
-            if drop(rec):
-                out.dropped += 1
-                continue
-            chunk = encoder.encode(rec.seq, rec.type, rec.payload, FLAG_FIRST)
-            out.moved[rec.seq] = (end, len(chunk))
-            chunks.append(chunk)
-            end += len(chunk)
-            buffered += len(chunk)
-            out.kept += 1
-            if buffered >= WRITE_CHUNK:
-                f.write(b"".join(chunks))
-                chunks, buffered = [], 0
-        records.clear()
     chunks.append(encoder.encode(out.seal_seq, TYPE_SEAL, b"", FLAG_FIRST))
     out.size = end + len(chunks[-1])
     f.write(b"".join(chunks))
@@ -151,17 +153,28 @@ def recover(fs: FileSystem, directory: str, names: list[str], parse: Callable[[s
 
 
 def _seal_of(fs: FileSystem, path: str) -> int:
-    result = scan(_read(fs, path), path, lambda rec: None)
+    result = _scanned(fs, path, lambda rec: None)
     if result.damage is not None or not result.sealed or result.last_seq is None:
         raise CorruptionError("a committed compaction file does not verify", path=path, offset=result.end)
     return result.last_seq
 
 
-def _read(fs: FileSystem, path: str) -> bytes:
+class _Scanned(NamedTuple):
+    damage: CorruptionError | None
+    sealed: bool
+    last_seq: int | None
+    end: int
+    read: int  # the file's size: bytes read
+
+
+def _scanned(fs: FileSystem, path: str, deliver: Callable[[Record], None], base: int | None = None) -> _Scanned:
+    """Scan the segment file at `path` a window at a time (`scan_file`): never whole in memory."""
     f = fs.open(path, readonly=True)
     try:
-        return f.pread(f.size(), 0)
+        size = f.size()
+        r = scan_file(f.pread, size, path, deliver, base=base)
     finally:
         f.close()
+    return _Scanned(r.damage, r.sealed, r.last_seq, r.end, size)
 
 

@@ -12,6 +12,7 @@ tail kept aside) is written: whole or not at all, durably.
 from __future__ import annotations
 
 import os
+from typing import Iterable
 
 from ..errors import LockedError, NotALogqDirectory, UnsupportedVersionError
 from .codec import FORMAT_VERSION
@@ -68,15 +69,20 @@ def check_meta(fs: FileSystem, path: str) -> None:
             f"{FORMAT_VERSION}: upgrade logq", path=meta)
 
 
-def replace_file(fs: FileSystem, directory: str, final: str, data: bytes, mode: int = DEFAULT_MODE) -> None:
-    """Make `final` hold `data`, whole or not at all, durably: write `final`.tmp (a new
-    file of `mode`), fsync it, rename it over `final`, fsync the directory."""
+def replace_file(fs: FileSystem, directory: str, final: str, data: bytes | Iterable[bytes],
+                 mode: int = DEFAULT_MODE) -> None:
+    """Make `final` hold `data` (bytes, or chunks of them written one after another, so
+    that a large file is never whole in memory), whole or not at all, durably: write
+    `final`.tmp (a new file of `mode`), fsync it, rename it over `final`, fsync the directory."""
     tmp = final + TMP_SUFFIX
     if fs.exists(tmp):  # a stale one, or a planted link: never write through it
         fs.unlink(tmp)
     f = fs.open(tmp, create=True, exclusive=True, mode=mode)
     try:
-        f.pwrite(data, 0)
+        at = 0
+        for chunk in (data,) if isinstance(data, bytes) else data:
+            f.pwrite(chunk, at)
+            at += len(chunk)
         f.fsync()
     finally:
         f.close()

@@ -45,7 +45,7 @@ from typing import Callable, Protocol, Sequence
 from ..closing import ClosesOnExit
 from ..errors import CorruptionError, InvalidArgument, WriterFailedError
 from . import checkpoint, compact
-from .codec import SEGMENT_HEADER_SIZE, Encoder, Record
+from .codec import MAX_STORED, SEGMENT_HEADER_SIZE, Encoder, Record, check_limit
 from .directory import prepare, replace_file
 from .durability import SYNC_MODES
 from .fs import DEFAULT_MODE, FileSystem, Lock, OsFileSystem, access_error, check_mode
@@ -78,6 +78,10 @@ class Log(ClosesOnExit):
     Records are appended in batches; a batch is atomic (after a crash either
     all its records are replayed or none) and its records get consecutive,
     increasing sequence numbers that are never reused.
+
+    `max_record` bounds every record payload: appending a larger one raises
+    `InvalidArgument`, and replay refuses a larger one it finds on disk with
+    `RecordTooLargeError` (salvage skips it), before inflating or copying it.
     """
 
     # Bound at construction to the part that does the work (see the module docstring).
@@ -95,20 +99,22 @@ class Log(ClosesOnExit):
                  segment_size: int = DEFAULT_SEGMENT_SIZE, compression: str | None = None,
                  compress_threshold: int = 512, salvage: bool = False,
                  fs: FileSystem | None = None, on_rollover: Callable[[], None] | None = None,
-                 restore: RestoreCallback | None = None, mode: int = DEFAULT_MODE) -> None:
+                 restore: RestoreCallback | None = None, mode: int = DEFAULT_MODE,
+                 max_record: int = MAX_STORED) -> None:
         check_options(sync, sync_interval, segment_size, compression, compress_threshold)
+        self.max_record = check_limit(max_record)  # the largest record payload written or replayed
         self.mode = check_mode(mode)  # of new files; the directory's is `fs.dir_mode(mode)`
         self.path = os.fspath(path)
         self.sync_mode = sync
         self.sync_interval = sync_interval
         self.segment_size = segment_size
         self.fs: FileSystem = fs or OsFileSystem()
-        self._template = Encoder(0, compression=compression, threshold=compress_threshold)
+        self._template = Encoder(0, compression=compression, threshold=compress_threshold, limit=max_record)
         try:
             self._lockfile: Lock | None = prepare(self.fs, self.path, mode)
         except OSError as exc:  # a file that cannot be used: name it and say what to do
             raise access_error(exc, self.path) from exc
-        recovery = Recovery(self.fs, self.path, salvage=salvage, mode=mode)
+        recovery = Recovery(self.fs, self.path, salvage=salvage, mode=mode, limit=max_record)
         self._writer = writer = Writer(self.fs, self.path, sync_mode=sync, segment_size=segment_size,
                                        template=self._template, salt_of=lambda base: self._reader.salt(base),
                                        on_rollover=on_rollover, mode=mode)

@@ -27,20 +27,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from ..errors import CorruptionError
+from ..errors import CorruptionError, RecordTooLargeError
 from . import checkpoint, compact
-from .codec import RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, Record
+from .codec import MAX_STORED, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, Record
 from .directory import TMP_SUFFIX, replace_file
 from .fs import DEFAULT_MODE, File, FileSystem, access_error
 from .segment import (
-    KnownSegment, LostRange, ScanResult, is_unborn, is_unwritten, parse_segment_name, scan, segment_name,
+    ZERO_CHUNK, KnownSegment, LostRange, is_unborn, nonzero_end, parse_segment_name, scan_file, segment_name,
 )
 
 TORN_SUFFIX = ".torn"
 CHECKPOINT_TMP = checkpoint.NAME + TMP_SUFFIX
-REPLAY_WINDOW = 8 << 20  # bytes of a segment read at a time during replay
 
 ReplayCallback = Callable[[Record, int], None]  # called as replay(record, segment base)
 RestoreCallback = Callable[[bytes | memoryview], None]  # called with the state blob of a usable checkpoint
@@ -81,8 +80,10 @@ class Recovery:
     the records after the damage) and `report`.
     """
 
-    def __init__(self, fs: FileSystem, path: str, *, salvage: bool, mode: int = DEFAULT_MODE) -> None:
+    def __init__(self, fs: FileSystem, path: str, *, salvage: bool, mode: int = DEFAULT_MODE,
+                 limit: int = MAX_STORED) -> None:
         self.fs, self.path, self.salvage, self.mode = fs, path, salvage, mode
+        self.limit = limit  # the largest record payload replay accepts (RecordTooLargeError above it)
         self.report = RecoveryReport()
         self.segments: list[KnownSegment] = []
         self.digests: dict[int, tuple[int, int]] = {}  # base -> (end, digest) of the restored checkpoint
@@ -128,7 +129,7 @@ class Recovery:
             size = f.size()
             head = f.pread(min(size, SEGMENT_HEADER_SIZE), 0)
             if is_last and is_unborn(head, path) and size <= SEGMENT_HEADER_SIZE:
-                self._keep_aside(path, 0, head, report)
+                self._keep_aside(path, 0, head, len(head), report)
                 self.fs.unlink(path)
                 self.fs.fsync_dir(self.path)
                 return last_seq
@@ -149,8 +150,10 @@ class Recovery:
             if not salvage:
                 raise CorruptionError(msg, path=path, offset=0)
             report.lost.append(LostRange(path, 0, 0, msg, last_seq, base))
-        result = scan_windows(f, size, path, deliver, after_seq=last_seq, salvage=salvage, base=base,
-                              start=start)
+        result = scan_file(f.pread, size, path, deliver, after_seq=last_seq, salvage=salvage, base=base,
+                           start=start, limit=self.limit)
+        if isinstance(result.damage, RecordTooLargeError):  # it verifies: not a torn write, never cut
+            raise result.damage
         report.records += result.records - (1 if result.sealed else 0)
         if salvage:
             for lost in result.lost:  # a range before the segment's first delivered record
@@ -167,13 +170,13 @@ class Recovery:
                 report.lost.append(LostRange(path, result.end, size, "segment not sealed",
                                              result.last_seq if result.last_seq is not None else last_seq))
         elif result.end < size:
-            tail = f.pread(size - result.end, result.end)
-            if is_unwritten(tail):  # preallocated space, not a torn write
+            written = nonzero_end(f.pread, result.end, size)  # the tail is read a chunk at a time
+            if written == result.end:  # all zeros: preallocated space, not a torn write
                 report.lost[:] = [r for r in report.lost if r.path != path or r.start < result.end]
                 if result.sealed:  # a sealed segment ends at its SEAL
-                    self._cut_tail(path, result.end, b"", report)
+                    self._cut_tail(path, result.end, f, result.end, report)
             else:
-                self._cut_tail(path, result.end, tail.rstrip(b"\0"), report)
+                self._cut_tail(path, result.end, f, written, report)
         seg_last = result.last_seq if result.last_seq is not None else max(last_seq, base - 1)
         self.segments.append(KnownSegment(base, result.end, result.sealed or not is_last, seg_last))
         return seg_last
@@ -199,14 +202,16 @@ class Recovery:
         try:
             f = self.fs.open(path, readonly=True)
             try:
-                data = f.pread(f.size(), 0)
+                cp = checkpoint.load(f.pread, f.size())  # checked a chunk at a time before read whole
             finally:
                 f.close()
         except OSError as exc:  # the checkpoint is optional: an unusable one never blocks an open
             self.report.checkpoint_skipped = f"{access_error(exc, path)}; replayed the whole log instead"
             return []
+        except CorruptionError as exc:
+            self.report.checkpoint_skipped = f"{path}: {exc.reason}; replayed the whole log instead"
+            return []
         try:
-            cp = checkpoint.decode(data)
             checkpoint.verify(cp, bases, lambda base: self.fs.open(self._seg_path(base), readonly=True))
             restore(cp.state)
         except CorruptionError as exc:
@@ -231,16 +236,20 @@ class Recovery:
             f.close()
         self.fs.fsync_dir(self.path)
 
-    def _keep_aside(self, path: str, offset: int, tail: bytes, report: RecoveryReport) -> None:
-        """Save the bytes cut from a segment at `offset` in a side file before cutting them."""
+    def _keep_aside(self, path: str, offset: int, tail: bytes | Iterable[bytes], length: int,
+                    report: RecoveryReport) -> None:
+        """Save the `length` bytes cut from a segment at `offset` (`tail`: the bytes, or
+        chunks of them) in a side file before cutting them."""
         side = f"{path}.{offset}{TORN_SUFFIX}"
         replace_file(self.fs, self.path, side, tail, self.mode)
-        report.torn.append(TornTail(path, offset, len(tail), side))
+        report.torn.append(TornTail(path, offset, length, side))
 
-    def _cut_tail(self, path: str, end: int, tail: bytes, report: RecoveryReport) -> None:
-        """Cut the file at `end`; keep the cut bytes aside (`tail`, zeros dropped) first."""
-        if tail:
-            self._keep_aside(path, end, tail, report)
+    def _cut_tail(self, path: str, end: int, f: File, written: int, report: RecoveryReport) -> None:
+        """Cut the file at `end`; first keep the cut bytes up to `written` (the zeros after
+        them dropped) aside, copied from `f` a chunk at a time."""
+        if written > end:
+            chunks = (f.pread(min(ZERO_CHUNK, written - at), at) for at in range(end, written, ZERO_CHUNK))
+            self._keep_aside(path, end, chunks, written - end, report)
         f = self.fs.open(path)
         try:
             f.truncate(end)
@@ -250,41 +259,6 @@ class Recovery:
 
     def _seg_path(self, base: int) -> str:
         return os.path.join(self.path, segment_name(base))
-
-
-def scan_windows(f: File, size: int, path: str, deliver: Callable[[Record], None], *,
-                 after_seq: int, salvage: bool, base: int, start: int) -> ScanResult:
-    """`scan` a segment file a window at a time, so replay memory does not grow with segments.
-
-    A window that ends inside a record or batch is read again from the end of
-    its last complete batch; the window doubles whenever more than an eighth
-    of it must be read again (large batches), so little is verified twice.
-    Salvage probes past damage, so it reads the whole file at once.
-    """
-    header = f.pread(SEGMENT_HEADER_SIZE, 0)
-    window = size if salvage else REPLAY_WINDOW
-    pos, total = start, None
-    while True:
-        n = min(window, size - pos)
-        part = scan(f.pread(n, pos), path, deliver, after_seq=after_seq, salvage=salvage,
-                    base=base, window=(header, pos))
-        total = part if total is None else _merge(total, part)
-        if part.sealed or part.damage is not None or pos + n >= size:
-            return total
-        if (pos + n) - part.end > window // 8:
-            window *= 2  # batches are large next to the window
-        pos = part.end
-        after_seq = part.last_seq or after_seq
-        total.torn, total.lost = False, [r for r in total.lost if r.end < pos]
-
-
-def _merge(a: ScanResult, b: ScanResult) -> ScanResult:
-    """The result of two consecutive windows of one segment."""
-    b.first_seq = a.first_seq if a.first_seq is not None else b.first_seq
-    b.last_seq = b.last_seq if b.last_seq is not None else a.last_seq
-    b.records += a.records
-    b.lost = a.lost + b.lost
-    return b
 
 
 def _delivering(replay: ReplayCallback, base: int) -> Callable[[Record], None]:

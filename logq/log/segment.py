@@ -13,6 +13,11 @@ of complete batches (a batch is a run of records whose last one lacks
 FLAG_CONTINUED), where the valid bytes end, and - for damage - where and why.
 It decides nothing about repair; the log does that with the rules in
 spec/format.md.
+
+`scan_file` does the same for a file a window of bytes at a time, and
+`nonzero_end` finds where a tail of zeros begins a chunk at a time, so that no
+file, however large or sparse, is read into memory at once: what a scan holds
+is a window, one record (at most the reader's `limit`) and the open batch.
 """
 
 from __future__ import annotations
@@ -27,12 +32,16 @@ import xxhash
 
 from .codec import (
     RECORD_HEADER, ALIGN, FIRST_USER_TYPE, FLAG_CONTINUED, FLAG_FIRST, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
-    TYPE_SEAL, Record,
+    MAX_STORED, TYPE_SEAL, Record,
     SegmentHeader, decode_segment_header, read_record,
 )
 
 SEGMENT_SUFFIX = ".seg"
+SCAN_WINDOW = 8 << 20  # bytes of a segment `scan_file` reads at a time (more for a larger record or batch)
+ZERO_CHUNK = 1 << 20  # bytes `nonzero_end` reads at a time
+Pread = Callable[[int, int], bytes]  # read(size, offset), as File.pread: fewer bytes only at the end
 _NAME = re.compile(r"^([0-9]{20})\.seg$")
+_NONZERO = re.compile(rb"[^\x00]")
 
 
 def is_unwritten(tail: bytes) -> bool:
@@ -108,19 +117,29 @@ class ScanResult:
     damage: CorruptionError | None = None  # first damage, when not salvaging
     torn: bool = False  # the bytes after `end` are an incomplete record or batch
     lost: list[LostRange] = field(default_factory=list)
+    resume: int = 0  # a window that is not the file's end: where the next one must start
+    dropping: bool = False  # ... and salvage is skipping the rest of a damaged batch there
 
 
 def scan(buf: bytes, path: str, deliver: Callable[[Record], None], *,
          after_seq: int = 0, salvage: bool = False, base: int | None = None,
-         window: tuple[bytes, int] | None = None) -> ScanResult:
+         window: tuple[bytes, int] | None = None, limit: int = MAX_STORED,
+         file_size: int | None = None, dropping: bool = False) -> ScanResult:
     """Verify every record of a segment's bytes and deliver complete batches in order.
 
     Stops at the first damage (reported in `damage`/`torn`) unless `salvage`,
     in which case it skips to the next record that verifies and lists the
     skipped ranges in `lost`. Records must have sequence numbers above
-    `after_seq` and increasing. Header damage raises `CorruptionError`.
+    `after_seq` and increasing, and payloads of at most `limit` bytes (a
+    larger one is `RecordTooLargeError` damage). Header damage raises
+    `CorruptionError`.
     With `window=(header bytes, offset)`, `buf` holds the file's bytes from
     `offset` on rather than the whole file; reported offsets are the file's.
+    When the file goes on after the window (`file_size`), the scan stops where
+    a record or batch runs past the window, at a batch boundary or, while
+    salvage skips a damaged batch, at the record or probe it stopped at:
+    `resume` and `dropping` say where and how the next window continues
+    (`scan_file` does that).
     """
     head, origin = (buf, 0) if window is None else window
     header = decode_segment_header(head, path)
@@ -130,19 +149,87 @@ def scan(buf: bytes, path: str, deliver: Callable[[Record], None], *,
     start = SEGMENT_HEADER_SIZE if window is None else 0
     result = ScanResult(header=header, end=start)
     state = _Scan(buf, path, header.salt, max(after_seq, header.base_seq - 1), deliver, result)
-    state.origin = origin
+    state.origin, state.limit, state.dropping = origin, limit, dropping
+    state.stop = len(buf) if file_size is None else file_size - origin
     state.run(salvage, start)
     return _shifted(result, origin) if origin else result
+
+
+def scan_file(read: Pread, size: int, path: str, deliver: Callable[[Record], None], *,
+              after_seq: int = 0, salvage: bool = False, base: int | None = None,
+              start: int = SEGMENT_HEADER_SIZE, limit: int = MAX_STORED) -> ScanResult:
+    """`scan` the first `size` bytes of a segment file from `start`, SCAN_WINDOW bytes at a time.
+
+    `read(n, offset)` reads the file. A window ends where a record or batch
+    runs past it, and the next starts there; the window doubles whenever more
+    than an eighth of it must be read again (a record or batch large next to
+    it), so little is verified twice, and it never grows past what one record
+    of `limit` bytes or one batch needs. Salvage skips damage a window at a
+    time too. Reported offsets are the file's.
+    """
+    header = read(SEGMENT_HEADER_SIZE, 0)
+    window, pos = SCAN_WINDOW, start
+    total: ScanResult | None = None
+    dropping = False
+    while True:
+        n = max(0, min(window, size - pos))
+        part = scan(read(n, pos), path, deliver, after_seq=after_seq, salvage=salvage, base=base,
+                    window=(header, pos), limit=limit, file_size=size, dropping=dropping)
+        total = part if total is None else _merge(total, part)
+        if part.sealed or part.damage is not None or pos + n >= size:
+            return total
+        if (pos + n) - part.resume > window // 8:
+            window *= 2  # records or batches are large next to the window
+        pos, dropping = part.resume, part.dropping
+        after_seq = part.last_seq or after_seq
+
+
+def _merge(a: ScanResult, b: ScanResult) -> ScanResult:
+    """The result of two consecutive windows of one segment (`b` began at `a.resume`)."""
+    delivered_first = b.first_seq  # the first record `b` delivered
+    b.first_seq = a.first_seq if a.first_seq is not None else b.first_seq
+    b.last_seq = b.last_seq if b.last_seq is not None else a.last_seq
+    if not b.records:  # `b` began where `a` stopped, at a batch boundary or inside a skip
+        b.end = a.end
+    b.records += a.records
+    for r in a.lost:  # bounds of salvage's lost ranges: the records delivered around them
+        if r.before_seq is None:
+            r.before_seq = delivered_first
+    for r in b.lost:
+        if r.after_seq is None:
+            r.after_seq = a.last_seq
+    lost = list(a.lost)
+    for r in b.lost:  # a skip that went on past a window's end is one range
+        if lost and lost[-1].path == r.path and lost[-1].end == r.start:
+            lost[-1].end, lost[-1].before_seq = r.end, r.before_seq
+        else:
+            lost.append(r)
+    b.lost = lost
+    return b
+
+
+def nonzero_end(read: Pread, start: int, size: int) -> int:
+    """The offset just past the last byte in `start`..`size` of a file that is not zero
+    (`start` if they all are: preallocated space), read ZERO_CHUNK bytes at a time
+    from the end."""
+    end = size
+    while end > start:
+        at = max(start, end - ZERO_CHUNK)
+        chunk = read(end - at, at)
+        tail = chunk.rstrip(b"\0")
+        if tail:
+            return at + len(tail)
+        end = at
+    return start
 
 
 def _shifted(r: ScanResult, origin: int) -> ScanResult:
     """`r` with every offset moved by `origin` (the scan saw a window of the file)."""
     r.end += origin
+    r.resume += origin
     for lost in r.lost:
         lost.start, lost.end = lost.start + origin, lost.end + origin
-    if r.damage is not None and r.damage.offset is not None:
-        r.damage = type(r.damage)(r.damage.reason, path=r.damage.path, offset=r.damage.offset + origin)
-    return r
+    return r  # `damage` and the reasons of `lost` name file offsets already (`_Scan._in_file`)
 
 
 class _Scan:
@@ -154,6 +241,8 @@ class _Scan:
         self.batch: list[Record] = []
         self.batch_start = SEGMENT_HEADER_SIZE
         self.dropping = False  # salvage: skipping the rest of a damaged batch
+        self.limit = MAX_STORED  # the largest payload accepted
+        self.stop = len(buf)  # where the file ends, from buf[0]: past len(buf), buf is a window of it
 
     def run(self, salvage: bool, pos: int = SEGMENT_HEADER_SIZE) -> None:
         size = len(self.buf)
@@ -165,6 +254,8 @@ class _Scan:
             try:
                 rec = self._read(pos)
                 if rec is None:
+                    if self._window_ends(pos):
+                        return
                     self.result.torn = True
                     self._discard_batch("incomplete record at end of segment", size)
                     return
@@ -177,12 +268,24 @@ class _Scan:
                 continue
             pos += rec.size
             if self.result.sealed:
-                if pos < size:
-                    self._trailing(pos, size, salvage)
+                if pos < self.stop:
+                    self._trailing(pos, self.stop, salvage)
                 return
+        if self._window_ends(pos):
+            return
         if self.batch:
             self.result.torn = True
             self._discard_batch("incomplete batch at end of segment", size)
+
+    def _window_ends(self, pos: int) -> bool:
+        """If the file goes on past this window: note where the next window resumes (the
+        open batch's start, or `pos`, where a record runs past the window) and say so."""
+        if self.stop <= len(self.buf):
+            return False
+        self.result.resume = self.batch_start if self.batch else pos
+        self.result.dropping = self.dropping and not self.batch
+        self.batch = []
+        return True
 
     def _run_simple(self, pos: int) -> int:
         """The hot loop: uncompressed user records in well-formed batches, all checks.
@@ -193,7 +296,7 @@ class _Scan:
         is handed over in `self.batch`.
         """
         buf, view, size, deliver = self.raw, self.buf, len(self.raw), self.deliver
-        salt, salt32, last = self.salt, self.salt & 0xFFFFFFFF, self.last_seq
+        salt, salt32, last, most = self.salt, self.salt & 0xFFFFFFFF, self.last_seq, self.limit
         unpack, xxh32, xxh64, new = RECORD_HEADER.unpack_from, xxhash.xxh32_intdigest, xxhash.xxh64_intdigest, new_tuple
         first_flag, cont_flag, user, rec_t, origin = FLAG_FIRST, FLAG_CONTINUED, FIRST_USER_TYPE, Record, self.origin
         batch: list[tuple[int, int, int, int, int, int]] = []  # records of the open batch, payloads not copied
@@ -204,7 +307,7 @@ class _Scan:
             start = pos + 32
             end = start + ((n + 7) & ~7)
             if (flags & ~(first_flag | cont_flag) or rtype < user or reserved or n != raw_len or seq <= last
-                    or end > size or (flags & first_flag) == bool(batch) * first_flag
+                    or end > size or n > most or (flags & first_flag) == bool(batch) * first_flag
                     or check != xxh32(buf[pos + 4:start], salt32)):
                 break
             # a batch keeps offsets and copies payloads when it delivers; a lone record copies now
@@ -240,7 +343,7 @@ class _Scan:
         return pos
 
     def _read(self, pos: int) -> Record | None:
-        rec = read_record(self.buf, pos, self.salt, self.path)
+        rec = read_record(self.buf, pos, self.salt, self.path, 0, self.limit)
         if rec is not None and rec.seq <= self.last_seq:
             raise CorruptionError(f"sequence number {rec.seq} does not follow {self.last_seq}",
                                   path=self.path, offset=pos)
@@ -253,7 +356,11 @@ class _Scan:
         first = bool(rec.flags & FLAG_FIRST)
         if self.dropping and not first:  # salvage: the rest of a damaged batch
             self.last_seq = rec.seq
-            self.result.lost[-1].end = end
+            lost = self.result.lost
+            if lost and lost[-1].end == rec.offset:
+                lost[-1].end = end
+            else:  # the skip began in an earlier window: `_merge` joins the two
+                self._lose(LostRange(self.path, rec.offset, end, "the rest of a damaged batch"))
             return
         self.dropping = False
         if first and self.batch:
@@ -295,10 +402,16 @@ class _Scan:
         lost.after_seq = self.result.last_seq
         self.result.lost.append(lost)
 
+    def _in_file(self, exc: CorruptionError) -> CorruptionError:
+        """`exc` (raised with an offset in this window) with the file's offset instead."""
+        if not self.origin or exc.offset is None:
+            return exc
+        return type(exc)(exc.reason, path=exc.path, offset=exc.offset + self.origin)
+
     def _stop(self, exc: CorruptionError) -> None:
-        self.result.damage = exc
+        self.result.damage = exc = self._in_file(exc)
         self.result.torn = True
-        self._lose(LostRange(self.path, self.result.end, len(self.buf), str(exc)))
+        self._lose(LostRange(self.path, self.result.end, self.stop, str(exc)))
 
     def _discard_batch(self, reason: str, size: int) -> None:
         self.batch = []
@@ -306,7 +419,7 @@ class _Scan:
             self._lose(LostRange(self.path, self.result.end, size, reason))
 
     def _trailing(self, pos: int, size: int, salvage: bool) -> None:
-        exc = CorruptionError("bytes after the SEAL record", path=self.path, offset=pos)
+        exc = CorruptionError("bytes after the SEAL record", path=self.path, offset=pos + self.origin)
         if salvage:
             self._lose(LostRange(self.path, pos, size, str(exc)))
         else:
@@ -318,14 +431,20 @@ class _Scan:
         if self.batch:  # a damaged batch is lost whole, up to its last record
             start, self.batch = self.batch_start, []
         self.dropping = True  # resume at the next record that begins a batch
+        more = self.stop > size  # the file goes on: a record cut by the window's end may verify
+        raw, past = self.raw, ((size - RECORD_HEADER_SIZE) & -ALIGN) + ALIGN  # the first probe with no room
         while probe + RECORD_HEADER_SIZE <= size:
+            if not raw[probe + 16]:  # type 0 is never a record: jump over zeroed (or sparse) space
+                hit = _NONZERO.search(raw, probe + 16)
+                probe = past if hit is None else max(probe + ALIGN, (hit.start() - 16 + ALIGN - 1) & -ALIGN)
+                continue
             try:
-                if self._read(probe) is not None:
+                if self._read(probe) is not None or more:
                     break
             except CorruptionError:
                 pass
             probe += ALIGN
         else:
-            probe = size
-        self._lose(LostRange(self.path, start, probe, str(exc)))
+            probe = probe if more else size
+        self._lose(LostRange(self.path, start, probe, str(self._in_file(exc))))
         return probe

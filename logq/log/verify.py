@@ -2,7 +2,11 @@
 
 Opens no lock and writes nothing, so it is safe on a directory that a live
 queue is writing: a torn tail of the last segment is reported as a tail (it
-may be a write in progress), not as damage.
+may be a write in progress), not as damage. A record there whose checks
+verify but whose content is invalid (a length over the limits, a frame that
+does not inflate to its raw length) is no write in progress: it is damage.
+
+Files are read a window at a time (`scan_path`), never whole.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ import os
 from dataclasses import dataclass, field
 
 from .compact import SWAP
-from ..errors import CorruptionError, LogqError
-from .codec import Record
+from typing import BinaryIO, Callable
+
+from ..errors import ChecksumError, CorruptionError, LogqError
+from .codec import MAX_STORED, SEGMENT_HEADER_SIZE, Record
 from .fs import open_readonly
-from .segment import ScanResult, is_unborn, is_unwritten, parse_segment_name, scan
+from .segment import Pread, ScanResult, is_unborn, nonzero_end, parse_segment_name, scan_file
 
 
 @dataclass
@@ -49,7 +55,7 @@ def segment_files(path: str) -> list[tuple[int, str]]:
         base = parse_segment_name(name[:-len(SWAP)]) if name.endswith(".seg" + SWAP) else None
         if base is not None:
             swap = os.path.join(path, name)
-            seal = scan(_read(swap), swap, _ignore).last_seq or base
+            seal = scan_path(swap, _ignore)[0].last_seq or base
             found = sorted([(b, p) for b, p in found if not base <= b <= seal] + [(base, swap)])
     return found
 
@@ -78,13 +84,12 @@ def _verify_once(path: str, records: list[Record] | None) -> Verification:
         is_last = i == len(files) - 1
         if last_seq and base != last_seq + 1:
             out.problems.append(Problem(seg, 0, f"missing segment: expected base {last_seq + 1}"))
-        data = _read(seg)
         try:
-            result = scan(data, seg, records.append if records is not None else _ignore, after_seq=last_seq,
-                          base=base)
+            result, size, written = scan_path(seg, records.append if records is not None else _ignore,
+                                              after_seq=last_seq, base=base)
         except CorruptionError as exc:
             out.segments.append((seg, None))
-            if not (is_last and is_unborn(data, seg)):
+            if not (is_last and _unborn(seg)):
                 out.problems.append(Problem(seg, exc.offset or 0, str(exc)))
             last_seq = 0  # unknown: do not report the next segment as missing too
             continue
@@ -97,14 +102,37 @@ def _verify_once(path: str, records: list[Record] | None) -> Verification:
             elif not result.sealed:
                 out.problems.append(Problem(seg, result.end, "sealed segment does not end with SEAL"))
                 last_seq = 0
-        elif result.end < len(data) and not is_unwritten(data[result.end:]):
-            out.tail = (seg, result.end, len(data))
+        elif result.damage is not None and not isinstance(result.damage, ChecksumError):
+            out.problems.append(Problem(seg, result.damage.offset or 0, str(result.damage)))
+        elif written > result.end:
+            out.tail = (seg, result.end, size)
     return out
 
 
-def _read(path: str) -> bytes:
+def scan_path(path: str, deliver: Callable[[Record], None], *, after_seq: int = 0, base: int | None = None,
+              limit: int = MAX_STORED) -> tuple[ScanResult, int, int]:
+    """`scan_file` the segment file at `path`, reading it a window at a time; return the
+    result, the file's size, and where the bytes that are not zero end (the result's
+    end if only zeros, preallocated space, follow it)."""
     with open_readonly(path) as f:
-        return f.read()
+        read, size = reader(f), os.fstat(f.fileno()).st_size
+        result = scan_file(read, size, path, deliver, after_seq=after_seq, base=base, limit=limit)
+        return result, size, nonzero_end(read, result.end, size)
+
+
+def reader(f: BinaryIO) -> Pread:
+    """A `Pread` over a Python file: `read(n, offset)`."""
+    def read(n: int, offset: int) -> bytes:
+        f.seek(offset)
+        return f.read(n)
+    return read
+
+
+def _unborn(path: str) -> bool:
+    """The segment at `path` is an unfinished rollover (`is_unborn`): it is read only
+    if it is no longer than a header."""
+    with open_readonly(path) as f:
+        return is_unborn(f.read(SEGMENT_HEADER_SIZE + 1), path)
 
 
 def _ignore(rec: Record) -> None:
