@@ -378,3 +378,102 @@ def test_an_error_text_the_log_would_refuse_to_read_is_refused_and_changes_nothi
     os.unlink(tmp_path / CHECKPOINT)
     with Queue(tmp_path, max_payload=10, max_result=10) as q:
         assert q.stats().last_seq == last + 1
+
+
+# ---------------------------------------- item 11: maps over allocated space only
+
+CRASH = """
+    import os, sys, logq
+    q = logq.Queue(sys.argv[1])
+    for i in range(10):
+        q.enqueue("t", b"x" * 100)
+    os._exit(0)  # a crash: the segment keeps its preallocated zeros
+"""
+
+FILL = """
+    import sys, logq
+    q = logq.Queue(sys.argv[1])
+    try:
+        for i in range(100_000):
+            q.enqueue("t", b"y" * 1000)
+    except logq.WriterFailedError as exc:
+        print("WriterFailedError", "No space left" in str(exc))
+"""
+
+
+def crashed_sparse_copy(src, dst) -> str:
+    """A queue left by a crash (64 KiB segment, mostly zeros), copied with holes for its zeros."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(CRASH), str(src)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    subprocess.run(["cp", "-r", "--sparse=always", str(src), str(dst)], check=True)
+    seg = segment_paths(dst)[-1]
+    st = os.stat(seg)
+    assert st.st_size == 64 << 10 and st.st_blocks * 512 < st.st_size  # holes
+    return seg
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 2 MiB tmpfs: a disk that fills (needs the right to mount; skipped without it)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: " + done.stderr.decode(errors="replace").strip())
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill_up(directory, leave: int = 0) -> None:
+    """Fill the file system of `directory` with a file, to `leave` bytes short of full."""
+    path = os.path.join(directory, "filler")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, bytes(4096)):
+            pass
+    except OSError:  # ENOSPC: full
+        pass
+    finally:
+        os.close(fd)
+    if leave:
+        os.truncate(path, os.path.getsize(path) - leave)
+
+
+@pytest.mark.parametrize("room", [0, 16 << 10], ids=["full", "16KiB-left"])
+def test_a_sparse_copy_on_a_full_disk_gets_writer_failed_not_sigbus(tmp_path, small_tmpfs, room):
+    """Issue 19 item 11: stores into the holes of a sparse copy on a full disk were a SIGBUS (exit 135)."""
+    crashed_sparse_copy(tmp_path / "src", small_tmpfs / "q")
+    fill_up(small_tmpfs, leave=room)
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(FILL), str(small_tmpfs / "q")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])  # -7 (SIGBUS) before
+    assert done.stdout.split() == ["WriterFailedError", "True"]
+
+
+def test_a_sparse_segment_adopted_at_open_is_allocated_before_it_is_mapped(tmp_path):
+    seg = crashed_sparse_copy(tmp_path / "src", tmp_path / "copy")
+    with Queue(tmp_path / "copy") as q:
+        assert q._backend.log._writer.map is not None  # the default: writes through a map
+        st = os.stat(seg)
+        assert st.st_blocks * 512 >= st.st_size  # every byte the map covers has its block
+        q.enqueue("t", b"z")
+
+
+def test_a_stretch_that_cannot_be_allocated_is_written_with_pwrite(tmp_path, monkeypatch):
+    """The fallback, through the seam: where posix_fallocate fails (ENOSPC), nothing is mapped."""
+    import errno
+
+    from logq.log import fs as fs_module
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fs_module, "_fallocate", no_space)
+    with Log(tmp_path, fs=fs_module.OsFileSystem(map_writes=True)) as log:
+        for i in range(2000):  # past several 64 KiB steps of preallocation
+            log.append([(16, b"r%d" % i * 20)])
+        assert log._writer.map is None
+    with Log(tmp_path, replay=lambda rec, base: None) as log:
+        assert log.last_seq == 2000

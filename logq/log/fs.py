@@ -77,7 +77,9 @@ class File(Protocol):
         skip the system call; they mean the same as pwrite. Returns the shared map
         that such writes go through (the caller may store into it and read from it
         directly, within `size`), or None where there is none: a no-op returning
-        None is a valid implementation. Truncating below `size`, mapping again or
+        None is a valid implementation. A map covers only bytes with disk space
+        behind them (none where they cannot be allocated, a full disk), so that
+        a store never meets a hole. Truncating below `size`, mapping again or
         closing the file ends the map."""
 
 
@@ -234,7 +236,10 @@ class OsFile:
     def map_through(self, size: int) -> mmap.mmap | None:
         if not self._map_writes or size <= self._mapped:
             return self._map
+        start = max(self._mapped, 0)
         self._unmap()
+        if not _allocate(self.fd, start, size - start):  # a full disk: keep to pwrite, which says so
+            return None
         try:
             self._map = mmap.mmap(self.fd, size)  # shared and writable: the file's own page cache
         except (OSError, ValueError):  # a file system without shared maps: keep to pwrite
@@ -319,6 +324,23 @@ class OsFile:
 
 
 _fdatasync = getattr(os, "fdatasync", os.fsync)
+_fallocate = getattr(os, "posix_fallocate", None)
+
+
+def _allocate(fd: int, offset: int, length: int) -> bool:
+    """Make sure the disk has blocks behind bytes `offset`..`offset + length` of the file,
+    so that a store into them through a map cannot meet a hole on a full disk (a
+    SIGBUS): the preallocated zeros of a file copied sparse (`cp --sparse=always`,
+    `rsync -S`) are holes. False if it cannot (no space, or no posix_fallocate)."""
+    if length <= 0:
+        return True
+    if _fallocate is None:
+        return False
+    try:
+        _fallocate(fd, offset, length)  # glibc writes zeros itself where the file system lacks fallocate
+    except OSError:
+        return False
+    return True
 
 
 class OsLock:
@@ -338,9 +360,12 @@ class OsFileSystem:
 
     `map_writes` (default: on Linux) lets the log write its active segment's
     preallocated stretch through a shared memory map. The bytes are as safe as
-    after pwrite, and faster to put there; but a disk that fails or fills
-    while a page is stored (possible on copy-on-write file systems such as
-    btrfs) ends the process with SIGBUS instead of raising WriterFailedError.
+    after pwrite, and faster to put there. The stretch is allocated on disk
+    (posix_fallocate) before it is mapped, holes included (a queue copied
+    sparse), so a disk that is full then makes the log fall back to pwrite,
+    which raises WriterFailedError; but a disk that fails, or a copy-on-write
+    file system (btrfs) that needs new blocks to overwrite allocated ones and
+    has none, still ends the process with SIGBUS while a page is stored.
     Nothing written before is lost either way. Turn it off to always get the
     error: ``logq.Queue(path, fs=logq.OsFileSystem(map_writes=False))``.
     """
