@@ -191,6 +191,29 @@ def test_first_signal_lets_the_running_task_finish_within_grace(tmp_path):
     assert results(path, [jid]) == [("done", "finished")]
 
 
+def test_a_signal_right_after_the_started_line_still_stops_it_gracefully(tmp_path):
+    """The module holds the "started" record in a logging handler of its own until the test
+    has sent SIGTERM: the signal comes before `Worker.run` has installed its handlers."""
+    flag = str(tmp_path / "flag")
+    hold = textwrap.dedent(f"""
+        import logging
+        class Hold(logging.Handler):
+            def emit(self, record):
+                while "started" in record.getMessage() and not os.path.exists({flag!r}):
+                    time.sleep(0.01)
+        logging.getLogger("logq").addHandler(Hold())
+    """).replace("{", "{{").replace("}", "}}")
+    cwd, path = project(tmp_path, APP + hold)
+    ids = enqueue_adds(path, 1)
+    w = Worker(cwd, "app:q")
+    w.wait_for(r"worker \d+ started")
+    w.proc.send_signal(signal.SIGTERM)
+    w.wait_for(r"INFO signal 15: stopping$")
+    open(flag, "w").close()
+    assert w.wait() == 0
+    assert results(path, ids) == [("pending", None)]  # stopped before it leased anything
+
+
 def test_names_limits_the_worker_to_those_tasks(tmp_path):
     cwd, path = project(tmp_path)
     ids = enqueue_adds(path, 2)

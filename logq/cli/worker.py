@@ -19,18 +19,21 @@ directory is open in one process at a time: `LockedError`), a task name in
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import logging
 import os
+import signal
 import sys
 import traceback
 from types import ModuleType
-from typing import Any
+from typing import Any, Iterator
 
 from ..core.jobs import Job
 from ..errors import LockedError, LogqError
 from ..queue import Queue
+from ..runtime.worker import Worker
 
 log = logging.getLogger("logq")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -55,9 +58,10 @@ def run(target: str, *, concurrency: int, kind: str, names: list[str] | None, gr
         worker = queue.worker(concurrency=concurrency, kind=kind, names=names, grace=grace,
                               on_success=_log_done)
         tasks = check_names(target, sorted(worker.registry.tasks), names)
-        log.info("worker %d started on %s (%s): %d %s slot(s), tasks: %s",
-                 os.getpid(), queue.path, target, concurrency, kind, ", ".join(tasks))
-        worker.run()
+        with stop_on_signals(worker):  # `run` installs its own; a signal before that stops it too
+            log.info("worker %d started on %s (%s): %d %s slot(s), tasks: %s",
+                     os.getpid(), queue.path, target, concurrency, kind, ", ".join(tasks))
+            worker.run()
         log.info("worker %d stopped", os.getpid())
     finally:
         queue.close()
@@ -73,6 +77,23 @@ def configure_logging(level: str) -> logging.Handler:
     log.setLevel(level)
     log.propagate = False
     return handler
+
+
+@contextlib.contextmanager
+def stop_on_signals(worker: Worker) -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM stop `worker` as its own handlers do (the first
+    gracefully, a second at once), so that a signal that comes after the "started" line
+    but before `Worker.run` has installed its handlers still ends in a graceful stop."""
+    def handler(signum: int, frame: object) -> None:
+        log.info("signal %d: stopping%s", signum, " now" if worker.stopping.is_set() else "")
+        worker.stop(now=worker.stopping.is_set())
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _log_done(job: Job, value: Any) -> None:
