@@ -24,6 +24,7 @@ from typing import IO
 import pytest
 
 from logq import Queue
+from logq.log.verify import verify
 
 DEADLINE = 60.0  # seconds: generous, for a loaded machine; never a timing assertion
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "logq")
@@ -132,8 +133,11 @@ def enqueue_adds(path: str, n: int) -> list[int]:
 
 
 def results(path: str, ids: list[int]) -> list[tuple[str, object]]:
+    """The state and decoded result of each job, once the worker has ended; the directory verifies."""
     with Queue(path) as q:
         infos = [q.get(i) for i in ids]
+    check = verify(path)
+    assert check.ok, check.problems
     return [(info.state, json.loads(info.result) if info.result else None) for info in infos if info]
 
 
@@ -277,6 +281,21 @@ def test_a_module_that_raises_on_import_is_refused_with_the_line(tmp_path):
                    "(at app.py:3)")
     cwd, _ = project(tmp_path, "def broken(:\n")
     assert_refused(run_worker(cwd, "app:q"), "importing app raised SyntaxError")
+
+
+def test_a_module_that_runs_a_worker_when_imported_is_refused(tmp_path):
+    """A module written as a script (the tutorial before its `if __name__` guard) would run a
+    worker of its own inside the import, and the command's only after a first SIGTERM."""
+    body = APP + "\nq.run_worker(concurrency=8)\n"
+    line = body.splitlines().index("q.run_worker(concurrency=8)") + 1
+    cwd, _ = project(tmp_path, body)
+    assert_refused(run_worker(cwd, "app:q"), f"app calls run_worker() when it is imported (at app.py:{line})",
+                   'if __name__ == "__main__":')
+
+
+def test_async_tasks_on_a_thread_worker_are_refused(tmp_path):
+    cwd, _ = project(tmp_path, APP + "\n@q.task(name='co')\nasync def co():\n    pass\n")
+    assert_refused(run_worker(cwd, "app:q"), "task 'co' is an async def function", "async")
 
 
 def test_a_missing_attribute_is_refused_and_the_queues_of_the_module_are_named(tmp_path):

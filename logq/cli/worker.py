@@ -10,11 +10,13 @@ not a class, nor a task, which is callable too). It then runs
 `Queue.worker(...).run()`, which returns after the graceful stop on the first
 SIGINT/SIGTERM, closes the queue and returns 0.
 
-Anything that keeps the worker from starting - the module cannot be imported,
-the attribute is missing or not a queue, the queue cannot be opened (today a
-directory is open in one process at a time: `LockedError`), a task name in
-`--names` is not registered - raises `LoadError` with a one-line reason, which
-`main` prints without a traceback (exit 2).
+Anything that keeps the worker from starting - the module cannot be imported
+or calls `run_worker()` while it is imported (a script's worker, unguarded by
+`if __name__ == "__main__":`), the attribute is missing or not an open queue,
+the queue cannot be opened (today a directory is open in one process at a
+time: `LockedError`), it has no registered tasks, or a name in `--names` is
+not one of them - raises `LoadError` with a one-line reason, which `main`
+prints without a traceback (exit 2).
 """
 
 from __future__ import annotations
@@ -132,7 +134,12 @@ def import_module(name: str) -> ModuleType:
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
-        return importlib.import_module(name)
+        with _no_worker_at_import(name):
+            return importlib.import_module(name)
+    except _RunsAWorker as exc:
+        raise LoadError(f"{name} calls run_worker() when it is imported{_where(exc)}: put "
+                        "that call under `if __name__ == \"__main__\":` so that the command can import "
+                        "the module and run the worker itself") from None
     except ModuleNotFoundError as exc:
         if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
             raise LoadError(f"no module named {exc.name!r} in {cwd} or on the Python path: "
@@ -146,6 +153,26 @@ def import_module(name: str) -> ModuleType:
         raise LoadError(f"importing {name} raised {_describe(exc)}") from None
     except Exception as exc:
         raise LoadError(f"importing {name} raised {_describe(exc)}{_where(exc)}") from None
+
+
+class _RunsAWorker(Exception):
+    """Internal: the module called `Queue.run_worker` while it was being imported."""
+
+
+@contextlib.contextmanager
+def _no_worker_at_import(name: str) -> Iterator[None]:
+    """While `name` is imported, `Queue.run_worker` raises `_RunsAWorker` instead of running
+    a worker (with the module's options, before the command's): a module written to be run
+    as a script must keep that call under `if __name__ == "__main__":`."""
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise _RunsAWorker()
+
+    original = Queue.run_worker
+    Queue.run_worker = refuse  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Queue.run_worker = original  # type: ignore[method-assign]
 
 
 def follow(module: ModuleType, attr: str, target: str) -> object:
@@ -215,8 +242,14 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _where(exc: BaseException) -> str:
-    """" (at FILE:LINE)" for the innermost frame of the traceback that is not importlib's or
-    logq's: the line of the user's code that raised (or called what raised)."""
+    """" (at FILE:LINE)" for where `exc` was raised (see `_location`), or ""."""
+    location = _location(exc)
+    return f" (at {location})" if location else ""
+
+
+def _location(exc: BaseException) -> str:
+    """FILE:LINE of the innermost frame of `exc`'s traceback that is not importlib's or logq's:
+    the line of the user's code that raised (or called what raised); "" if there is none."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if not f.filename.startswith(("<frozen", package + os.sep))]
@@ -225,4 +258,4 @@ def _where(exc: BaseException) -> str:
     path = frames[-1].filename
     if path.startswith(os.getcwd() + os.sep):
         path = os.path.relpath(path)
-    return f" (at {path}:{frames[-1].lineno})"
+    return f"{path}:{frames[-1].lineno}"
