@@ -75,6 +75,20 @@ def installed_script() -> str:
     return SCRIPT
 
 
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left_running():
+    """A test that fails while its worker runs does not leave the process behind."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class Worker:
     """A worker command running in `cwd`, its stderr read line by line by a thread."""
 
@@ -83,6 +97,7 @@ class Worker:
         env.pop("PYTHONPATH", None)  # the command must find app.py by itself
         self.proc = subprocess.Popen(command(launcher, *args), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _started.append(self.proc)
         self.lines: list[str] = []
         self._new: queue.Queue[str | None] = queue.Queue()
         assert self.proc.stderr is not None
