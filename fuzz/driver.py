@@ -562,7 +562,15 @@ class Driver:
             raise Violation(f"{fault} in sealed segment {path} ({where}) was accepted by recovery")
         if _segments(self.fs.image()) != _segments(before):
             raise Violation(f"an open refused for corruption ({fault}, {where}) changed the segments")
+        self._salvage_opens(f"{fault} in sealed segment {path} ({where})")
         self.fs.replace_at_rest(path, original)
+
+    def _salvage_opens(self, damage: str) -> None:
+        """On a copy of the damaged files, `salvage=True` opens (spec/semantics.md guarantee 13)."""
+        try:
+            Queue(self.cfg.path, salvage=True, **queue_options(self.cfg, self.fs.fork(), self.clock)).close()
+        except (LogqError, OSError) as exc:
+            raise Violation(f"salvage=True refused to open after {damage}: {exc!r}") from exc
 
     def _sealed_segments(self) -> list[str]:
         if not self.fs.isdir(self.cfg.path):

@@ -105,7 +105,8 @@ def covered(report: logq.RecoveryReport, recs: list[Rec]) -> set[int]:
     return out
 
 
-def damage(path: str, rng: random.Random, kind: str) -> str:
+def damage(path: str, rng: random.Random, kind: str) -> tuple[str, str, int]:
+    """Damage a random segment of `path`; return what was done, the segment's name and where."""
     seg = rng.choice(segment_paths(path))
     with open(seg, "rb") as f:
         data = bytearray(f.read())
@@ -123,7 +124,7 @@ def damage(path: str, rng: random.Random, kind: str) -> str:
         what = f"cut at {at}"
     with open(seg, "wb") as f:
         f.write(data)
-    return f"{os.path.basename(seg)}: {what}"
+    return f"{os.path.basename(seg)}: {what}", os.path.basename(seg), at
 
 
 @pytest.fixture(scope="module")
@@ -150,13 +151,17 @@ def test_salvage_opens_after_random_damage_and_reports_every_job_it_could_not_re
         rng = random.Random(f"{kind}{trial}")
         copy = str(tmp_path / f"t{trial}")
         shutil.copytree(path, copy)
-        what = damage(copy, rng, kind)
+        last = os.path.basename(segment_paths(copy)[-1])
+        what, seg, at = damage(copy, rng, kind)
         q = logq.Queue(copy, clock=FakeClock(clock.time()), salvage=True, **KW)  # must open
         try:
             got, report = jobs_of(q), q.recovery
         finally:
             q.close()
         assert set(got) <= set(truth), (what, "a job that was never written")
+        if kind == "cut" and seg == last and any(r.path == seg and r.offset == at for r in recs):
+            continue  # the last segment cut between records looks like a log never longer: telling
+            # the two apart needs a durable end the format does not record yet (issue 19 items 2, 3)
         wrong = {jid for jid, want in truth.items() if got.get(jid) != want}
         missed = wrong - covered(report, recs)
         assert not missed, (what, {jid: (truth[jid], got.get(jid)) for jid in sorted(missed)[:3]}, report)
@@ -204,3 +209,25 @@ def test_a_job_whose_enqueue_was_lost_is_reported_and_its_later_records_skipped(
         assert u.job == doomed and "enqueue record was lost" in u.reason
         assert any(lost.after_seq is not None and lost.after_seq < doomed < (lost.before_seq or 1 << 62)
                    for lost in q.recovery.lost)
+
+
+def test_a_cut_sealed_segment_before_an_unfinished_last_one_gives_out_no_number_again(tmp_path):
+    """Found by the fuzz harness: the first segment cut (its SEAL lost) and the last one an
+    unfinished creation (removed at open) left the first segment's end as the log's end, so
+    salvage tried to create a segment named like the first ('file exists'). The numbers up to
+    the next segment's base belong to the cut one."""
+    path, clock = str(tmp_path / "q"), FakeClock()
+    with logq.Queue(path, clock=clock, **KW) as q:
+        q.enqueue_many([("a", b"x" * 300)] * 10)
+        q.enqueue_many([("a", b"x" * 300)] * 10)  # a rollover: a second segment
+        ids = q.enqueue_many([("a", b"y")] * 3)
+    first, last = segment_paths(path)[-2:]
+    second_base = int(os.path.basename(last)[:20])
+    with open(last, "r+b") as f:
+        f.truncate(10)  # an unfinished creation: no valid header
+    with open(first, "r+b") as f:
+        f.truncate(600)
+    with logq.Queue(path, clock=clock, salvage=True, **KW) as q:
+        assert all(q.get(jid) is None for jid in ids)
+        assert q.enqueue("a", b"new") >= second_base
+        assert any(lost.reason == "segment not sealed" for lost in q.recovery.lost)

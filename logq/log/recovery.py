@@ -134,7 +134,7 @@ class Recovery:
                 self.fs.fsync_dir(self.path)
                 return last_seq
             try:
-                return self._recover_scanned(f, size, path, base, is_last, last_seq, deliver, report, start)
+                return self._recover_scanned(f, size, path, base, next_base, last_seq, deliver, report, start)
             except CorruptionError as exc:  # (in salvage mode scan raises only for the header)
                 if not self.salvage or exc.path != path or (exc.offset or 0) >= SEGMENT_HEADER_SIZE:
                     raise
@@ -142,9 +142,9 @@ class Recovery:
         finally:
             f.close()
 
-    def _recover_scanned(self, f: File, size: int, path: str, base: int, is_last: bool, last_seq: int,
+    def _recover_scanned(self, f: File, size: int, path: str, base: int, next_base: int | None, last_seq: int,
                          deliver: Callable[[Record], None], report: RecoveryReport, start: int) -> int:
-        salvage = self.salvage
+        salvage, is_last = self.salvage, next_base is None
         if last_seq and base != last_seq + 1 and start == SEGMENT_HEADER_SIZE:
             msg = f"segment sequence broken: expected base {last_seq + 1}, found {base} (missing segment?)"
             if not salvage:
@@ -160,7 +160,7 @@ class Recovery:
                 lost.after_seq = last_seq if lost.after_seq is None else lost.after_seq
             report.lost.extend(result.lost)
             self.seal_at_open = self.seal_at_open or (is_last and any(r.start < result.end for r in result.lost))
-        if not is_last:
+        if next_base is not None:
             if result.damage is not None and not salvage:
                 raise result.damage
             if not result.sealed:
@@ -169,6 +169,8 @@ class Recovery:
                                           path=path, offset=result.end)
                 report.lost.append(LostRange(path, result.end, size, "segment not sealed",
                                              result.last_seq if result.last_seq is not None else last_seq))
+                # its SEAL was the next base - 1: no number up to it may be given out again
+                result.last_seq = max(result.last_seq or 0, last_seq, next_base - 1)
         elif result.end < size:
             written = nonzero_end(f.pread, result.end, size)  # the tail is read a chunk at a time
             if written == result.end:  # all zeros: preallocated space, not a torn write
