@@ -13,7 +13,8 @@ from .clock import Clock, SystemClock
 from .errors import (
     ChecksumError, ClosedError, CorruptionError, FileAccessError, InvalidArgument, InvalidTransition, JobNotFound,
     LeaseLostError, LockedError, LogqError, MissingFileError, NotALogqDirectory, NotARegularFile,
-    RecordTooLargeError, ResultTooLargeError, UnsafeDirectoryError, UnsupportedVersionError, WaitTimeout,
+    RecordTooLargeError, ResultTooLargeError, UnavailableError, UnsafeDirectoryError, UnsupportedVersionError,
+    WaitTimeout,
     WriterFailedError,
 )
 from .log.fs import OsFileSystem
@@ -37,7 +38,7 @@ __all__ = [
     "NotALogqDirectory", "NotARegularFile",
     "OsFileSystem", "Queue", "Record", "RecordTooLargeError", "RecoveryReport", "ResultTooLargeError", "Serializer",
     "Stats", "SystemClock", "Task", "TaskCancelled",
-    "TaskFailed", "TaskMetrics", "TaskTimeout", "TornTail", "UnrecoveredJob", "UnsafeDirectoryError", "UnsupportedVersionError",
+    "TaskFailed", "TaskMetrics", "TaskTimeout", "TornTail", "UnavailableError", "UnrecoveredJob", "UnsafeDirectoryError", "UnsupportedVersionError",
     "WaitTimeout",
     "Worker", "WriterFailedError",
 ]

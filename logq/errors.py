@@ -113,3 +113,9 @@ class LeaseLostError(InvalidTransition):
 
 class WaitTimeout(LogqError, TimeoutError):
     """The job did not finish within the time given to wait for it."""
+
+
+class UnavailableError(LogqError):
+    """The server that keeps the queue (Redis) cannot be reached or refused the command;
+    nothing is known to have changed. Check that the server runs and the URL is right; a
+    worker logs this, backs off and resumes when the server is back."""

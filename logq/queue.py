@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from .backends.base import Backend
 from .backends.local import LocalBackend
 from .backends.memory import PATH as MEMORY, MemoryBackend
+from .backends.redisurl import is_redis_url
 from .clock import Clock, SystemClock
 from .core import policy
 from .core.jobs import STATES, Backoff, CompactionReport, Job, JobInfo, Stats
@@ -64,6 +65,10 @@ class Queue(ClosesOnExit):
     alone; 0o660 shares the queue with the group) and decides who else may
     write to the directory (anyone else: `UnsafeDirectoryError`).
     Thread-safe. Only one open Queue per directory (others get `LockedError`).
+
+    With a Redis URL (`redis://host:6379/0`, `rediss://...`, `unix:///path?db=0`),
+    the jobs are on that server and `name` (default "default") picks the queue
+    there; any number of processes on any hosts may open it (`backends.redis`).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, sync: str = "batch",
@@ -74,7 +79,8 @@ class Queue(ClosesOnExit):
                  backoff: Backoff | None = None, clock: Clock | None = None,
                  retain_done: float = 3600.0, retain_dead: float = 7 * 86400.0,
                  compact_threshold: float | None = 0.5,
-                 salvage: bool = False, fs: FileSystem | None = None, mode: int = 0o600) -> None:
+                 salvage: bool = False, fs: FileSystem | None = None, mode: int = 0o600,
+                 name: str | None = None) -> None:
         path = _check_path(path)
         _check_int("max_payload", max_payload, 0, 1 << 28)
         _check_int("max_result", max_result, 0, 1 << 28)
@@ -102,8 +108,14 @@ class Queue(ClosesOnExit):
                        sync_interval=sync_interval, segment_size=segment_size, compression=compression,
                        compress_threshold=compress_threshold, salvage=salvage, fs=fs, mode=mode,
                        max_record=max_record_size(max_payload, max_result))  # replay's bound too
-        backend: LocalBackend | MemoryBackend
-        backend = MemoryBackend(**options) if path == MEMORY else LocalBackend(path, **options)  # type: ignore[arg-type]
+        backend: LocalBackend | MemoryBackend | Backend
+        if isinstance(path, str) and is_redis_url(path):
+            from .backends.redis import RedisBackend  # imports the redis client: only when asked for
+            backend = RedisBackend(path, name=name, **options)  # type: ignore[arg-type]
+        elif name is not None:
+            raise InvalidArgument("name= picks a queue on a Redis server: a directory or \":memory:\" is one queue")
+        else:
+            backend = MemoryBackend(**options) if path == MEMORY else LocalBackend(path, **options)  # type: ignore[arg-type]
         self._backend: Backend = backend
         self.path = backend.path
         # the hot paths call the backend through these, bound once

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install --quiet -e '.[test]'
+bash scripts/redis-server.sh  # a real redis-server for the Redis backend's tests
 set +e
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
 status=$?

@@ -12,6 +12,7 @@ on backends without it; a white-box test that looks inside the shared engine
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -23,7 +24,10 @@ from logq import Queue
 from logq.backends.base import Capabilities
 from logq.backends.local import LocalBackend
 from logq.backends.memory import MemoryBackend
+from logq.backends.redis import CAPABILITIES as REDIS_CAPABILITIES
 from logq.log.verify import verify
+
+from . import redis_server as _redis
 
 # No example database: runs start fresh and nothing is written into the checkout.
 settings.register_profile("logq", database=None)
@@ -41,9 +45,19 @@ class Backend:
     """Built on `backends.engine.Engine` (white-box tests of the engine apply)."""
 
 
+REDIS: dict[str, str] = {}  # "url": the session's server (the `redis_server` fixture)
+
+
+def _redis_address(directory: str) -> str:
+    """A queue of its own on the session's server for each directory (so each test's)."""
+    name = "t" + hashlib.blake2b(directory.encode(), digest_size=8).hexdigest()
+    return f"{REDIS['url']}?name={name}"
+
+
 BACKENDS: dict[str, Backend] = {
     "local": Backend(lambda directory: directory, LocalBackend.capabilities, engine=True),
     "memory": Backend(lambda directory: ":memory:", MemoryBackend.capabilities, engine=True),
+    "redis": Backend(_redis_address, REDIS_CAPABILITIES, engine=False),
 }
 
 
@@ -75,9 +89,23 @@ def qdir(tmp_path):
         assert result.ok, result.problems
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server for the session on a free loopback port, with its own data directory
+    (append-only file, fsynced on every write); stopped after. Skips (fails under CI=true)
+    when redis-server is not installed."""
+    server = _redis.RedisServer(_redis.find(), str(tmp_path_factory.mktemp("redis")))
+    server.start()
+    REDIS["url"] = server.url
+    yield server
+    server.stop()
+
+
 @pytest.fixture(params=list(BACKENDS))
 def queue_factory(request, qdir) -> QueueFactory:
     """Opens queues of each backend in turn; skips what the test `needs` and the backend lacks."""
+    if request.param == "redis":
+        request.getfixturevalue("redis_server")
     factory = QueueFactory(request.param, BACKENDS[request.param], qdir)
     for marker in request.node.iter_markers("needs"):
         for need in marker.args:

@@ -48,7 +48,10 @@ class Model:
     holders: dict[str, int] = field(default_factory=dict)  # unique key -> live job holding it
 
     def live_key(self, key: str) -> int | None:
-        return self.holders.get(key)
+        """The job that answers for `key`: the lowest id among the live jobs that have it
+        (spec/semantics.md guarantee 8: a retried job holds its key again, beside a newer holder)."""
+        return min((j.id for j in self.jobs.values() if j.key == key and j.state in ("pending", "active")),
+                   default=None)
 
     def settle_keys(self) -> None:
         """Final jobs give their key up; a retried job takes it back only if it is free."""
@@ -89,10 +92,11 @@ class QueueMachine(RuleBasedStateMachine):
         self.model = Model()
         self.generation = 0
         self.abandoned: list[Queue] = []
+        self.disk = {} if factory.name == "redis" else {"segment_size": 4096}  # (a server has no segments)
 
     def open(self) -> None:
         self.q = self.factory.at(os.path.join(self.tmp, str(self.generation)), sync="always", clock=self.clock,
-                                 backoff=BACKOFF, segment_size=4096)
+                                 backoff=BACKOFF, **self.disk)
 
     @initialize()
     def start(self) -> None:

@@ -16,7 +16,8 @@ def test_every_job_acked_exactly_once(queue_factory, sync):
     acked: collections.Counter[int] = collections.Counter()
     lock = threading.Lock()
     done = threading.Event()
-    with queue_factory(sync=sync, segment_size=64 << 10) as q:
+    small_segments = {} if queue_factory.name == "redis" else {"segment_size": 64 << 10}  # (no files on Redis)
+    with queue_factory(sync=sync, **small_segments) as q:
         def produce(p: int) -> None:
             for i in range(per_producer):
                 q.enqueue("work", b"%d:%d" % (p, i))

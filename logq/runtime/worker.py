@@ -48,7 +48,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, NamedTuple
 
-from ..errors import InvalidArgument, LeaseLostError, LogqError
+from ..errors import InvalidArgument, LeaseLostError, LogqError, UnavailableError
 from ..core.jobs import Job
 from .child import ProcessSlotChild, Stopped
 from .registry import Metrics, Registry, TaskMetrics
@@ -83,6 +83,9 @@ class _Outcome(NamedTuple):
 
 
 __all__ = ["KINDS", "Metrics", "TaskMetrics", "TaskTimeout", "Worker"]
+
+
+UNAVAILABLE_MAX_WAIT = 5.0  # the longest back-off between leases while the queue's server is away
 
 
 class Worker:
@@ -270,7 +273,13 @@ class Worker:
 
     def _lease_or_stop(self, n: int = 1) -> list[Job]:
         try:
-            return self._lease(n)
+            jobs = self._lease(n)
+            self._away = 0.0
+            return jobs
+        except UnavailableError as exc:  # the queue's server (Redis) is away: back off, try again
+            self._away = min(UNAVAILABLE_MAX_WAIT, max(0.05, 2 * getattr(self, "_away", 0.0)))
+            log.warning("leasing failed: %s; trying again in %.2fs", exc, self._away)
+            self.stopping.wait(self._away)
         except LogqError as exc:  # the queue is closed or its log failed: nothing more to do
             log.error("worker stops: %s", exc)
             self.stopping.set()
