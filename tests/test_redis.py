@@ -259,3 +259,32 @@ except logq.InvalidArgument as exc:
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert "pip install 'logq[redis]'" in out
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "logq", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_the_command_line_reads_and_requeues_a_redis_queue(url):
+    import json
+    name = fresh_name()
+    with Queue(url, name=name) as q:
+        done, dead, waiting = q.enqueue("send", b"a"), q.enqueue("send", b"b", key="k"), q.enqueue("other", b"c")
+        q.ack(q.lease("send"), b"ok")
+        q.fail(q.lease("send"), "boom", retry=False)
+        stats = json.loads(cli("stats", url, "--name", name, "--json").stdout)
+        assert stats["counts"] == {"pending": 1, "active": 0, "done": 1, "dead": 1, "cancelled": 0}
+        assert "1 dead" in cli("stats", f"{url}?name={name}").stdout
+        summary = cli("inspect", url, "--name", name)
+        assert summary.returncode == 0 and "1 done" in summary.stdout and "'other' 1" in summary.stdout
+        history = json.loads(cli("inspect", url, "--name", name, "--job", str(dead), "--json").stdout)
+        assert [(r["type"], r["state"]) for r in history["history"]] == [
+            ("enqueue", "pending"), ("lease", "active"), ("fail", "dead")]
+        assert history["job"]["last_error"] == "boom" and history["history"][2]["seq"] > dead
+        text = cli("inspect", url, "--name", name, "--job", str(done)).stdout
+        assert "done" in text and "ack" in text
+        assert cli("inspect", url, "--name", name, "--job", "999").returncode == 1
+        out = cli("requeue-dead", url, "--queue", name)
+        assert out.returncode == 0 and "requeued 1" in out.stdout
+        assert q.get(dead).state == "pending" and q.get(waiting).state == "pending"
+        assert cli("inspect", url, "--name", name, "--verify").returncode == 2  # nothing to verify on Redis

@@ -35,6 +35,7 @@ reached raises `UnavailableError`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -75,6 +76,7 @@ def _client_module() -> Any:
     return redis
 
 
+@functools.cache
 def _load_scripts() -> dict[str, str]:
     """The scripts of redis_scripts/logq.lua: the prelude joined to each "-- @op NAME" section."""
     text = resources.files(__package__).joinpath("redis_scripts/logq.lua").read_text()
@@ -369,7 +371,8 @@ class RedisBackend:
                      last if self.fsync_always else 0, last, {k: v for k, v in due_by_name.items() if v})
 
     def history(self, job_id: int) -> list[bytes]:
-        """The job's records after its ENQUEUE (type byte + payload), oldest first."""
+        """The job's records after its ENQUEUE (type byte, sequence number u64 little-endian,
+        payload), oldest first."""
         return [bytes(r) for r in self._call(self._r.lrange, self.prefix + f"h:{job_id}", 0, -1)]
 
     def enqueue_record(self, job_id: int) -> bytes | None:

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 from . import inspect as _inspect, inspect_text as _inspect_text, worker as _worker_command
 from ..errors import LogqError, NotALogqDirectory
+from ..backends.redisurl import is_redis_url
 from ..queue import Queue
 from ..runtime.worker import KINDS
 
@@ -37,6 +38,7 @@ examples:
   python -m logq inspect data/jobs --json | jq .jobs
   python -m logq inspect data/jobs --records --json | jq 'select(.type == "fail")'
   python -m logq inspect data/jobs/00000000000000000001.seg
+  python -m logq inspect redis://localhost:6379/0 --name jobs [--job 42] [--json]
 
 Read-only: takes no lock and writes nothing, so it is safe on a queue that is
 open in another process. Exit status: 0 ok, 1 damage found by --verify (or no
@@ -48,6 +50,7 @@ _STATS_EXAMPLES = """\
 examples:
   python -m logq stats data/jobs
   python -m logq stats data/jobs --json | jq .counts
+  python -m logq stats redis://localhost:6379/0 --name jobs
 
 Opens the queue like an application: takes the writer lock (fails with exit 2
 if the queue is open elsewhere), cuts a torn tail and returns leases held by a
@@ -58,6 +61,7 @@ _REQUEUE_EXAMPLES = """\
 examples:
   python -m logq requeue-dead data/jobs
   python -m logq requeue-dead data/jobs --name send_email --limit 100
+  python -m logq requeue-dead redis://localhost:6379/0 --queue jobs
 
 Dead jobs become pending again, due now, with a fresh count of attempts.
 Takes the writer lock (exit 2 if the queue is open elsewhere).
@@ -148,11 +152,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     compact.add_argument("--json", action="store_true", help="print the report as JSON")
     stats = _add(sub, "stats", "open the queue (takes the lock) and print its statistics",
                  _STATS_EXAMPLES, _stats)
-    stats.add_argument("dir", metavar="DIR", help="queue directory")
+    stats.add_argument("dir", metavar="DIR", help="queue directory, or a Redis URL")
+    stats.add_argument("--name", dest="queue", metavar="QUEUE", help="with a Redis URL: the queue's name")
     stats.add_argument("--json", action="store_true", help="print one JSON document")
     requeue = _add(sub, "requeue-dead", "make dead jobs pending again (takes the lock)",
                    _REQUEUE_EXAMPLES, _requeue_dead)
-    requeue.add_argument("dir", metavar="DIR", help="queue directory")
+    requeue.add_argument("dir", metavar="DIR", help="queue directory, or a Redis URL")
+    requeue.add_argument("--queue", help="with a Redis URL: the queue's name")
     requeue.add_argument("--name", help="only jobs of this task name")
     requeue.add_argument("--limit", type=_count, help="at most N jobs")
     _add_worker(sub)
@@ -187,7 +193,8 @@ def _add(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", name: str, 
 def _add_inspect(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = _add(sub, "inspect", "read-only look at a queue directory or segment file (no lock)",
              _INSPECT_EXAMPLES, _inspect_command)
-    p.add_argument("path", metavar="PATH", help="queue directory, or one .seg file")
+    p.add_argument("path", metavar="PATH", help="queue directory, one .seg file, or a Redis URL")
+    p.add_argument("--name", dest="queue", metavar="QUEUE", help="with a Redis URL: the queue's name")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--records", action="store_true", help="dump records (filters below)")
     mode.add_argument("--verify", action="store_true", help="check every record; exit 1 on any damage")
@@ -251,6 +258,13 @@ def _inspect_command(ns: argparse.Namespace) -> int:
         return _usage("--payload needs --records or --job")
     if ns.verify and ns.job is not None:
         return _usage("--verify checks the whole queue; it does not take --job")
+    if is_redis_url(ns.path):
+        if ns.records or ns.verify:
+            return _usage("a Redis queue has no records to dump or verify: use the summary or --job")
+        from . import inspect_redis
+        return inspect_redis.run(ns.path, ns.queue, ns.job, ns.json, ns.payload, sys.stdout, sys.stderr)
+    if ns.queue is not None:
+        return _usage("--name picks a queue on a Redis server; PATH is a directory")
     return _inspect.run(ns.path, records=ns.records, job=ns.job, verify_only=ns.verify, as_json=ns.json,
                         segment=ns.segment, first=ns.first, last=ns.last, types=ns.types,
                         limit=ns.limit, whole=ns.payload)
@@ -285,8 +299,7 @@ def _compact(ns: argparse.Namespace) -> int:
 
 def _stats(ns: argparse.Namespace) -> int:
     """Open the queue (taking its lock) and print `Queue.stats()`."""
-    _must_exist(ns.dir)
-    with Queue(ns.dir) as q:
+    with _open(ns) as q:
         s = q.stats()
     fields = {name: getattr(s, name) for name in s.__dataclass_fields__}
     if ns.json:
@@ -303,13 +316,23 @@ def _stats(ns: argparse.Namespace) -> int:
 
 def _requeue_dead(ns: argparse.Namespace) -> int:
     """Open the queue and `retry` every dead job (of `--name`, at most `--limit`)."""
-    _must_exist(ns.dir)
-    with Queue(ns.dir) as q:
+    with _open(ns) as q:
         dead = q.jobs(state="dead", name=ns.name, limit=ns.limit)
         for job in dead:
             q.retry(job.id)
     print(f"requeued {len(dead)} dead job(s) in {ns.dir}")
     return 0
+
+
+def _open(ns: argparse.Namespace) -> Queue:
+    """The queue of `stats` and `requeue-dead`: a directory that exists, or a Redis URL
+    with the queue's name (`--name`/`--queue`, default "default")."""
+    if is_redis_url(ns.dir):
+        return Queue(ns.dir, name=ns.queue)
+    if ns.queue is not None:
+        raise NotALogqDirectory(f"the queue name picks a queue on a Redis server, and {ns.dir} is not a Redis URL")
+    _must_exist(ns.dir)
+    return Queue(ns.dir)
 
 
 def _must_exist(path: str) -> None:

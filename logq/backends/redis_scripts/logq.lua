@@ -9,7 +9,7 @@
 --   seq        record sequence numbers; a job's id is the number of its ENQUEUE record
 --   j:ID       the job (hash): e ENQUEUE record, n name, p priority, m max_attempts, a attempts,
 --              s state, r run_at, x lease expiry, k key, b backoff, err, res, f finished_at, l last seq
---   h:ID       the job's history: its later records (type byte + payload, as in the log)
+--   h:ID       the job's history: its later records (type byte, sequence number u64, payload as in the log)
 --   r:NAME     ready jobs of a task name (zset: score -priority, member run_at .. id, fixed width)
 --   rn         the task names with ready jobs (set)
 --   d          delayed pending jobs (zset by run_at); a  active jobs (zset by lease expiry)
@@ -28,7 +28,7 @@ local function jk(id) return P .. 'j:' .. id end
 
 local function record(id, rtype, data)
   local seq = redis.call('INCR', P .. 'seq')
-  redis.call('RPUSH', P .. 'h:' .. id, string.char(rtype) .. data)
+  redis.call('RPUSH', P .. 'h:' .. id, string.char(rtype) .. struct.pack('<I8', seq) .. data)
   redis.call('HSET', jk(id), 'l', seq)
   return seq
 end
@@ -43,8 +43,8 @@ local function set_state(id, old, new)
   redis.call('HSET', jk(id), 's', new)
 end
 
-local function wake(n)
-  redis.call('LPUSH', P .. 'wake', string.rep('1', 1))
+local function wake()
+  redis.call('LPUSH', P .. 'wake', '1')
   redis.call('LTRIM', P .. 'wake', 0, 63)
 end
 
@@ -149,7 +149,7 @@ local function promote(now)
     redis.call('ZADD', P .. 'r:' .. f[1], -tonumber(f[2]), ready_member(tonumber(f[3]), tonumber(sid)))
     redis.call('SADD', P .. 'rn', f[1])
   end
-  if #ids > 0 then redis.call('ZREM', P .. 'd', unpack(ids)) end
+  if #ids > 0 then redis.call('ZREMRANGEBYSCORE', P .. 'd', '-inf', now) end
 end
 
 -- remove up to `limit` final jobs whose retention has passed
@@ -159,8 +159,8 @@ local function sweep(now, limit)
     local s = redis.call('HGET', jk(sid), 's')
     if s then redis.call('ZREM', P .. 'st:' .. s, sid) end
     redis.call('DEL', jk(sid), P .. 'h:' .. sid)
+    redis.call('ZREM', P .. 'fin', sid)
   end
-  if #ids > 0 then redis.call('ZREM', P .. 'fin', unpack(ids)) end
   return #ids
 end
 
