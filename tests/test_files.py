@@ -362,12 +362,32 @@ def test_directory_others_may_write_to_is_refused(tmp_path: Any, bits: int, mode
         Queue(str(path), mode=mode).close()
 
 
-def test_ownership_check_refuses_another_users_directory() -> None:
-    st = os.stat_result((stat.S_IFDIR | 0o700, 0, 0, 1, os.geteuid() + 1, 0, 0, 0, 0, 0))
-    with pytest.raises(UnsafeDirectoryError, match="belongs to user"):
-        check_directory("/some/q", st, 0o600)
-    mine = os.stat_result((stat.S_IFDIR | 0o700, 0, 0, 1, os.geteuid(), 0, 0, 0, 0, 0))
-    check_directory("/some/q", mine, 0o600)
+def dir_stat(bits: int, uid: int, gid: int) -> os.stat_result:
+    return os.stat_result((stat.S_IFDIR | bits, 0, 0, 1, uid, gid, 0, 0, 0, 0))
+
+
+def test_ownership_check_refuses_another_users_directory_unless_shared_with_the_group() -> None:
+    me, other, my_group = os.geteuid(), os.geteuid() + 1, os.getegid()
+    not_my_group = max({os.getegid(), *os.getgroups()}) + 1
+    check_directory("/some/q", dir_stat(0o700, me, not_my_group), 0o600)
+    for bits, gid, mode in [(0o700, my_group, 0o600), (0o770, my_group, 0o640), (0o770, not_my_group, 0o660)]:
+        with pytest.raises(UnsafeDirectoryError, match="belongs to user"):
+            check_directory("/some/q", dir_stat(bits, other, gid), mode)
+    check_directory("/some/q", dir_stat(0o770, other, my_group), 0o660)  # a group member's shared queue
+    with pytest.raises(UnsafeDirectoryError, match="other users"):
+        check_directory("/some/q", dir_stat(0o777, other, my_group), 0o660)
+
+
+def test_queue_shared_with_the_group_opens_in_another_members_directory(tmp_path: Any) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a directory to another user")
+    path = tmp_path / "q"
+    path.mkdir()
+    os.chmod(path, 0o770)
+    os.chown(path, NOBODY, os.getegid())  # another member of our group made it
+    with pytest.raises(UnsafeDirectoryError):
+        Queue(str(path))  # not shared: only our own directory will do
+    Queue(str(path), mode=0o660).close()
 
 
 @pytest.mark.parametrize("name", [LOCK_NAME, SEG, META_NAME])

@@ -445,13 +445,16 @@ class OsFileSystem:
 
 def check_directory(path: str, st: os.stat_result, mode: int) -> None:
     """Raise `UnsafeDirectoryError` unless directory `path` (stat `st`) belongs to this
-    user and no one outside `mode` may write to it (the group may, if `mode` lets it)."""
+    user and no one outside `mode` may write to it (the group may, if `mode` lets it).
+    When `mode` lets the group write, the directory may also belong to another member
+    of the group: sharing the queue with them is what the caller asked for."""
     uid = os.geteuid() if hasattr(os, "geteuid") else None
-    if uid is not None and st.st_uid != uid:
+    shared = bool(mode & 0o020) and uid is not None and st.st_gid in {os.getegid(), *os.getgroups()}
+    if uid is not None and st.st_uid != uid and not shared:
         raise UnsafeDirectoryError(
             f"{path} belongs to user {st.st_uid}, not to this user ({uid}): its owner could plant links "
-            "or files in it that make logq write elsewhere; use a directory of your own, or run as its owner",
-            path=path)
+            "or files in it that make logq write elsewhere; use a directory of your own, or run as its owner "
+            "(a queue shared with mode=0o660 may belong to another member of its group)", path=path)
     extra = st.st_mode & 0o022 & ~dir_mode(mode)
     if extra:
         who = ("g" if extra & 0o020 else "") + ("o" if extra & 0o002 else "")
