@@ -72,17 +72,22 @@ def check_meta(fs: FileSystem, path: str) -> None:
 def replace_file(fs: FileSystem, directory: str, final: str, data: bytes | Iterable[bytes],
                  mode: int = DEFAULT_MODE) -> None:
     """Make `final` hold `data` (bytes, or chunks of them written one after another, so
-    that a large file is never whole in memory), whole or not at all, durably: write
+    that a large file is never whole in memory; a chunk of zeros is left a hole, so
+    a sparse tail copied aside stays sparse), whole or not at all, durably: write
     `final`.tmp (a new file of `mode`), fsync it, rename it over `final`, fsync the directory."""
     tmp = final + TMP_SUFFIX
     if fs.exists(tmp):  # a stale one, or a planted link: never write through it
         fs.unlink(tmp)
     f = fs.open(tmp, create=True, exclusive=True, mode=mode)
     try:
-        at = 0
+        at = written = 0
         for chunk in (data,) if isinstance(data, bytes) else data:
-            f.pwrite(chunk, at)
+            if chunk.count(0) != len(chunk):
+                f.pwrite(chunk, at)
+                written = at + len(chunk)
             at += len(chunk)
+        if written < at:  # it ends with zeros: they are a hole
+            f.truncate(at)
         f.fsync()
     finally:
         f.close()
