@@ -44,12 +44,6 @@ _NAME = re.compile(r"^([0-9]{20})\.seg$")
 _NONZERO = re.compile(rb"[^\x00]")
 
 
-def is_unwritten(tail: bytes) -> bool:
-    """True if `tail`, the bytes after the last complete batch of the last segment,
-    is all zeros: space the writer preallocated, not a torn write."""
-    return tail.count(0) == len(tail)
-
-
 def is_unborn(data: bytes, path: str) -> bool:
     """A last segment whose creation did not finish: no longer than a header, and no valid one.
 
@@ -119,6 +113,7 @@ class ScanResult:
     lost: list[LostRange] = field(default_factory=list)
     resume: int = 0  # a window that is not the file's end: where the next one must start
     dropping: bool = False  # ... and salvage is skipping the rest of a damaged batch there
+    resume_seq: int | None = None  # ... and the last sequence number seen before it, if no batch was open
 
 
 def scan(buf: bytes, path: str, deliver: Callable[[Record], None], *,
@@ -181,7 +176,7 @@ def scan_file(read: Pread, size: int, path: str, deliver: Callable[[Record], Non
         if (pos + n) - part.resume > window // 8:
             window *= 2  # records or batches are large next to the window
         pos, dropping = part.resume, part.dropping
-        after_seq = part.last_seq or after_seq
+        after_seq = part.resume_seq if part.resume_seq is not None else part.last_seq or after_seq
 
 
 def _merge(a: ScanResult, b: ScanResult) -> ScanResult:
@@ -284,6 +279,7 @@ class _Scan:
             return False
         self.result.resume = self.batch_start if self.batch else pos
         self.result.dropping = self.dropping and not self.batch
+        self.result.resume_seq = None if self.batch else self.last_seq  # records dropped count too
         self.batch = []
         return True
 
