@@ -30,9 +30,9 @@ from logq.log.segment import nonzero_end, scan, scan_file, segment_name
 
 from .helpers import segment_paths
 
-AS_LIMIT = 1 << 30  # the child's address space: far below a 4 GiB frame or a 2 GiB sparse file
+AS_LIMIT = 512 << 20  # the child's address space: far below a 4 GiB frame or a 1 GiB sparse file
 SALT = 0x0123456789ABCDEF
-BIG = 2 << 30  # bytes of a sparse file's apparent size
+BIG = 1 << 30  # bytes of a sparse file's apparent size
 
 
 def zeros_frame(n: int, *, declare: int | None = None) -> bytes:
@@ -461,6 +461,21 @@ def test_a_sparse_segment_adopted_at_open_is_allocated_before_it_is_mapped(tmp_p
         st = os.stat(seg)
         assert st.st_blocks * 512 >= st.st_size  # every byte the map covers has its block
         q.enqueue("t", b"z")
+
+
+def test_zeros_past_the_next_preallocation_step_are_cut_not_allocated(tmp_path):
+    """A sparse 2 GiB last segment: the writer keeps the zeros preallocation would have
+    left (to the next 64 KiB step), so it neither allocates 2 GiB of disk nor maps them."""
+    queue_with_jobs(tmp_path)
+    os.unlink(tmp_path / CHECKPOINT)
+    seg = segment_paths(tmp_path)[-1]
+    end = os.path.getsize(seg)
+    sparse(seg)
+    with Queue(tmp_path) as q:
+        assert os.path.getsize(seg) == 64 << 10 and os.stat(seg).st_blocks * 512 <= 64 << 10
+        assert q._backend.log._writer.map is not None and q.stats().pending == 5
+        q.enqueue("t", b"after")
+    assert os.path.getsize(seg) > end
 
 
 def test_a_stretch_that_cannot_be_allocated_is_written_with_pwrite(tmp_path, monkeypatch):

@@ -42,6 +42,7 @@ ZERO_CHUNK = 1 << 20  # bytes `nonzero_end` reads at a time
 Pread = Callable[[int, int], bytes]  # read(size, offset), as File.pread: fewer bytes only at the end
 _NAME = re.compile(r"^([0-9]{20})\.seg$")
 _NONZERO = re.compile(rb"[^\x00]")
+_ZERO_BLOCK = bytes(1 << 16)  # runs of zeros are passed over this many bytes at a time (a memcmp each)
 
 
 def is_unborn(data: bytes, path: str) -> bool:
@@ -211,11 +212,25 @@ def nonzero_end(read: Pread, start: int, size: int) -> int:
     while end > start:
         at = max(start, end - ZERO_CHUNK)
         chunk = read(end - at, at)
-        tail = chunk.rstrip(b"\0")
-        if tail:
-            return at + len(tail)
+        if chunk != (_ZERO_CHUNK if len(chunk) == ZERO_CHUNK else bytes(len(chunk))):  # a memcmp
+            return at + len(chunk.rstrip(b"\0"))
         end = at
     return start
+
+
+_ZERO_CHUNK = bytes(ZERO_CHUNK)
+
+
+def _first_nonzero(raw: bytes, pos: int) -> int | None:
+    """The index of the first byte of `raw` at or after `pos` that is not zero, or None."""
+    n, block = len(raw), len(_ZERO_BLOCK)
+    while pos < n:
+        stop = min(pos + block, n)
+        if raw[pos:stop] != (_ZERO_BLOCK if stop - pos == block else bytes(stop - pos)):
+            hit = _NONZERO.search(raw, pos, stop)
+            return None if hit is None else hit.start()
+        pos = stop
+    return None
 
 
 def _shifted(r: ScanResult, origin: int) -> ScanResult:
@@ -431,8 +446,8 @@ class _Scan:
         raw, past = self.raw, ((size - RECORD_HEADER_SIZE) & -ALIGN) + ALIGN  # the first probe with no room
         while probe + RECORD_HEADER_SIZE <= size:
             if not raw[probe + 16]:  # type 0 is never a record: jump over zeroed (or sparse) space
-                hit = _NONZERO.search(raw, probe + 16)
-                probe = past if hit is None else max(probe + ALIGN, (hit.start() - 16 + ALIGN - 1) & -ALIGN)
+                hit = _first_nonzero(raw, probe + 16)
+                probe = past if hit is None else max(probe + ALIGN, (hit - 16 + ALIGN - 1) & -ALIGN)
                 continue
             try:
                 if self._read(probe) is not None or more:

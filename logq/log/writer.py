@@ -123,6 +123,10 @@ class Writer:
         self.end = active.size
         self.allocated = self.active.size()  # the file's size: `end` plus preallocated zeros
         if self.allocated > self.end:
+            most = self._next_step(self.end)
+            if self.allocated > most:  # more zeros than preallocation leaves (a sparse or foreign file)
+                self.active.truncate(most)  # so none are allocated, mapped or kept past the next step
+                self.allocated = most
             self._map_zeros()
 
     # ---------------------------------------------------------------- appending
@@ -240,10 +244,15 @@ class Writer:
         """Grow the active segment with zeros to at least `needed` bytes: to the next
         multiple of PREALLOCATE, at most the segment size. Appends then overwrite
         bytes the file already has, and fdatasync need not commit a new file size."""
-        new = max(needed, min((self.allocated // PREALLOCATE + 1) * PREALLOCATE, self.segment_size))
+        new = max(needed, self._next_step(self.allocated))
         self.active.pwrite(bytes(new - self.allocated), self.allocated)
         self.allocated = new
         self._map_zeros()
+
+    def _next_step(self, size: int) -> int:
+        """Where preallocation grows a file of `size` bytes to: the next multiple of
+        PREALLOCATE, at most the segment size (and never below `size`)."""
+        return max(size, min((size // PREALLOCATE + 1) * PREALLOCATE, self.segment_size))
 
     def _map_zeros(self) -> None:
         """Let writes into the preallocated zeros skip the system call (`File.map_through`),
