@@ -288,3 +288,28 @@ def test_the_command_line_reads_and_requeues_a_redis_queue(url):
         assert out.returncode == 0 and "requeued 1" in out.stdout
         assert q.get(dead).state == "pending" and q.get(waiting).state == "pending"
         assert cli("inspect", url, "--name", name, "--verify").returncode == 2  # nothing to verify on Redis
+
+
+def test_a_worker_waiting_for_jobs_survives_a_server_restart(own_server):
+    q = Queue(own_server.url, name=fresh_name())
+    ran = []
+
+    @q.task(name="job")
+    def job(n):
+        ran.append(n)
+        return n
+
+    worker = q.worker(concurrency=2, poll=5.0)  # idle slots block on the server for up to a second
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        assert job.enqueue(1).result(timeout=30) == 1  # run and acked; the slots go back to waiting
+        own_server.kill()
+        own_server.start()  # (append-only file fsynced on every write: the queue is as it was)
+        assert job.enqueue(2).result(timeout=30) == 2
+        assert ran == [1, 2] and q.stats().counts["done"] == 2
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+    q.close()
