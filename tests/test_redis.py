@@ -313,3 +313,23 @@ def test_a_worker_waiting_for_jobs_survives_a_server_restart(own_server):
         thread.join(30)
     assert not thread.is_alive()
     q.close()
+
+
+def test_the_worker_command_runs_the_tasks_of_a_redis_queue(url, tmp_path):
+    name = fresh_name()
+    (tmp_path / "redisapp.py").write_text(
+        f"import logq\nq = logq.Queue({url!r}, name={name!r})\n\n"
+        "@q.task(name='double')\ndef double(x):\n    return x * 2\n")
+    proc = subprocess.Popen([sys.executable, "-m", "logq", "worker", "redisapp:q", "--concurrency", "2"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        sys.path.insert(0, str(tmp_path))
+        import redisapp
+        assert redisapp.double.enqueue(21).result(timeout=30) == 42
+        redisapp.q.close()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("redisapp", None)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err

@@ -1,0 +1,184 @@
+"""Benchmark of logq on Redis against RQ and huey's RedisHuey, on one redis-server.
+
+Run:  python benchmarks/bench_redis.py [--quick] [--url redis://host:port/0]
+
+Without --url it starts a redis-server of its own (on a free loopback port, a
+temporary data directory, appendonly yes with appendfsync everysec: the same
+server for every system) and stops it after. Every figure is from one run on
+that server; payloads are 100 bytes. Needs `pip install rq huey` for the peers
+(a peer that is missing is left out, with a note).
+
+Rows (jobs per second, higher is better):
+  enqueue1   one job per call, 1 client      logq enqueue | RQ Queue.enqueue | huey task call
+  enqueueN   batches of 1,000                logq enqueue_many | RQ enqueue_many (pipeline) | huey: no
+             batch call, so one at a time
+  drain      take and finish every job       logq lease_many(100)+ack_many | RQ dequeue_any +
+             (1 client)                      job.set_status(FINISHED) | huey storage dequeue (no ack)
+The server's own limit is shown beside them: one LPUSH per round trip
+(enqueue1), and LPUSH / LPOP pipelined 1,000 at a time (enqueueN, drain).
+Not measured yet (issue 21): no-op tasks through each system's own worker with
+4 worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any, Callable
+
+import redis
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import logq  # noqa: E402
+
+PAYLOAD = b"x" * 100
+
+
+def noop(*args: Any) -> None:
+    """The peers' task (RQ needs an importable function)."""
+
+
+def start_server() -> tuple[subprocess.Popen[bytes], str, str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is not installed (bash scripts/redis-server.sh as root), or pass --url")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tempfile.mkdtemp(prefix="logq-bench-redis-")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", data, "--appendonly", "yes",
+                             "--appendfsync", "everysec", "--save", ""], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(500):
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.01)
+    return proc, url, data
+
+
+def rate(n: int, fn: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - started)
+
+
+def server_rows(r: redis.Redis, n: int) -> dict[str, float]:
+    key = "bench:" + uuid.uuid4().hex
+
+    def one() -> None:
+        for _ in range(n):
+            r.lpush(key, PAYLOAD)
+
+    def piped_push() -> None:
+        for start in range(0, n, 1000):
+            pipe = r.pipeline(transaction=False)
+            for _ in range(min(1000, n - start)):
+                pipe.lpush(key, PAYLOAD)
+            pipe.execute()
+
+    def piped_pop() -> None:
+        for start in range(0, 2 * n, 1000):
+            pipe = r.pipeline(transaction=False)
+            for _ in range(1000):
+                pipe.rpop(key)
+            pipe.execute()
+    return {"enqueue1": rate(n, one), "enqueueN": rate(n, piped_push), "drain": rate(2 * n, piped_pop)}
+
+
+def logq_rows(url: str, n: int) -> dict[str, float]:
+    q = logq.Queue(url, name="bench-" + uuid.uuid4().hex[:8], sync="batch", retain_done=0)
+
+    def one() -> None:
+        for _ in range(n):
+            q.enqueue("t", PAYLOAD)
+
+    def many() -> None:
+        for start in range(0, n, 1000):
+            q.enqueue_many([("t", PAYLOAD)] * min(1000, n - start))
+
+    def drain() -> None:
+        while jobs := q.lease_many(100):
+            q.ack_many(jobs)
+    rows = {"enqueue1": rate(n, one), "enqueueN": rate(n, many), "drain": rate(2 * n, drain)}
+    q.close()
+    return rows
+
+
+def rq_rows(url: str, n: int) -> dict[str, float]:
+    import rq
+    from rq.job import JobStatus
+    conn = redis.Redis.from_url(url)
+    queue = rq.Queue("bench-" + uuid.uuid4().hex[:8], connection=conn)
+
+    def one() -> None:
+        for _ in range(n):
+            queue.enqueue("builtins.len", PAYLOAD)
+
+    def many() -> None:
+        for start in range(0, n, 1000):
+            queue.enqueue_many([rq.Queue.prepare_data("builtins.len", (PAYLOAD,)) for _ in range(min(1000, n - start))])
+
+    def drain() -> None:
+        while (found := rq.Queue.dequeue_any([queue], None, connection=conn)) is not None:
+            found[0].set_status(JobStatus.FINISHED)
+    return {"enqueue1": rate(n, one), "enqueueN": rate(n, many), "drain": rate(2 * n, drain)}
+
+
+def huey_rows(url: str, n: int) -> dict[str, float]:
+    from huey import RedisHuey
+    huey = RedisHuey("bench-" + uuid.uuid4().hex[:8], url=url)
+    task = huey.task()(noop)
+
+    def one() -> None:
+        for _ in range(n):
+            task(PAYLOAD)
+
+    def drain() -> None:
+        while huey.storage.dequeue() is not None:
+            pass
+    first = rate(n, one)
+    return {"enqueue1": first, "enqueueN": rate(n, one), "drain": rate(2 * n, drain)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2,000 jobs per row instead of 20,000")
+    parser.add_argument("--url", help="an existing Redis server (default: start one)")
+    ns = parser.parse_args()
+    n = 2_000 if ns.quick else 20_000
+    proc = data = None
+    url = ns.url
+    if url is None:
+        proc, url, data = start_server()
+    try:
+        results: dict[str, dict[str, float]] = {"server limit": server_rows(redis.Redis.from_url(url), n),
+                                                "logq": logq_rows(url, n)}
+        for peer, fn in (("RQ", rq_rows), ("huey", huey_rows)):
+            try:
+                results[peer] = fn(url, n)
+            except ImportError as exc:
+                print(f"({peer} left out: {exc})")
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait()
+            shutil.rmtree(data or "", ignore_errors=True)
+    rows = ("enqueue1", "enqueueN", "drain")
+    print(f"{'jobs/s':<14}" + "".join(f"{name:>14}" for name in results) + f"{'logq/best peer':>16}")
+    for row in rows:
+        peers = [v[row] for k, v in results.items() if k not in ("logq", "server limit")]
+        ratio = results["logq"][row] / max(peers) if peers else float("nan")
+        print(f"{row:<14}" + "".join(f"{v[row]:>14,.0f}" for v in results.values()) + f"{ratio:>16.2f}")
+
+
+if __name__ == "__main__":
+    main()
