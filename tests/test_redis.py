@@ -333,3 +333,19 @@ def test_the_worker_command_runs_the_tasks_of_a_redis_queue(url, tmp_path):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+
+
+def test_closing_the_queue_ends_a_lease_waiting_on_the_server(url):
+    q = Queue(url, name=fresh_name())
+    raised = []
+
+    def waiting() -> None:
+        try:
+            q.lease(wait=60)
+        except logq.ClosedError as exc:
+            raised.append(exc)
+    thread = threading.Thread(target=waiting)
+    thread.start()
+    q.close()
+    thread.join(30)
+    assert not thread.is_alive() and len(raised) == 1

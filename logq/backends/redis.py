@@ -152,6 +152,8 @@ class RedisBackend:
         try:
             return fn(*args)
         except self._errors as exc:
+            if self._closed:  # closed by another thread while this call waited on the server
+                raise ClosedError(f"the queue at {self.path} was closed during the call") from None
             raise UnavailableError(f"the Redis server at {self.server} cannot be reached ({exc}): "
                                    "check that it runs; calls work again once it is back") from None
         except self._redis_error as exc:
