@@ -33,6 +33,17 @@ local function record(id, rtype, data)
   return seq
 end
 
+-- the hot paths (lease, complete) number their records themselves and set the job's fields
+-- in one HSET: these two do the rest of `record` and `set_state`
+local function push_record(id, rtype, seq, data)
+  redis.call('RPUSH', P .. 'h:' .. id, string.char(rtype) .. struct.pack('<I8', seq) .. data)
+end
+
+local function move_state(id, old, new)
+  redis.call('ZREM', P .. 'st:' .. old, id)
+  redis.call('ZADD', P .. 'st:' .. new, id, id)
+end
+
 local function ready_member(run_at, id)
   return string.format('%021.6f%016d', run_at, id)
 end
@@ -215,23 +226,30 @@ table.sort(cands, function(x, y)
 end)
 local expires = now + lease_time
 local out = {1, string.format('%.17g', expires)}
-for i = 1, math.min(n, #cands) do
+local take = math.min(n, #cands)
+local seq = redis.call('INCRBY', P .. 'seq', take) - take  -- the batch's LEASE records, in order
+local emptied = {}
+for i = 1, take do
   local c = cands[i]
   local id = tonumber(string.sub(c[2], 22))
   redis.call('ZREM', P .. 'r:' .. c[3], c[2])
-  if redis.call('EXISTS', P .. 'r:' .. c[3]) == 0 then redis.call('SREM', P .. 'rn', c[3]) end
-  local attempts = redis.call('HINCRBY', jk(id), 'a', 1)
-  redis.call('HSET', jk(id), 'x', expires)
-  set_state(id, 'pending', 'active')
+  emptied[c[3]] = true
+  local f = redis.call('HMGET', jk(id), 'n', 'e', 'p', 'm', 'a')
+  local attempts = tonumber(f[5]) + 1
+  seq = seq + 1
+  redis.call('HSET', jk(id), 'a', attempts, 'x', expires, 's', 'active', 'l', seq)
+  move_state(id, 'pending', 'active')
   redis.call('ZADD', P .. 'a', expires, id)
-  record(id, LEASE, struct.pack('<I8I4dd', id, attempts, now, expires))
-  local f = redis.call('HMGET', jk(id), 'n', 'e', 'p', 'm')
+  push_record(id, LEASE, seq, struct.pack('<I8I4dd', id, attempts, now, expires))
   out[#out + 1] = id
   out[#out + 1] = f[1]
   out[#out + 1] = f[2]
   out[#out + 1] = attempts
   out[#out + 1] = f[3]
   out[#out + 1] = f[4]
+end
+for name in pairs(emptied) do
+  if redis.call('EXISTS', P .. 'r:' .. name) == 0 then redis.call('SREM', P .. 'rn', name) end
 end
 return out
 
@@ -247,13 +265,18 @@ return expire_leases(tonumber(ARGV[1]), tonumber(ARGV[2]))
 --   dead ('1'/'0', fail), run_at (fail), next run's record ('' if none), its name, its key
 local now, count, strict = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
 local retain_done, retain_dead = tonumber(ARGV[4]), tonumber(ARGV[5])
-local replies, seen, ok = {}, {}, {}
+local replies, seen, ok, fields = {}, {}, {}, {}
 for i = 0, count - 1 do
   local b = 6 + 9 * i
   local id, attempt, kind = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), ARGV[b + 2]
+  local what = (kind == 'a') and 'ack' or 'fail'
   local err
+  local f = redis.call('HMGET', jk(id), 's', 'a', 'n', 'p', 'k')
   if seen[id] then err = {'twice', id}
-  else err = check(id, kind == 'a' and ACK or FAIL, attempt, 'active') end
+  elseif not f[1] then err = {'notfound', id}
+  elseif attempt >= 0 and (f[1] ~= 'active' or tonumber(f[2]) ~= attempt) then
+    err = {'leaselost', id, attempt, f[1], tonumber(f[2]), what}
+  elseif f[1] ~= 'active' then err = {'invalid', id, f[1], what, 'active'} end
   if err then
     if strict then return {err} end
     replies[i + 1] = err
@@ -261,27 +284,29 @@ for i = 0, count - 1 do
     seen[id] = true
     replies[i + 1] = {'ok'}
     ok[#ok + 1] = b
+    fields[b] = f
   end
 end
 local woke = false
 for _, b in ipairs(ok) do
   local id, kind, text = tonumber(ARGV[b]), ARGV[b + 2], ARGV[b + 3]
-  local f = redis.call('HMGET', jk(id), 'n', 'p', 'k')
+  local got = fields[b]
+  local f = {got[3], got[4], got[5]}  -- name, priority, key
   redis.call('ZREM', P .. 'a', id)
-  redis.call('HSET', jk(id), 'x', '')
+  local seq = redis.call('INCR', P .. 'seq')
   local final = true
   if kind == 'a' then
-    record(id, ACK, struct.pack('<I8d', id, now) .. text)
-    redis.call('HSET', jk(id), 'res', text)
-    set_state(id, 'active', 'done')
+    push_record(id, ACK, seq, struct.pack('<I8d', id, now) .. text)
+    redis.call('HSET', jk(id), 'x', '', 'res', text, 's', 'done', 'l', seq)
+    move_state(id, 'active', 'done')
   else
     local dead, run_at = ARGV[b + 4] == '1', tonumber(ARGV[b + 5])
-    record(id, FAIL, struct.pack('<I8dBd', id, now, dead and 1 or 0, run_at) .. text)
-    redis.call('HSET', jk(id), 'err', text)
-    if dead then set_state(id, 'active', 'dead')
+    push_record(id, FAIL, seq, struct.pack('<I8dBd', id, now, dead and 1 or 0, run_at) .. text)
+    redis.call('HSET', jk(id), 'x', '', 'err', text, 's', dead and 'dead' or 'pending', 'l', seq)
+    if dead then move_state(id, 'active', 'dead')
     else
       final = false
-      set_state(id, 'active', 'pending')
+      move_state(id, 'active', 'pending')
       make_pending(id, f[1], tonumber(f[2]), run_at, now)
       woke = true
     end
