@@ -11,7 +11,9 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing redis-server (apt-get)" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null || true
-    apt-get install -y -qq redis-server >/dev/null
+    if ! apt-get install -y -qq redis-server >/dev/null; then
+        echo "apt-get could not install redis-server: the Redis tests will skip (fail under CI=true)" >&2
+    fi
     # the package may start a system-wide server; the tests start their own and do not use it
     exit 0
 fi
