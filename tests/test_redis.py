@@ -349,3 +349,12 @@ def test_closing_the_queue_ends_a_lease_waiting_on_the_server(url):
     q.close()
     thread.join(30)
     assert not thread.is_alive() and len(raised) == 1
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_a_missing_redis_server_fails_under_ci_and_skips_elsewhere_with_the_reason(monkeypatch, ci, outcome):
+    monkeypatch.setenv("CI", ci)
+    monkeypatch.setenv("PATH", "")  # no redis-server on the path ...
+    monkeypatch.setattr(_redis.os, "access", lambda path, mode: False)  # ... nor in the usual places
+    with pytest.raises(outcome, match="redis-server is not installed"):
+        _redis.find()
