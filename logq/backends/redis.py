@@ -157,7 +157,13 @@ class RedisBackend:
             raise UnavailableError(f"the Redis server at {self.server} cannot be reached ({exc}): "
                                    "check that it runs; calls work again once it is back") from None
         except self._redis_error as exc:
+            if self._closed:
+                raise ClosedError(f"the queue at {self.path} was closed during the call") from None
             raise UnavailableError(f"the Redis server at {self.server} refused the command: {exc}") from None
+        except Exception:
+            if self._closed:  # the client's connection was torn down under the call by close()
+                raise ClosedError(f"the queue at {self.path} was closed during the call") from None
+            raise
 
     def _run(self, op: str, args: Sequence[Any]) -> Any:
         script = self._scripts[op]
