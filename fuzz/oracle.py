@@ -88,7 +88,7 @@ def index_view(index: Any, now: float) -> dict[str, Any]:
     are promoted first, as every lease and `stats()` does (the clock is not in the log).
     A restore from the checkpoint and a full replay of the same files must give equal
     views (spec/semantics.md guarantees 8 and 12)."""
-    index.promote(now)
+    index.timetable.promote(now)
     jobs = [(e.id, e.name, e.state, e.priority, e.run_at, e.attempts, e.max_attempts, e.key, e.expires,
              e.segment, e.loc, e.slot, e.last,
              None if e.extra is None else (e.extra.last_error, e.extra.result, e.extra.backoff,
@@ -97,9 +97,9 @@ def index_view(index: Any, now: float) -> dict[str, Any]:
 
     def live(items: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         return sorted(i for i in items if (e := index.jobs.get(i[-1])) is not None and e.slot is i)
-    ready = {name: live([*r.run, *r.heap]) for name, r in index._ready.items()}
+    ready = {name: live([*r.run, *r.heap]) for name, r in index.timetable._ready.items()}
     return dict(jobs=jobs, ready={name: items for name, items in ready.items() if items},
-                delayed=live(index._delayed), leases=live(index._leases), keys=dict(index.keys),
+                delayed=live(index.timetable._delayed), leases=live(index.timetable._leases), keys=dict(index.keys),
                 co_holders={k: sorted(v) for k, v in getattr(index, "_co_holders", {}).items()},
                 counts=dict(index.counts), live_bytes=index.live_bytes, n_ready=index.n_ready,
                 ready_by_name={n: c for n, c in index.ready_by_name.items() if c})

@@ -33,7 +33,7 @@ def canonical(index: Index, now: float) -> dict[str, Any]:
     with every field, the live heap slots, the keys, the counts. Due jobs are promoted
     first, as every lease and stats call does: a live queue may have promoted a job
     that replay leaves delayed until then (the clock is not in the log)."""
-    index.promote(now)
+    index.timetable.promote(now)
     jobs = []
     for e in index.jobs.values():
         x = e.extra
@@ -44,8 +44,8 @@ def canonical(index: Index, now: float) -> dict[str, Any]:
 
     def live(heap: list) -> list:  # type: ignore[type-arg]
         return sorted(item for item in heap if (e := index.jobs.get(item[-1])) is not None and e.slot is item)
-    ready = {name: live([*r.run, *r.heap]) for name, r in index._ready.items() if live([*r.run, *r.heap])}
-    return dict(jobs=jobs, ready=ready, delayed=live(index._delayed), leases=live(index._leases),
+    ready = {name: live([*r.run, *r.heap]) for name, r in index.timetable._ready.items() if live([*r.run, *r.heap])}
+    return dict(jobs=jobs, ready=ready, delayed=live(index.timetable._delayed), leases=live(index.timetable._leases),
                 keys=index.keys, co_holders=getattr(index, "_co_holders", None), counts=index.counts, live_bytes=index.live_bytes, n_ready=index.n_ready)
 
 

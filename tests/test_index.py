@@ -71,7 +71,7 @@ def test_finished_leases_do_not_pile_up_in_the_lease_heap_and_live_ones_still_ex
             job = q.lease("work")
             assert job is not None
             q.ack(job)
-        heap = q._backend._index._leases
+        heap = q._backend._index.timetable._leases
         assert len(heap) <= PRUNE_SLACK + 2, len(heap)  # without pruning: every acked lease's item
         clock.advance(61.0)
         assert q.expire_leases() == 1
@@ -90,7 +90,7 @@ def test_active_jobs_are_every_active_job_in_id_order(tmp_path) -> None:  # type
         q.extend(jobs[0], lease_time=100.0)  # a second item in the lease heap for one job
         q.ack(jobs[1])
         active = [j.id for j in q.jobs("active", limit=None)]
-        assert [e.id for e in q._backend._index.active_jobs()] == active == sorted(set(ids) - {jobs[1].id, ids[0]})
+        assert [e.id for e in q._backend._index.timetable.active_jobs()] == active == sorted(set(ids) - {jobs[1].id, ids[0]})
 
 
 NAMES5 = ["a", "b", "c", "d", "e"]
@@ -147,7 +147,7 @@ def test_the_listing_of_task_names_stays_bounded_when_leases_name_their_tasks(tm
         for i in range(3 * PRUNE_SLACK):  # each job outranks the one before: a new listing each
             q.enqueue("t", priority=i)
             q.ack(q.lease("t"))  # the queue empties again: the name is forgotten, then listed anew
-        assert len(q._backend._index._tops) <= PRUNE_SLACK + 2
+        assert len(q._backend._index.timetable._tops) <= PRUNE_SLACK + 2
         q.enqueue("t", priority=-1)
         q.enqueue("u", priority=5)
         assert [q.lease().name, q.lease().name, q.lease()] == ["u", "t", None]

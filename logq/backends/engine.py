@@ -83,6 +83,7 @@ class Engine:
         self.clock, self.backoff = clock, backoff
         self.retain_done, self.retain_dead = retain_done, retain_dead
         self._index = Index()
+        self._timetable = self._index.timetable
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._waiters = 0  # threads in _changed.wait: appends notify only when there are some
@@ -155,8 +156,8 @@ class Engine:
                     expired = self._expire_locked(now)
                     if expired is not None:
                         appended.append(expired)
-                    self._index.promote(now)
-                    taken = self._index.take_ready(names, n)
+                    self._timetable.promote(now)
+                    taken = self._timetable.take_ready(names, n)
                     if taken:
                         break
                     for done in appended:  # do not hold a group commit open while waiting
@@ -175,7 +176,7 @@ class Engine:
                     else:
                         appended.append(self._change_all_locked(_leases(taken, now, expires), sync))
                 except BaseException:
-                    self._index.put_back(taken)
+                    self._timetable.put_back(taken)
                     raise
                 return self._leased_jobs(taken, expires)
         finally:
@@ -199,7 +200,7 @@ class Engine:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        wake = self._index.next_wakeup()
+        wake = self._timetable.next_wakeup()
         self._wait_changed(min(remaining if wake is None else min(remaining, max(0.001, wake - now)), MAX_WAIT))
         return True
 
@@ -213,7 +214,7 @@ class Engine:
         return appended.last_seq - appended.first_seq + 1
 
     def _expire_locked(self, now: float) -> Appended | None:
-        expired = self._index.expired(now)
+        expired = self._timetable.expired(now)
         if not expired:
             return None
         return self._change_all_locked([(e, EXPIRE, policy.expiry(e, now, "lease expired")) for e in expired],
@@ -374,7 +375,7 @@ class Engine:
         with self._lock:
             self._check_open()
             now = self.clock.time()
-            self._index.promote(now)
+            self._timetable.promote(now)
             oldest = self._index.oldest(PENDING)
             age = None if oldest is None else now - self._enqueue_of(oldest).enqueued_at
             counts, due, live = dict(self._index.counts), self._index.n_ready, self._index.live_bytes

@@ -81,7 +81,7 @@ class LocalBackend(Engine):
         return self.log.report
 
     def _recover_leases(self) -> None:
-        lost = self._index.active_jobs()
+        lost = self._index.timetable.active_jobs()
         if not lost:
             return
         now = self.clock.time()

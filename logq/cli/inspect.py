@@ -395,7 +395,7 @@ def summary(target: Target, now: float) -> Info:
 def _due_by_name(index: Index, now: float) -> dict[str, int]:
     """Due jobs per task name at `now` (as `Stats.due_by_name`): a name that no worker
     knows shows here with jobs waiting."""
-    index.promote(now)
+    index.timetable.promote(now)
     return {name: n for name, n in sorted(index.ready_by_name.items()) if n}
 
 

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 `Index.apply(type, seq, payload, segment, offset, size)` takes a record as the
 log holds it: an ENQUEUE adds a job; any other record is decoded
-(`_jobrec.CODECS`), `check`ed for a legal transition, and handed to
+(`records.CODECS`), `check`ed for a legal transition, and handed to
 `transition`, the one place where a job changes. Replay at open calls `apply`
 for every record in the log. A live call `check`s first, builds the decoded
 record, appends its encoding, and then hands that same record to `transition`
@@ -12,7 +12,7 @@ record, appends its encoding, and then hands that same record to `transition`
 `apply` does after decoding, and a batch of them hands the bytes to
 `apply`): one state machine either way, and encode/decode are exact
 inverses. (Opening after a clean close loads the state replay had reached
-from a checkpoint, `_snapshot`, and replay goes on from there.)
+from a checkpoint, `snapshot`, and replay goes on from there.)
 
 The legal transitions are one table, `ALLOWED`; spec/semantics.md follows it:
 
@@ -31,13 +31,10 @@ Records carry the outcome the live call decided (retry time, dead or not), so
 applying them needs no clock or randomness. Time enters only as arguments
 (`promote(now)`, `expired(now)`).
 
-Each pending or active job sits in exactly one priority queue, through the
-tuple in `Entry.slot` (but for the moment between a live lease's `take_ready`,
-which takes the tuple out of its ready queue, and its LEASE record); the
-queues are cleaned lazily (a tuple that is no longer its job's slot is stale). Ready jobs are ordered by (-priority, run_at, id) in
-one `Ready` queue per task name (a sorted run for jobs that arrive in order,
-and a heap); delayed jobs by (run_at, id) in a heap; active jobs by
-(expires, id) in a heap.
+Each pending or active job waits in the index's `Timetable` (timetable.py):
+a ready queue per task name, the delayed heap or the lease heap, in the order
+it will be taken. The transitions here move jobs between its queues; the
+timetable never changes a job's state.
 Payloads are not held: `Entry.segment` and `Entry.loc` say where the ENQUEUE
 record lies (loc = offset << 32 | size). Nor are results longer than
 INLINE_RESULT bytes, once the caller says where their ACK record lies
@@ -50,9 +47,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections import defaultdict, deque
-from heapq import heapify, heappop, heappush, heapreplace
-from operator import attrgetter
+from collections import defaultdict
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from ..errors import CorruptionError, InvalidTransition, JobNotFound
@@ -60,7 +55,11 @@ from .records import (
     ACK, CANCEL, CODECS, ENQUEUE, ENQUEUE_HEAD, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES,
     JobAt, JobRecord, Lease, Outcome, enqueue_backoff, enqueue_meta,
 )
+from .entry import Entry, Extra
 from .jobs import ACTIVE, CANCELLED, DEAD, DONE, PENDING, STATES
+from .timetable import PRUNE_SLACK, Ready, ReadyItem, Timetable, _ready_item
+
+__all__ = ["ALLOWED", "INLINE_RESULT", "PRUNE_SLACK", "Entry", "Extra", "Index", "LoggedRecord", "Ready", "ReadyItem"]
 
 ALLOWED: dict[int, frozenset[str]] = {
     LEASE: frozenset((PENDING,)),
@@ -74,7 +73,6 @@ ALLOWED: dict[int, frozenset[str]] = {
 }
 
 
-PRUNE_SLACK = 4096  # stale lease items tolerated beyond twice the active jobs
 INLINE_RESULT = 64  # results up to this many bytes are held in the index; longer ones are read back
 
 
@@ -93,107 +91,6 @@ class LoggedRecord(Protocol):
     def size(self) -> int: ...
 
 
-class Entry:
-    """One job in the index. `extra` holds rarely set fields (error, result, backoff)."""
-
-    __slots__ = ("id", "name", "state", "priority", "run_at", "attempts", "max_attempts",
-                 "key", "expires", "segment", "loc", "slot", "extra", "last")
-
-    def __init__(self, id: int, name: str, priority: int, run_at: float, max_attempts: int,
-                 key: str | None, segment: int, loc: int, state: str = PENDING, attempts: int = 0) -> None:
-        """A job as its ENQUEUE record makes it (pending, no attempt yet), or in `state`
-        after `attempts` (a snapshot restores it so)."""
-        self.id, self.name, self.state, self.priority = id, name, state, priority
-        self.run_at, self.attempts, self.max_attempts, self.key = run_at, attempts, max_attempts, key
-        self.expires: float | None = None
-        self.segment, self.loc = segment, loc
-        self.slot: tuple | None = None  # type: ignore[type-arg]
-        self.extra: Extra | None = None
-        self.last = id  # sequence number of the job's latest record
-
-    @property
-    def ready(self) -> bool:
-        """Whether the job sits in a ready queue (its slot is a `ReadyItem`; a delayed
-        or lease item has two fields)."""
-        slot = self.slot
-        return slot is not None and len(slot) == 3
-
-    @property
-    def size(self) -> int:
-        return self.loc & 0xFFFFFFFF
-
-    @property
-    def offset(self) -> int:
-        return self.loc >> 32
-
-
-class Extra:
-    """`result` is a done job's result, or None with `result_at` set: (segment, loc) of
-    the ACK record that holds it (`Index.keep_result_at`)."""
-
-    __slots__ = ("last_error", "result", "backoff", "finished_at", "result_at")
-
-    def __init__(self) -> None:
-        self.last_error: str | None = None
-        self.result: bytes | None = None
-        self.backoff: tuple[float, float, float, float] | None = None
-        self.finished_at: float | None = None
-        self.result_at: tuple[int, int] | None = None
-
-
-ReadyItem = tuple[int, float, int]  # (-priority, run_at, id): smaller is leased first
-
-
-def _ready_item(e: Entry) -> ReadyItem:
-    return (-e.priority, e.run_at, e.id)
-
-
-class Ready:
-    """The ready jobs of one task name, as items `ReadyItem`, smallest first.
-
-    Items that arrive in ascending order (jobs enqueued in order, due at once,
-    of equal priority: the common case) are appended to `run`, a sorted deque;
-    the others go to `heap`. The smallest item is at the front of one of the
-    two, so push and pop cost O(1) for in-order arrivals, O(log n) otherwise.
-    """
-
-    __slots__ = ("run", "heap")
-
-    def __init__(self) -> None:
-        self.run: deque[ReadyItem] = deque()
-        self.heap: list[ReadyItem] = []
-
-    @classmethod
-    def of(cls, items: list[ReadyItem]) -> "Ready":
-        """A Ready holding `items`, in any order (sorted here, in place: in order already,
-        as a snapshot lists most jobs, that takes one pass)."""
-        ready = cls()
-        items.sort()
-        ready.run = deque(items)
-        return ready
-
-    def push(self, item: ReadyItem) -> None:
-        run = self.run
-        if not run or run[-1] < item:
-            run.append(item)
-        else:
-            heappush(self.heap, item)
-
-    def top(self) -> ReadyItem | None:
-        """The smallest item, or None when there is none."""
-        run, heap = self.run, self.heap
-        if heap and (not run or heap[0] < run[0]):
-            return heap[0]
-        return run[0] if run else None
-
-    def pop(self) -> ReadyItem:
-        """Remove and return the smallest item (there must be one)."""
-        run, heap = self.run, self.heap
-        if heap and (not run or heap[0] < run[0]):
-            return heappop(heap)
-        return run.popleft()
-
-
 class Index:
     """All jobs, their states, and the queues that order them."""
 
@@ -207,18 +104,18 @@ class Index:
         self._results: dict[int, int] = {}  # sequence number of an ACK holding a result -> its job
         self.counts: dict[str, int] = dict.fromkeys(STATES, 0)
         self.live_bytes = 0
-        self.n_ready = 0
-        self.ready_by_name: dict[str, int] = {}  # n_ready per task name (names once ready stay, at 0)
-        self._ready: dict[str, Ready] = {}
-        # `_tops` lists each task name that has ready jobs with an item no larger than any
-        # of them (`_listed[name]`), so that a lease of any name looks at the smallest
-        # listing rather than at every name; entries whose item is no longer the name's
-        # listing are dropped when they come up
-        self._tops: list[tuple[ReadyItem, str]] = []
-        self._listed: dict[str, ReadyItem] = {}
-        self._delayed: list[tuple[float, int]] = []
-        self._leases: list[tuple[float, int]] = []
+        self.timetable = Timetable(self.jobs)  # where pending and active jobs wait, in order
         self._names: dict[bytes, str] = {}  # task names by their UTF-8 bytes: decoded once, shared
+
+    @property
+    def n_ready(self) -> int:
+        """How many jobs are due (in a ready queue)."""
+        return self.timetable.n_ready
+
+    @property
+    def ready_by_name(self) -> dict[str, int]:
+        """`n_ready` per task name (names once ready stay, at 0)."""
+        return self.timetable.ready_by_name
 
     # ------------------------------------------------------------- transitions
 
@@ -312,7 +209,7 @@ class Index:
         self.live_bytes += loc & 0xFFFFFFFF
         if key is not None:
             self._hold_key(e)
-        self._schedule(e, run_at, enq_at)
+        self.timetable.schedule(e, run_at, enq_at)
         return e
 
     def adopt(self, jobs: dict[int, Entry], delayed: set[int]) -> None:
@@ -322,19 +219,19 @@ class Index:
         are derived from the live jobs, as replay leaves them (`_hold_key`). The ready
         queues are built at once (`Ready.of`), the heaps with the methods replay uses.
         The index must be empty."""
-        self.jobs = jobs
+        self.jobs = self.timetable.jobs = jobs
         counts, ready, live = self.counts, defaultdict(list), 0
         for e in jobs.values():
             state = e.state
             counts[state] += 1
             if state == PENDING:
                 if e.id in delayed:
-                    self._schedule(e, e.run_at, -math.inf)
+                    self.timetable.schedule(e, e.run_at, -math.inf)
                 else:
                     e.slot = item = _ready_item(e)
                     ready[e.name].append(item)
             elif state == ACTIVE:
-                self._push_lease(e)
+                self.timetable.push_lease(e, self.counts[ACTIVE])
             else:
                 if e.extra is not None and e.extra.result_at is not None:
                     self._results[e.last] = e.id
@@ -343,20 +240,16 @@ class Index:
             if e.key is not None:
                 self._hold_key(e)
         self.live_bytes += live
-        for name, items in ready.items():
-            self._ready[name] = built = Ready.of(items)
-            self._list(name, built.run[0])
-            self.n_ready += len(items)
-            self.ready_by_name[name] = self.ready_by_name.get(name, 0) + len(items)
+        self.timetable.adopt(ready)
 
     def _lease(self, e: Entry, rec: Lease) -> None:
         self._move(e, ACTIVE)
         e.attempts, e.expires = rec.attempt, rec.expires_at
-        self._push_lease(e)
+        self.timetable.push_lease(e, self.counts[ACTIVE])
 
     def _extend(self, e: Entry, rec: JobAt) -> None:
         e.expires = rec.at
-        self._push_lease(e)
+        self.timetable.push_lease(e, self.counts[ACTIVE])
 
     def _ack(self, e: Entry, rec: JobAt) -> None:
         self._finish(e, DONE, rec.at).result = rec.data
@@ -371,12 +264,12 @@ class Index:
         self._extra(e).last_error = rec.error
         self._move(e, PENDING)
         e.expires = None
-        self._schedule(e, rec.run_at, rec.at)
+        self.timetable.schedule(e, rec.run_at, rec.at)
 
     def _release(self, e: Entry, rec: JobAt) -> None:
         self._move(e, PENDING)
         e.attempts, e.expires = max(0, e.attempts - 1), None
-        self._schedule(e, rec.at, -1.0)
+        self.timetable.schedule(e, rec.at, -1.0)
 
     def _retry(self, e: Entry, rec: JobAt) -> None:
         self._move(e, PENDING)
@@ -384,7 +277,7 @@ class Index:
         e.attempts = 0
         if e.key is not None:
             self._hold_key(e)
-        self._schedule(e, rec.at, rec.at)
+        self.timetable.schedule(e, rec.at, rec.at)
 
     # ----------------------------------------------------------------- helpers
 
@@ -433,12 +326,7 @@ class Index:
 
     def _move(self, e: Entry, state: str) -> None:
         """Take job `e` out of the queue it sits in, if any, and into `state`, counted."""
-        slot = e.slot
-        if slot is not None:
-            if len(slot) == 3:  # a ready item (`Entry.ready`, spelled out on this hot path)
-                self.n_ready -= 1
-                self.ready_by_name[e.name] -= 1
-            e.slot = None
+        self.timetable.unslot(e)
         counts = self.counts
         counts[e.state] -= 1
         counts[state] += 1
@@ -449,172 +337,7 @@ class Index:
             e.extra = Extra()
         return e.extra
 
-    def _schedule(self, e: Entry, run_at: float, now: float) -> None:
-        """Put a pending job in its ready queue if due at `now`, else in the delayed heap."""
-        e.run_at = run_at
-        if run_at <= now:
-            self._push_ready(e)
-        else:
-            e.slot = item = (run_at, e.id)
-            heappush(self._delayed, item)
-
-    def _push_ready(self, e: Entry) -> None:
-        """Put job `e` in its task's ready queue, counted."""
-        e.slot = item = _ready_item(e)
-        self._queue_ready(e.name, item)
-        self.n_ready += 1
-        by_name = self.ready_by_name
-        by_name[e.name] = by_name.get(e.name, 0) + 1
-
-    def _queue_ready(self, name: str, item: ReadyItem) -> None:
-        """Put `item` in task `name`'s ready queue; list the task if `item` is smaller than
-        its listing."""
-        ready = self._ready.get(name)
-        if ready is None:
-            ready = self._ready[name] = Ready()
-        ready.push(item)
-        listed = self._listed.get(name)
-        if listed is None or item < listed:
-            self._list(name, item)
-
-    def _list(self, name: str, item: ReadyItem) -> None:
-        """List task `name` in `_tops` with `item`. Entries it no longer holds are
-        dropped when they come up in a lease of any name, or here, all at once, when
-        they outnumber the names (leases that name their tasks never reach them)."""
-        listed, tops = self._listed, self._tops
-        listed[name] = item
-        heappush(tops, (item, name))
-        if len(tops) > 2 * len(listed) + PRUNE_SLACK:
-            self._tops = [(each, task) for task, each in listed.items()]
-            heapify(self._tops)
-
-    def _push_lease(self, e: Entry) -> None:
-        assert e.expires is not None
-        e.slot = item = (e.expires, e.id)
-        leases = self._leases
-        heappush(leases, item)
-        if len(leases) > 2 * self.counts[ACTIVE] + PRUNE_SLACK:
-            self._prune_leases()
-
-    def _prune_leases(self) -> None:
-        """Drop the stale items of the lease heap. A finished lease leaves its item
-        until its expiry time comes (lease_time x ack rate items, for a busy
-        consumer); pruning when stale items outnumber live ones keeps the heap
-        within twice the active jobs, at O(1) amortized cost."""
-        self._leases = [item for item, _ in self._live_leases()]
-        heapify(self._leases)
-
-    def _live_leases(self) -> Iterator[tuple[tuple[float, int], Entry]]:
-        """The items of the lease heap that are their job's current lease, with the job."""
-        jobs = self.jobs
-        for item in self._leases:
-            e = jobs.get(item[1])
-            if e is not None and e.slot is item:
-                yield item, e
-
     # ------------------------------------------------------------------ queries
-
-    def promote(self, now: float) -> None:
-        """Move delayed jobs whose run_at has come into the ready queues."""
-        delayed, jobs = self._delayed, self.jobs
-        while delayed and delayed[0][0] <= now:
-            item = heappop(delayed)
-            e = jobs.get(item[1])
-            if e is not None and e.slot is item:
-                self._push_ready(e)
-
-    def best_ready(self, names: frozenset[str] | None) -> Entry | None:
-        """The next job to lease among `names` (all if None): priority, run_at, id."""
-        if names is None:
-            return self._best_of_all()
-        best: ReadyItem | None = None
-        for name in names:
-            top = self._live_top(name)
-            if top is not None and (best is None or top < best):
-                best = top
-        return None if best is None else self.jobs[best[2]]
-
-    def _best_of_all(self) -> Entry | None:
-        """`best_ready` of every name: the smallest listing, once it is its name's live
-        smallest item (each listing is no larger than its name's items, so the
-        smallest listing that is bounds them all)."""
-        tops, listed = self._tops, self._listed
-        while tops:
-            item, name = tops[0]
-            if listed.get(name) is not item:  # a name listed again since, or forgotten
-                heappop(tops)
-                continue
-            top = self._live_top(name)
-            if top is None:
-                heappop(tops)
-                continue
-            if top is item:
-                return self.jobs[top[2]]
-            listed[name] = top
-            entry = (top, name)
-            heapreplace(tops, entry)
-            if tops[0] is entry:
-                return self.jobs[top[2]]
-        return None
-
-    def _live_top(self, name: str) -> ReadyItem | None:
-        """The smallest item of task `name`'s ready queue whose job still waits there,
-        dropping the stale items before it (jobs that left since; a job swept by
-        compaction is one too); None, with the queue and its listing forgotten, if
-        there is none."""
-        ready = self._ready.get(name)
-        if ready is None:
-            return None
-        jobs = self.jobs
-        while True:
-            top = ready.top()
-            if top is None:
-                del self._ready[name]
-                del self._listed[name]
-                return None
-            e = jobs.get(top[2])
-            if e is not None and e.slot is top:
-                return top
-            ready.pop()
-
-    def take_ready(self, names: frozenset[str] | None, limit: int) -> list[Entry]:
-        """Take up to `limit` jobs to lease next, best first (`best_ready` repeated), their
-        items out of their ready queues (the job, its slot and the counts are left as
-        they are: the LEASE record the caller applies next changes them, as in replay;
-        if it is not written, the caller hands them back with `put_back`)."""
-        taken: list[Entry] = []
-        while True:
-            e = self.best_ready(names)
-            if e is None:
-                break
-            self._ready[e.name].pop()  # best_ready finds it on top
-            taken.append(e)
-            if len(taken) == limit:
-                break
-        return taken
-
-    def put_back(self, taken: Iterable[Entry]) -> None:
-        """Return the items of jobs that `take_ready` took, and that are still ready
-        (their LEASE was not written), to their ready queues."""
-        for e in taken:
-            if e.state == PENDING and e.ready:
-                self._queue_ready(e.name, e.slot)  # type: ignore[arg-type]
-
-    def expired(self, now: float) -> list[Entry]:
-        """Active jobs whose lease ended at or before `now` (they stay active until applied)."""
-        leases, jobs = self._leases, self.jobs
-        found = []
-        while leases and leases[0][0] <= now:
-            item = heappop(leases)
-            e = jobs.get(item[1])
-            if e is not None and e.slot is item:
-                found.append(e)
-        return found
-
-    def next_wakeup(self) -> float | None:
-        """The earliest time at which a delayed job becomes due or a lease expires."""
-        times = [h[0][0] for h in (self._delayed, self._leases) if h]
-        return min(times) if times else None
 
     def sweepable(self, now: float, retain_done: float, retain_dead: float, through_seq: int) -> dict[int, int]:
         """Final jobs past retention whose every record has a sequence number <= `through_seq`.
@@ -650,12 +373,6 @@ class Index:
             acked = results.get(seq)
             if acked is not None:
                 jobs[acked].extra.result_at = (segment, offset << 32 | size)  # type: ignore[union-attr]
-
-    def active_jobs(self) -> list[Entry]:
-        """The active jobs in id order, found through the lease heap (so an open after a
-        crash need not look at every job). Each active job's item is there, except
-        that of one `expired` has just handed to the caller who expires it."""
-        return sorted((e for _, e in self._live_leases()), key=attrgetter("id"))
 
     def oldest(self, state: str) -> Entry | None:
         """The job with the lowest id in `state`."""
