@@ -143,3 +143,23 @@ def test_a_path_that_cannot_name_a_directory_is_refused(tmp_path, monkeypatch, p
 
 def test_a_clock_without_time_is_refused(queue_factory):
     refused(lambda: queue_factory(clock=5), "clock must have a time() method")
+
+
+def test_task_arguments_nested_too_deeply_are_refused_and_nothing_is_queued(q):
+    @q.task(name="deep")
+    def deep(arg):  # type: ignore[no-untyped-def]
+        return None
+
+    nested: list = []
+    for _ in range(100_000):
+        nested = [nested]
+    with pytest.raises(InvalidArgument, match="nested too deeply"):
+        deep.enqueue(nested)
+    assert q.stats().counts["pending"] == 0
+
+
+def test_a_payload_nested_too_deeply_to_decode_is_a_named_error(q):
+    from logq.runtime.tasks import JSONSerializer
+
+    with pytest.raises(InvalidArgument, match="nested too deeply"):
+        JSONSerializer().loads(b"[" * 200_000 + b"]" * 200_000)

@@ -40,9 +40,15 @@ class JSONSerializer:
         except (TypeError, ValueError) as exc:
             raise InvalidArgument(f"task arguments must be JSON-serializable ({exc}); "
                                   "pass serializer= for other types") from None
+        except RecursionError:
+            raise InvalidArgument("task arguments are nested too deeply to serialize as JSON: "
+                                  "flatten them, or pass serializer= for other shapes") from None
 
     def loads(self, data: bytes) -> Any:
-        return json.loads(data)
+        try:
+            return json.loads(data)
+        except RecursionError:
+            raise InvalidArgument("a JSON payload is nested too deeply to decode") from None
 
 
 class TaskFailed(LogqError):
