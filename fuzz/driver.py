@@ -42,6 +42,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 from logq import Backoff, CorruptionError, InvalidTransition, LogqError, Queue
 from logq.log.checkpoint import NAME as CHECKPOINT
+from logq.log import mark
+from logq.log.checkpoint import decode as decode_checkpoint
+from logq.log.codec import SEGMENT_HEADER_SIZE
+from logq.log.recovery import Evidence
 from logq.log.segment import parse_segment_name
 from logq.testing import FakeClock
 
@@ -50,7 +54,10 @@ from .oracle import Ledger, State, Violation
 from .simfs import FAULTS, POWER_FAULTS, SimFS
 
 BACKOFF = Backoff(base=1, factor=2, max=8, jitter=0)
-DAMAGE_FAULTS = ("seal_flip", "seal_truncate")
+DAMAGE_FAULTS = ("seal_flip", "seal_truncate", "durable_flip", "durable_cut")
+# Leaders move the durable mark after every 512 bytes made durable (the library: 256 KiB), so
+# that the small workloads here write marks, crash inside them, and draw damage before them.
+mark.MARK_BYTES = 512
 ALL_FAULTS = FAULTS + DAMAGE_FAULTS
 
 Outcomes = Mapping[Any, State]  # expected result -> state after the call
@@ -543,13 +550,26 @@ class Driver:
             replayed.close()
 
     def _refuse_damage(self, fault: str, rng: random.Random) -> None:
-        """Damage a sealed segment at rest: opening must refuse it and change nothing; then undo."""
-        sealed = self._sealed_segments()
-        if not sealed or any(n.endswith((".swap", ".compacting")) for n in self.fs.listdir(self.cfg.path)):
+        """Damage at rest: a sealed segment, or the last one before its durable end (what the
+        durable mark or the checkpoint say was fsynced: damage followed by valid records
+        there is never a torn tail). Opening must refuse it and change nothing; then undo."""
+        if not self.fs.isdir(self.cfg.path) or any(
+                n.endswith((".swap", ".compacting")) for n in self.fs.listdir(self.cfg.path)):
             return  # a committed compaction may legitimately replace the damaged file
-        path = rng.choice(sealed)
-        original = self.fs.read_file(path)
-        damaged, where = _damage(original, fault, rng)
+        if fault.startswith("durable"):
+            path, durable_end = self._durable_last_segment()
+            if durable_end <= SEGMENT_HEADER_SIZE:
+                return
+            original = self.fs.read_file(path)
+            damaged, where = _damage(original[:durable_end], fault.replace("durable", "seal"), rng)
+            damaged += original[durable_end:] if fault == "durable_flip" else b""
+        else:
+            sealed = self._sealed_segments()
+            if not sealed:
+                return
+            path = rng.choice(sealed)
+            original = self.fs.read_file(path)
+            damaged, where = _damage(original, fault, rng)
         self.trace.append(f"  {fault} in {path}: {where}")
         self.fs.replace_at_rest(path, damaged)
         before = self.fs.image()
@@ -559,10 +579,10 @@ class Driver:
             pass
         else:
             q.close()
-            raise Violation(f"{fault} in sealed segment {path} ({where}) was accepted by recovery")
+            raise Violation(f"{fault} in segment {path} ({where}) was accepted by recovery")
         if _segments(self.fs.image()) != _segments(before):
             raise Violation(f"an open refused for corruption ({fault}, {where}) changed the segments")
-        self._salvage_opens(f"{fault} in sealed segment {path} ({where})")
+        self._salvage_opens(f"{fault} in segment {path} ({where})")
         self.fs.replace_at_rest(path, original)
 
     def _salvage_opens(self, damage: str) -> None:
@@ -571,6 +591,23 @@ class Driver:
             Queue(self.cfg.path, salvage=True, **queue_options(self.cfg, self.fs.fork(), self.clock)).close()
         except (LogqError, OSError) as exc:
             raise Violation(f"salvage=True refused to open after {damage}: {exc!r}") from exc
+
+    def _durable_last_segment(self) -> tuple[str, int]:
+        """The last segment and how far the evidence (mark, checkpoint) says it was durable."""
+        names = sorted((b, n) for n in self.fs.listdir(self.cfg.path) if (b := parse_segment_name(n)) is not None)
+        if not names:
+            return "", 0
+        files = self.fs.image()
+        data = files.get(f"{self.cfg.path}/{mark.NAME}")
+        cp = None
+        try:
+            raw = files.get(f"{self.cfg.path}/{CHECKPOINT}")
+            cp = decode_checkpoint(raw) if raw is not None else None
+        except CorruptionError:
+            pass
+        ev = Evidence.of(mark.decode(data) if data is not None else None, cp)
+        base, name = names[-1]
+        return f"{self.cfg.path}/{name}", ev.end_of(base)
 
     def _sealed_segments(self) -> list[str]:
         if not self.fs.isdir(self.cfg.path):

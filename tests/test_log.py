@@ -15,12 +15,12 @@ from logq import (
     ClosedError, CorruptionError, InvalidArgument, LockedError, Log, NotALogqDirectory,
     UnsupportedVersionError, WriterFailedError,
 )
-from logq.log import group_commit, reader as reader_module, recovery, segment as segment_module, writer as writer_module
+from logq.log import group_commit, mark, reader as reader_module, recovery, segment as segment_module, writer as writer_module
 from logq.log.segment import segment_name
 from logq.log.fs import OsFileSystem
 from logq.log.codec import SEGMENT_HEADER_SIZE
 
-from .helpers import FaultyFS, flip_bit, segment_paths, truncate
+from .helpers import CrashingFS, FaultyFS, flip_bit, segment_paths, truncate
 
 
 def replayed(path, **kw):
@@ -907,3 +907,118 @@ def test_a_record_larger_than_the_read_ahead_is_not_kept(tmp_path, monkeypatch):
         log.read(small.segment, small.offsets[0], small.sizes[0])
         assert log.read(big.segment, big.offsets[0], big.sizes[0]).payload == b"B" * 5000
         assert log._reader._ahead is not None and len(log._reader._ahead[2]) <= 256  # its place only, not a copy of it
+
+
+# ------------------------------------------- lost segments, lost durable records (issue 19 items 2, 3)
+
+
+@pytest.fixture
+def mark_every_sync(monkeypatch):
+    """Each group-commit leader moves the durable mark (by default every MARK_BYTES)."""
+    monkeypatch.setattr(mark, "MARK_BYTES", 1)
+
+
+def _synced_log(path, n=300, **kw):
+    """A log whose records were fsynced and marked durable, then a crash (no close)."""
+    log = Log(path, sync="always", segment_size=kw.pop("segment_size", 4096), **kw)
+    for i in range(n):
+        log.append([(16, b"p%d" % i)])
+    log._abandon()
+
+
+def _untouched(path):
+    return {n: open(os.path.join(path, n), "rb").read() for n in sorted(os.listdir(path)) if n != "logq.lock"}
+
+
+def test_missing_first_segment_is_refused(tmp_path):
+    fill(tmp_path, 300, segment_size=4096)
+    os.unlink(segment_paths(tmp_path)[0])
+    with pytest.raises(CorruptionError, match=r"segments holding 1\.\.\d+ are missing") as info:
+        Log(tmp_path)
+    assert info.value.path == segment_paths(tmp_path)[0]
+    log, got = replayed(tmp_path, salvage=True)  # salvage opens, and says what is missing
+    log.close()
+    assert got and any("missing" in r.reason for r in log.report.lost)
+
+
+def test_missing_every_segment_is_refused(tmp_path):
+    fill(tmp_path, 10)
+    for p in segment_paths(tmp_path):
+        os.unlink(p)
+    with pytest.raises(CorruptionError, match="every segment is missing"):
+        Log(tmp_path)
+
+
+def test_a_new_log_writes_its_marker_after_its_first_segment(tmp_path):
+    """So that a marker without segments can only mean lost segments (§7 rule 0)."""
+    fs = CrashingFS()
+    Log(tmp_path / "q", fs=fs).close()
+    meta = fs.log.index("rename logq.meta.tmp")
+    assert fs.log[:3] == ["write 00000000000000000001.seg", "fsync 00000000000000000001.seg", "fsync_dir q"]
+    assert meta > 2
+
+
+def test_missing_last_segment_is_refused(tmp_path, mark_every_sync):
+    _synced_log(tmp_path)
+    last = segment_paths(tmp_path)[-1]
+    os.unlink(last)
+    with pytest.raises(CorruptionError, match="were durable .* a segment or its end is missing"):
+        Log(tmp_path)
+
+
+def test_last_segment_cut_back_to_its_header_is_refused(tmp_path, mark_every_sync):
+    _synced_log(tmp_path)
+    last = segment_paths(tmp_path)[-1]
+    truncate(last, SEGMENT_HEADER_SIZE)
+    before = _untouched(tmp_path)
+    with pytest.raises(CorruptionError, match="valid only up to byte 40") as info:
+        Log(tmp_path)
+    assert (info.value.path, info.value.offset) == (last, SEGMENT_HEADER_SIZE)
+    assert _untouched(tmp_path) == before  # refused before anything was cut or kept aside
+
+
+def test_flipped_bit_before_the_durable_mark_is_refused(tmp_path, mark_every_sync):
+    _synced_log(tmp_path, 50, segment_size=1 << 20)
+    seg = segment_paths(tmp_path)[0]
+    flip_bit(seg, SEGMENT_HEADER_SIZE + 40 * 3 + 35)  # payload of the 4th of 50 fsynced records
+    before = _untouched(tmp_path)
+    with pytest.raises(CorruptionError, match="not a torn write") as info:
+        Log(tmp_path)
+    assert (info.value.path, info.value.offset) == (seg, SEGMENT_HEADER_SIZE + 40 * 3)
+    assert _untouched(tmp_path) == before  # nothing cut, nothing kept aside
+
+
+def test_flipped_bit_in_records_an_earlier_open_adopted_is_refused(tmp_path):
+    """Without a mark from the writer (the default marks every MARK_BYTES), an open
+    marks everything it recovered: damage in those bytes is never a torn tail."""
+    fill(tmp_path, 50)
+    Log(tmp_path).close()
+    seg = segment_paths(tmp_path)[0]
+    flip_bit(seg, SEGMENT_HEADER_SIZE + 40 * 3 + 35)
+    with pytest.raises(CorruptionError) as info:
+        Log(tmp_path)
+    assert (info.value.path, info.value.offset) == (seg, SEGMENT_HEADER_SIZE + 40 * 3)
+
+
+def test_flipped_bit_before_the_durable_mark_is_skipped_by_salvage(tmp_path, mark_every_sync):
+    _synced_log(tmp_path, 50, segment_size=1 << 20)
+    seg = segment_paths(tmp_path)[0]
+    flip_bit(seg, SEGMENT_HEADER_SIZE + 40 * 3 + 35)
+    log, got = replayed(tmp_path, salvage=True)
+    assert [p for _, _, p in got] == [b"p%d" % i for i in range(50) if i != 3]
+    assert [(r.path, r.start) for r in log.report.lost] == [(seg, SEGMENT_HEADER_SIZE + 40 * 3)]
+    assert log.append([(16, b"after")]).last_seq > 50
+    log.close()
+
+
+def test_torn_tail_past_the_durable_mark_is_still_cut(tmp_path):
+    """A crash tears only what no fsync covered: past the mark, a tail is cut as before."""
+    log = Log(tmp_path, sync="always")
+    for i in range(5):
+        log.append([(16, b"p%d" % i)])
+    log._abandon()
+    seg = segment_paths(tmp_path)[0]
+    flip_bit(seg, SEGMENT_HEADER_SIZE + 40 * 4 + 35)  # the last record, written after the open's mark
+    log, got = replayed(tmp_path)
+    log.close()
+    assert len(got) == 4 and log.report.torn[0].offset == SEGMENT_HEADER_SIZE + 40 * 4

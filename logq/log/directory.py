@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 `logq.meta` says "logq <format version>"; `logq.lock` holds the writer's pid
 under an exclusive flock. `prepare` checks an existing directory is a logq
-one (or empty), takes the lock and writes the marker of a fresh one.
+one (or empty) and takes the lock; `write_meta` writes the marker of a new one
+(after its first segment).
 `replace_file` is how every small file (the marker, the checkpoint, a torn
 tail kept aside) is written: whole or not at all, durably.
 """
@@ -12,6 +13,7 @@ tail kept aside) is written: whole or not at all, durably.
 from __future__ import annotations
 
 import os
+import re
 from typing import Iterable
 
 from ..errors import LockedError, NotALogqDirectory, UnsupportedVersionError
@@ -19,18 +21,22 @@ from .codec import FORMAT_VERSION
 from .fs import DEFAULT_MODE, FileSystem, Lock, read_lock_holder
 from .segment import parse_segment_name
 
+_UNBORN_KEPT = re.compile(r"^[0-9]{20}\.seg\.0\.torn(\.tmp)?$")
 META_NAME = "logq.meta"
 LOCK_NAME = "logq.lock"
 TMP_SUFFIX = ".tmp"  # `replace_file` writes `final` + this first
 
 
-def prepare(fs: FileSystem, path: str, mode: int = DEFAULT_MODE) -> Lock:
-    """Check, create if needed and lock the log directory `path`; return the lock.
-    New files get `mode`; a directory others could plant files in is refused (`fs.makedirs`)."""
+def prepare(fs: FileSystem, path: str, mode: int = DEFAULT_MODE) -> tuple[Lock, bool]:
+    """Check, create if needed and lock the log directory `path`; return the lock and
+    whether the directory already had its marker. New files get `mode`; a directory others
+    could plant files in is refused (`fs.makedirs`). The caller writes a missing marker
+    (`write_meta`) once the first segment exists, so that a marker without segments
+    means segments were lost (spec/format.md §7 rule 0)."""
     if fs.exists(path) and not fs.isdir(path):
         raise NotALogqDirectory(f"{path} is a file, not a logq directory: pass a directory path")
     fs.makedirs(path, mode)
-    fresh = not set(fs.listdir(path)) - {LOCK_NAME, META_NAME + TMP_SUFFIX}
+    fresh = not [n for n in fs.listdir(path) if not _left_by_a_first_open(n)]
     if not fresh:
         check_meta(fs, path)
     lock = fs.lock(os.path.join(path, LOCK_NAME), mode)
@@ -38,13 +44,18 @@ def prepare(fs: FileSystem, path: str, mode: int = DEFAULT_MODE) -> Lock:
         pid = read_lock_holder(os.path.join(path, LOCK_NAME))
         raise LockedError(f"{path} is already open by process {pid}: close that queue first, "
                           "or open another directory", path=path, pid=pid)
-    if fresh or not fs.exists(os.path.join(path, META_NAME)):
-        try:
-            replace_file(fs, path, os.path.join(path, META_NAME), f"logq {FORMAT_VERSION}\n".encode(), mode)
-        except BaseException:
-            lock.release()
-            raise
-    return lock
+    return lock, not fresh and fs.exists(os.path.join(path, META_NAME))
+
+
+def write_meta(fs: FileSystem, path: str, mode: int = DEFAULT_MODE) -> None:
+    """Write the marker `logq.meta` of the log directory `path`, durably."""
+    replace_file(fs, path, os.path.join(path, META_NAME), f"logq {FORMAT_VERSION}\n".encode(), mode)
+
+
+def _left_by_a_first_open(name: str) -> bool:
+    """What an open that crashed before its marker was written may leave: the lock, a
+    marker's temporary file, and an unborn first segment kept aside (`<segment>.0.torn`)."""
+    return name in (LOCK_NAME, META_NAME + TMP_SUFFIX) or _UNBORN_KEPT.match(name) is not None
 
 
 def check_meta(fs: FileSystem, path: str) -> None:

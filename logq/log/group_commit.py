@@ -29,6 +29,7 @@ from collections import deque
 from time import monotonic as _monotonic
 
 from ..errors import ClosedError, WriterFailedError
+from .mark import MarkWriter
 from .writer import Appended, Writer
 
 GATHER_SECONDS = (0.00005, 0.001)  # bounds of how long a parked caller waits for its cohort to fill
@@ -37,8 +38,9 @@ GATHER_SECONDS = (0.00005, 0.001)  # bounds of how long a parked caller waits fo
 class GroupCommit:
     """The fsyncs of one log: who waits for which sequence number, who leads the next sync."""
 
-    def __init__(self, writer: Writer, *, sync_interval: float) -> None:
+    def __init__(self, writer: Writer, *, sync_interval: float, marks: MarkWriter | None = None) -> None:
         self._writer = writer
+        self._marks = marks  # the durable mark, moved on by a leader now and then (mark.py)
         self._lock = writer.lock
         self.cond = threading.Condition(self._lock)
         self.sync_interval = sync_interval
@@ -118,10 +120,12 @@ class GroupCommit:
             self._end_lead_locked()
             lock.release()
             raise
-        target, f = writer.written_seq, writer.active
+        target, f, base, end = writer.written_seq, writer.active, writer.segments[-1].base, writer.end
         lock.release()
         try:
             f.fdatasync()
+            if self._marks is not None and self._marks.due(base, end):
+                self._marks.write(base, end, target)
         except OSError as exc:
             with lock:
                 writer.poison(exc)

@@ -46,10 +46,11 @@ from ..closing import ClosesOnExit
 from ..errors import CorruptionError, InvalidArgument, WriterFailedError
 from . import checkpoint, compact
 from .codec import MAX_STORED, SEGMENT_HEADER_SIZE, Encoder, Record, check_limit
-from .directory import prepare, replace_file
+from .directory import prepare, replace_file, write_meta
 from .durability import SYNC_MODES
 from .fs import DEFAULT_MODE, FileSystem, Lock, OsFileSystem, access_error, check_mode
 from .group_commit import GroupCommit
+from .mark import MarkWriter
 from .reader import Reader
 from .recovery import Recovery, RecoveryReport, ReplayCallback, RestoreCallback, TornTail
 from .segment import KnownSegment
@@ -110,23 +111,29 @@ class Log(ClosesOnExit):
         self.segment_size = segment_size
         self.fs: FileSystem = fs or OsFileSystem()
         self._template = Encoder(0, compression=compression, threshold=compress_threshold, limit=max_record)
+        self._lockfile: Lock | None
         try:
-            self._lockfile: Lock | None = prepare(self.fs, self.path, mode)
+            self._lockfile, had_meta = prepare(self.fs, self.path, mode)
         except OSError as exc:  # a file that cannot be used: name it and say what to do
             raise access_error(exc, self.path) from exc
+        self._marks: MarkWriter | None = None
         recovery = Recovery(self.fs, self.path, salvage=salvage, mode=mode, limit=max_record)
         self._writer = writer = Writer(self.fs, self.path, sync_mode=sync, segment_size=segment_size,
                                        template=self._template, salt_of=lambda base: self._reader.salt(base),
                                        on_rollover=on_rollover, mode=mode)
         self._reader = reader = Reader(self.fs, self.path, writer)
         try:
-            last_seq = recovery.run(replay, None if salvage else restore)
+            last_seq = recovery.run(replay, None if salvage else restore, had_meta=had_meta)
             writer.start(recovery.segments, last_seq)
-            self._commits = commits = GroupCommit(writer, sync_interval=sync_interval)
+            if not had_meta:  # after the first segment: a marker without segments is a loss
+                write_meta(self.fs, self.path, mode)
+            self._marks = marks = MarkWriter(self.fs, self.path, recovery.mark, mode)
+            self._commits = commits = GroupCommit(writer, sync_interval=sync_interval, marks=marks)
             writer.syncs = commits
             if recovery.seal_at_open:  # salvaged damage must not be cut by a later normal open
                 with writer.lock:
                     writer.rollover_locked()
+            marks.write(writer.segments[-1].base, writer.end, writer.written_seq)  # adopted: durable
         except BaseException as exc:
             self._release_files()
             if isinstance(exc, OSError):  # as above
@@ -279,6 +286,8 @@ class Log(ClosesOnExit):
     def _release_files(self) -> None:
         self._reader.close()
         self._writer.close_file()
+        if self._marks is not None:
+            self._marks.close()
         if self._lockfile is not None:
             self._lockfile.release()
             self._lockfile = None

@@ -12,10 +12,17 @@ accepted cannot be taken back by a power loss. The writer takes over from
 the segments it found (`Writer.start`).
 
 Recovery rules (spec/format.md §7):
+  * evidence of what was durable, besides the segments: the durable mark
+    (`mark.py`) and a well-formed checkpoint, usable or not (`Evidence`);
+    the first segment has base 1, and a directory that had its marker has a
+    segment, or segments were lost;
   * every segment but the last must verify completely and end with SEAL;
     damage there, or a gap between one segment's SEAL and the next base, is a
     `CorruptionError` naming file and offset (`salvage=True` skips the damage
     and reports the lost ranges instead);
+  * the last segment must reach its durable end, and the log its durable
+    sequence number: short of them, bytes some fsync covered are damaged or
+    missing, never a torn write; this is checked before anything is cut;
   * the last segment is cut after its last complete batch; the cut bytes are
     first saved to `<segment>.<offset>.torn` (fsynced, directory fsynced), then
     the file is truncated and fsynced, before any new append;
@@ -30,12 +37,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ..errors import CorruptionError, RecordTooLargeError
-from . import checkpoint, compact
+from . import checkpoint, compact, mark
 from .codec import MAX_STORED, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, Record
 from .directory import TMP_SUFFIX, replace_file
 from .fs import DEFAULT_MODE, File, FileSystem, access_error
 from .segment import (
-    ZERO_CHUNK, KnownSegment, LostRange, is_unborn, nonzero_end, parse_segment_name, scan_file, segment_name,
+    ZERO_CHUNK, KnownSegment, LostRange, ScanResult, is_unborn, nonzero_end, parse_segment_name, scan_file, segment_name,
 )
 
 TORN_SUFFIX = ".torn"
@@ -71,6 +78,37 @@ class RecoveryReport:
     unrecovered: list[Any] = field(default_factory=list)
 
 
+@dataclass
+class Evidence:
+    """What the directory says was durable, besides the segments (spec/format.md §7): the
+    durable mark (`mark.py`) and a well-formed checkpoint, even one not usable to restore."""
+
+    seq: int = 0  # every record up to this sequence number was durable
+    ends: dict[int, int] = field(default_factory=dict)  # segment base -> bytes known durable
+    sources: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, m: mark.Mark | None, cp: checkpoint.Checkpoint | None) -> "Evidence":
+        ev = cls()
+        if m is not None:
+            ev.seq, ev.ends[m.base] = m.seq, m.end
+            ev.sources += (f"{mark.NAME}: segment {m.base} to byte {m.end}, sequence number {m.seq}",)
+        if cp is not None:
+            last = cp.segments[-1]
+            ev.seq = max(ev.seq, cp.last_seq)
+            if not last.sealed:  # only the active segment's end: compaction may rewrite sealed ones
+                ev.ends[last.base] = max(ev.ends.get(last.base, 0), last.end)
+            ev.sources += (f"{checkpoint.NAME}: sequence number {cp.last_seq}",)
+        return ev
+
+    def end_of(self, base: int) -> int:
+        """How far segment `base`, the last one, is known to have been durable (0: unknown)."""
+        return self.ends.get(base, 0)
+
+    def describe(self) -> str:
+        return "; ".join(self.sources)
+
+
 class Recovery:
     """One open's recovery of the directory `path`: replays, repairs, reports.
 
@@ -88,9 +126,13 @@ class Recovery:
         self.segments: list[KnownSegment] = []
         self.digests: dict[int, tuple[int, int]] = {}  # base -> (end, digest) of the restored checkpoint
         self.seal_at_open = False
+        self.evidence = Evidence()
+        self.mark: mark.Mark | None = None  # the durable mark found, if any
 
-    def run(self, replay: ReplayCallback | None, restore: RestoreCallback | None) -> int:
-        """Recover the directory; return the last sequence number found."""
+    def run(self, replay: ReplayCallback | None, restore: RestoreCallback | None, *,
+            had_meta: bool = True) -> int:
+        """Recover the directory; return the last sequence number found. `had_meta`: the
+        directory held its marker before this open (so it held segments: §7 rule 0)."""
         fs, report = self.fs, self.report
         compact.recover(fs, self.path, fs.listdir(self.path), parse_segment_name)
         names = fs.listdir(self.path)
@@ -100,7 +142,11 @@ class Recovery:
             except OSError as exc:  # the checkpoint is optional: do without it
                 restore, report.checkpoint_skipped = None, f"{access_error(exc, self.path)}; replayed the whole log"
         bases = sorted(b for b in map(parse_segment_name, names) if b is not None)
-        covered = [] if restore is None else self._restore_checkpoint(bases, restore)
+        cp = self._load_checkpoint(names, report_skip=restore is not None)
+        self.mark = self._load_mark()
+        self.evidence = Evidence.of(self.mark, cp)
+        self._check_first_segment(bases, had_meta)
+        covered = [] if restore is None or cp is None else self._restore_checkpoint(cp, bases, restore)
         self.segments = [KnownSegment(c.base, c.end, c.sealed, c.last_seq) for c in covered]
         last_seq, resume = covered[-1].last_seq if covered else 0, SEGMENT_HEADER_SIZE
         if covered and not covered[-1].sealed:  # replay what was appended after the checkpoint
@@ -117,7 +163,40 @@ class Recovery:
                                              report, resume if i == 0 else SEGMENT_HEADER_SIZE)
         if self.segments:
             self._adopt(self.segments[-1].base)
+        else:  # salvage of a log whose every segment is lost: its sequence numbers are not reused
+            last_seq = max(last_seq, self.evidence.seq)
         return last_seq
+
+    def _check_first_segment(self, bases: list[int], had_meta: bool) -> None:
+        """§7 rule 0: the first segment has base 1 (compaction keeps the first base), and a
+        directory that held its marker holds a segment."""
+        if bases and bases[0] > 1:  # (a base of 0 is a misnamed file: the scan says so)
+            self._lost(self._seg_path(bases[0]), 0, 0,
+                       f"the first segment starts at sequence number {bases[0]}, not 1: "
+                       f"segments holding 1..{bases[0] - 1} are missing", 0, bases[0])
+        elif not bases and (had_meta or self.evidence.seq):
+            self._lost(self.path, 0, 0, "the directory holds no segment, though it held a queue "
+                       f"({self.evidence.describe() or 'logq.meta'}): every segment is missing", 0, None)
+
+    def _check_durable_seq(self, last_seq: int, path: str, end: int, *, unsealed: bool) -> int:
+        """§7 rule 7, checked before recovery changes a file: every record the evidence says
+        was durable is still there, when the log ends at `last_seq` (at byte `end` of
+        `path`). Salvage reports the loss and goes on after the lost sequence numbers, so
+        that none is used twice (sealing an `unsealed` last segment at once)."""
+        ev = self.evidence
+        if last_seq >= ev.seq:
+            return last_seq
+        self._lost(path, end, end, f"records up to sequence number {ev.seq} were durable ({ev.describe()}), "
+                   f"but the log ends at {last_seq}: a segment or its end is missing", last_seq, None)
+        self.seal_at_open = self.seal_at_open or unsealed
+        return ev.seq
+
+    def _lost(self, path: str, start: int, end: int, msg: str, after_seq: int, before_seq: int | None) -> None:
+        """Missing durable data: a CorruptionError, or with salvage a reported loss (of the
+        records numbered between `after_seq` and `before_seq`, None: to the end)."""
+        if not self.salvage:
+            raise CorruptionError(msg + "; open with salvage=True to read what is left", path=path, offset=start)
+        self.report.lost.append(LostRange(path, start, end, msg, after_seq, before_seq))
 
     def _recover_segment(self, base: int, next_base: int | None, last_seq: int,
                          deliver: Callable[[Record], None], report: RecoveryReport, start: int) -> int:
@@ -129,6 +208,7 @@ class Recovery:
             size = f.size()
             head = f.pread(min(size, SEGMENT_HEADER_SIZE), 0)
             if is_last and is_unborn(head, path) and size <= SEGMENT_HEADER_SIZE:
+                last_seq = self._check_durable_seq(last_seq, path, 0, unsealed=False)
                 self._keep_aside(path, 0, head, len(head), report)
                 self.fs.unlink(path)
                 self.fs.fsync_dir(self.path)
@@ -171,7 +251,25 @@ class Recovery:
                                              result.last_seq if result.last_seq is not None else last_seq))
                 # its SEAL was the next base - 1: no number up to it may be given out again
                 result.last_seq = max(result.last_seq or 0, last_seq, next_base - 1)
-        elif result.end < size:
+        seg_last = result.last_seq if result.last_seq is not None else max(last_seq, base - 1)
+        if is_last:
+            return self._recover_last(f, size, path, base, result, seg_last, report)
+        self.segments.append(KnownSegment(base, result.end, True, seg_last))
+        return seg_last
+
+    def _recover_last(self, f: File, size: int, path: str, base: int, result: ScanResult, seg_last: int,
+                      report: RecoveryReport) -> int:
+        """§7 rules 4 and 7 for the last segment: refuse (salvage: report) if it falls short
+        of what was durable, then cut a torn tail. Returns the last sequence number."""
+        durable_end = self.evidence.end_of(base)
+        if result.end < durable_end:
+            damage = "" if result.damage is None else f" ({result.damage.reason})"
+            self._lost(path, result.end, durable_end,
+                       f"the segment is valid only up to byte {result.end}, but bytes up to {durable_end} were "
+                       f"durable ({self.evidence.describe()}): damage{damage}, not a torn write", seg_last, None)
+            self.seal_at_open = True
+        last_seq = self._check_durable_seq(seg_last, path, result.end, unsealed=not result.sealed)
+        if result.end < size:
             written = nonzero_end(f.pread, result.end, size)  # the tail is read a chunk at a time
             if written == result.end:  # all zeros: preallocated space, not a torn write
                 report.lost[:] = [r for r in report.lost if r.path != path or r.start < result.end]
@@ -179,9 +277,8 @@ class Recovery:
                     self._cut_tail(path, result.end, f, result.end, report)
             else:
                 self._cut_tail(path, result.end, f, written, report)
-        seg_last = result.last_seq if result.last_seq is not None else max(last_seq, base - 1)
-        self.segments.append(KnownSegment(base, result.end, result.sealed or not is_last, seg_last))
-        return seg_last
+        self.segments.append(KnownSegment(base, result.end, result.sealed, seg_last))
+        return last_seq
 
     def _lose_segment(self, path: str, base: int, next_base: int | None, size: int, last_seq: int,
                       exc: CorruptionError, report: RecoveryReport) -> int:
@@ -195,24 +292,38 @@ class Recovery:
         self.segments.append(KnownSegment(base, size, True, seg_last))
         return seg_last
 
-    def _restore_checkpoint(self, bases: list[int], restore: RestoreCallback) -> list[checkpoint.Covered]:
-        """The segments a usable checkpoint covers, after handing its state to `restore`;
-        [] (and the reason in the report) when there is none or it cannot be trusted."""
+    def _load_checkpoint(self, names: list[str], *, report_skip: bool) -> checkpoint.Checkpoint | None:
+        """The checkpoint file, decoded; None when there is none, or it cannot be read or is
+        damaged (said in the report when it was wanted for a restore): never an error."""
+        if checkpoint.NAME not in names:
+            return None
         path = os.path.join(self.path, checkpoint.NAME)
-        if not self.fs.exists(path):
-            return []
         try:
             f = self.fs.open(path, readonly=True)
             try:
-                cp = checkpoint.load(f.pread, f.size())  # checked a chunk at a time before read whole
+                return checkpoint.load(f.pread, f.size())  # checked a chunk at a time before read whole
             finally:
                 f.close()
         except OSError as exc:  # the checkpoint is optional: an unusable one never blocks an open
-            self.report.checkpoint_skipped = f"{access_error(exc, path)}; replayed the whole log instead"
-            return []
+            if report_skip:
+                self.report.checkpoint_skipped = f"{access_error(exc, path)}; replayed the whole log instead"
         except CorruptionError as exc:
-            self.report.checkpoint_skipped = f"{path}: {exc.reason}; replayed the whole log instead"
-            return []
+            if report_skip:
+                self.report.checkpoint_skipped = f"{path}: {exc.reason}; replayed the whole log instead"
+        return None
+
+    def _load_mark(self) -> mark.Mark | None:
+        """The durable mark; None when there is none or it cannot be read (never an error)."""
+        try:
+            return mark.read(self.fs, self.path)
+        except OSError:
+            return None
+
+    def _restore_checkpoint(self, cp: checkpoint.Checkpoint, bases: list[int],
+                            restore: RestoreCallback) -> list[checkpoint.Covered]:
+        """The segments a usable checkpoint covers, after handing its state to `restore`;
+        [] (and the reason in the report) when it cannot be trusted."""
+        path = os.path.join(self.path, checkpoint.NAME)
         try:
             checkpoint.verify(cp, bases, lambda base: self.fs.open(self._seg_path(base), readonly=True))
             restore(cp.state)

@@ -18,8 +18,11 @@ from .compact import SWAP
 from typing import BinaryIO, Callable
 
 from ..errors import ChecksumError, CorruptionError, LogqError
+from . import checkpoint, mark
 from .codec import MAX_STORED, SEGMENT_HEADER_SIZE, Record
+from .directory import META_NAME
 from .fs import open_readonly
+from .recovery import Evidence
 from .segment import Pread, ScanResult, is_unborn, nonzero_end, parse_segment_name, scan_file
 
 
@@ -76,9 +79,29 @@ def verify(path: str, records: list[Record] | None = None) -> Verification:
                     "swapped them): run the command again")
 
 
+def evidence(path: str) -> Evidence:
+    """What the directory's durable mark and checkpoint say was durable (§7), read-only.
+    A mark or checkpoint that is missing, unreadable or damaged is no evidence."""
+    m = cp = None
+    try:
+        with open_readonly(os.path.join(path, mark.NAME)) as f:
+            m = mark.decode(f.read(2 * mark.SLOT_SIZE))
+    except OSError:  # none, or not a regular file: refused unread
+        pass
+    try:
+        with open_readonly(os.path.join(path, checkpoint.NAME)) as f:
+            size = os.fstat(f.fileno()).st_size
+            cp = checkpoint.load(lambda n, offset: os.pread(f.fileno(), n, offset), size)
+    except (OSError, CorruptionError):
+        pass
+    return Evidence.of(m, cp)
+
+
 def _verify_once(path: str, records: list[Record] | None) -> Verification:
     out = Verification()
+    ev = evidence(path)  # before the segments: a live writer only moves it after them
     files = segment_files(path)
+    _check_first(path, files, ev, out)
     last_seq = 0
     for i, (base, seg) in enumerate(files):
         is_last = i == len(files) - 1
@@ -91,7 +114,7 @@ def _verify_once(path: str, records: list[Record] | None) -> Verification:
             out.segments.append((seg, None))
             if not (is_last and _unborn(seg)):
                 out.problems.append(Problem(seg, exc.offset or 0, str(exc)))
-            last_seq = 0  # unknown: do not report the next segment as missing too
+                last_seq = 0  # unknown: do not report the next segment as missing too
             continue
         out.segments.append((seg, result))
         last_seq = result.last_seq or max(last_seq, base - 1)
@@ -102,11 +125,29 @@ def _verify_once(path: str, records: list[Record] | None) -> Verification:
             elif not result.sealed:
                 out.problems.append(Problem(seg, result.end, "sealed segment does not end with SEAL"))
                 last_seq = 0
+        elif result.end < ev.end_of(base):
+            what = f"valid only up to byte {result.end}" if result.damage is None else result.damage.reason
+            out.problems.append(Problem(seg, result.end, f"{what}, though bytes up to {ev.end_of(base)} were "
+                                        f"durable ({ev.describe()}): damage, not a torn write; opening refuses"))
         elif result.damage is not None and not isinstance(result.damage, ChecksumError):
             out.problems.append(Problem(seg, result.damage.offset or 0, str(result.damage)))
         elif written > result.end:
             out.tail = (seg, result.end, size)
+    if files and last_seq < ev.seq and not out.problems:
+        out.problems.append(Problem(files[-1][1], 0, f"records up to sequence number {ev.seq} were durable "
+                                    f"({ev.describe()}), but the log ends at {last_seq}: a segment or its "
+                                    "end is missing"))
     return out
+
+
+def _check_first(path: str, files: list[tuple[int, str]], ev: Evidence, out: Verification) -> None:
+    """§7 rule 0: the first segment has base 1; a directory with its marker has a segment."""
+    if files and files[0][0] > 1:
+        out.problems.append(Problem(files[0][1], 0, f"the first segment starts at sequence number "
+                                    f"{files[0][0]}: segments holding 1..{files[0][0] - 1} are missing"))
+    elif not files and (ev.seq or os.path.exists(os.path.join(path, META_NAME))):
+        out.problems.append(Problem(path, 0, "no segment, though the directory held a queue: "
+                                    "every segment is missing"))
 
 
 def scan_path(path: str, deliver: Callable[[Record], None], *, after_seq: int = 0, base: int | None = None,

@@ -113,8 +113,8 @@ class Writer:
         """Take over the `segments` recovery found (their last sequence number `last_seq`)
         and open the active one: the last, or a new one when there is none or it is sealed."""
         self.segments = segments
-        if not self.segments or self.segments[-1].sealed:
-            self._create_segment(last_seq + 1)
+        if not self.segments or self.segments[-1].sealed:  # the first segment is always 1 (§7 rule 0)
+            self._create_segment(last_seq + 1 if self.segments else 1)
         active = self.segments[-1]
         self.active: File = self.fs.open(self._seg_path(active.base))
         self.encoder = self._template.with_salt(self._salt_of(active.base))
