@@ -87,8 +87,14 @@ class MarkWriter:
         self._counter = last.counter if last is not None else 0
         self.base, self.end = (last.base, last.end) if last is not None else (0, 0)
         self._file: File | None = None
-        if not fs.exists(self._path):  # whole or not at all: a fresh file of two invalid slots
-            replace_file(fs, directory, self._path, bytes(2 * SLOT_SIZE), mode)
+        if fs.exists(self._path):
+            try:
+                self._file = fs.open(self._path)
+                return
+            except OSError:  # not a regular file (a planted link or FIFO): replaced below
+                pass
+        # whole or not at all: a fresh file of two invalid slots (a rename replaces a link itself)
+        replace_file(fs, directory, self._path, bytes(2 * SLOT_SIZE), mode)
         self._file = fs.open(self._path)
 
     def write(self, base: int, end: int, seq: int) -> None:
