@@ -178,7 +178,7 @@ class Recovery:
             self._lost(self.path, 0, 0, "the directory holds no segment, though it held a queue "
                        f"({self.evidence.describe() or 'logq.meta'}): every segment is missing", 0, None)
 
-    def _check_durable_seq(self, last_seq: int, path: str, end: int, *, unsealed: bool) -> int:
+    def _check_durable_seq(self, last_seq: int, path: str, end: int, *, unsealed: bool, told: bool = False) -> int:
         """§7 rule 7, checked before recovery changes a file: every record the evidence says
         was durable is still there, when the log ends at `last_seq` (at byte `end` of
         `path`). Salvage reports the loss and goes on after the lost sequence numbers, so
@@ -187,16 +187,19 @@ class Recovery:
         if last_seq >= ev.seq:
             return last_seq
         self._lost(path, end, end, f"records up to sequence number {ev.seq} were durable ({ev.describe()}), "
-                   f"but the log ends at {last_seq}: a segment or its end is missing", last_seq, None)
+                   f"but the log ends at {last_seq}: a segment or its end is missing", last_seq, None, told=told)
         self.seal_at_open = self.seal_at_open or unsealed
         return ev.seq
 
-    def _lost(self, path: str, start: int, end: int, msg: str, after_seq: int, before_seq: int | None) -> None:
+    def _lost(self, path: str, start: int, end: int, msg: str, after_seq: int, before_seq: int | None, *,
+              told: bool = False) -> None:
         """Missing durable data: a CorruptionError, or with salvage a reported loss (of the
-        records numbered between `after_seq` and `before_seq`, None: to the end)."""
+        records numbered between `after_seq` and `before_seq`, None: to the end), unless
+        a range already reported (`told`) covers it."""
         if not self.salvage:
             raise CorruptionError(msg + "; open with salvage=True to read what is left", path=path, offset=start)
-        self.report.lost.append(LostRange(path, start, end, msg, after_seq, before_seq))
+        if not told:
+            self.report.lost.append(LostRange(path, start, end, msg, after_seq, before_seq))
 
     def _recover_segment(self, base: int, next_base: int | None, last_seq: int,
                          deliver: Callable[[Record], None], report: RecoveryReport, start: int) -> int:
@@ -262,13 +265,16 @@ class Recovery:
         """§7 rules 4 and 7 for the last segment: refuse (salvage: report) if it falls short
         of what was durable, then cut a torn tail. Returns the last sequence number."""
         durable_end = self.evidence.end_of(base)
+        # salvage: a range the scan reported up to the valid end already tells this loss
+        told = any(r.path == path and r.end >= result.end for r in report.lost)
         if result.end < durable_end:
             damage = "" if result.damage is None else f" ({result.damage.reason})"
             self._lost(path, result.end, durable_end,
                        f"the segment is valid only up to byte {result.end}, but bytes up to {durable_end} were "
-                       f"durable ({self.evidence.describe()}): damage{damage}, not a torn write", seg_last, None)
+                       f"durable ({self.evidence.describe()}): damage{damage}, not a torn write", seg_last, None,
+                       told=told)
             self.seal_at_open = True
-        last_seq = self._check_durable_seq(seg_last, path, result.end, unsealed=not result.sealed)
+        last_seq = self._check_durable_seq(seg_last, path, result.end, unsealed=not result.sealed, told=told)
         if result.end < size:
             written = nonzero_end(f.pread, result.end, size)  # the tail is read a chunk at a time
             if written == result.end:  # all zeros: preallocated space, not a torn write
