@@ -140,3 +140,31 @@ def test_a_child_exits_at_end_of_file_when_idle_and_after_its_running_task(tmp_p
             if not wait_gone(p.pid, 0):
                 os.kill(p.pid, signal.SIGKILL)
         q.close()
+
+
+OUTPUT = textwrap.dedent("""
+    import sys, logq
+    q = logq.Queue(sys.argv[1])
+
+    @q.task(name="prints")
+    def prints():
+        print("printed by the task")  # no flush: the child must flush it before it ends
+        return id(sys.stdout)
+
+    h = prints.enqueue()
+    w = q.worker(concurrency=1, kind="process")
+    import threading
+    t = threading.Thread(target=w.run)
+    t.start()
+    child_stdout = h.result(timeout=30)
+    w.stop()
+    t.join(30)
+    sys.stdout.write("half a line")  # left in the parent's buffer while children fork ...
+    print(" of the parent:", "fresh" if child_stdout != id(sys.stdout) else "inherited")
+""")
+
+
+def test_a_child_writes_through_its_own_streams_and_flushes_them(qdir):
+    out = subprocess.run([sys.executable, "-c", OUTPUT, qdir], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["printed by the task", "half a line of the parent: fresh"]

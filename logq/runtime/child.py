@@ -61,11 +61,7 @@ class TaskProcess:
 
     def start(self) -> None:
         parent_end, child_end = multiprocessing.Pipe()
-        for stream in (sys.stdout, sys.stderr):  # what the parent buffered is written once
-            try:
-                stream.flush()
-            except (AttributeError, ValueError, OSError):
-                pass
+        _flush_std_streams()  # what the parent buffered is written once
         parent_pid = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: never returns
@@ -74,6 +70,7 @@ class TaskProcess:
                 _detach(child_end.fileno(), parent_pid)
                 code = _serve(child_end, self.tasks)
             finally:
+                _flush_std_streams()  # what the tasks printed
                 os._exit(code)
         child_end.close()
         self.pid, self.conn, self.exitcode = pid, parent_end, None
@@ -159,8 +156,9 @@ class ProcessSlotChild:
 
 
 def _detach(keep: int, parent_pid: int) -> None:
-    """Steps 1-3 of the theory of operation, in the child."""
+    """Steps 1-3 of the theory of operation, in the child; and fresh standard streams."""
     _close_fds_but(keep)
+    _fresh_std_streams()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -174,6 +172,32 @@ def _detach(keep: int, parent_pid: int) -> None:
             pass
     if os.getppid() != parent_pid:  # the parent died before the request (or it is not Linux)
         os._exit(0)
+
+
+_INHERITED: list[Any] = []  # the parent's stream objects, kept so that nothing flushes them
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+def _fresh_std_streams() -> None:
+    """Line-buffered stdout and stderr over fds 1 and 2. The inherited objects may hold
+    half a line that another thread of the parent was printing at the fork: written by
+    the child, it would garble its output (and repeat the parent's)."""
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, name)
+        _INHERITED.append(old)
+        try:
+            new = open(fd, "w", buffering=1, closefd=False, encoding=getattr(old, "encoding", None),
+                       errors=getattr(old, "errors", None))
+        except (OSError, ValueError, LookupError):
+            continue
+        setattr(sys, name, new)
 
 
 def _close_fds_but(keep: int) -> None:
