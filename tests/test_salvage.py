@@ -20,7 +20,10 @@ from logq.testing import FakeClock
 
 from .helpers import segment_paths
 
-KW: dict[str, Any] = dict(segment_size=4096, compact_threshold=None, retain_done=0.0, retain_dead=0.0)
+# No jitter in retry delays: the history a seed builds is the same on every run, so a
+# failure replays exactly.
+KW: dict[str, Any] = dict(segment_size=4096, compact_threshold=None, retain_done=0.0, retain_dead=0.0,
+                          backoff=logq.Backoff(jitter=0.0))
 
 
 @dataclass(frozen=True)
