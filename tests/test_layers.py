@@ -119,3 +119,15 @@ def test_the_check_sees_type_only_relative_and_function_level_imports() -> None:
     source = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..queue import Queue\n"
               "def f():\n    from ..runtime import worker\n    import logq.errors\n")
     assert imports_in(source, "logq.core.x", False) == {"logq.queue", "logq.runtime.worker", "logq.errors"}
+
+
+def test_no_class_is_over_about_400_lines() -> None:
+    """A class that passes ~400 lines usually does two jobs: split it along its seam."""
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 420:
+                    long.append(f"{module_name(path)}.{node.name}: {lines} lines")
+    assert not long, "classes over about 400 lines:\n" + "\n".join(long)
