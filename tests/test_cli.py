@@ -630,6 +630,10 @@ def test_demo_dispatches_and_leaves_a_queue_that_verifies(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     d = inspect_json(path, "--verify")
     assert d["ok"] and inspect_json(path)["jobs"]["done"] == 3
+    # the command it offers names the interpreter logq runs under, and works as printed
+    offered = r.stdout.rsplit("Results: ", 1)[1].split()
+    assert offered[0] in (sys.executable, os.path.relpath(sys.executable))
+    assert subprocess.run(offered, capture_output=True, timeout=60).returncode == 0
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -14,6 +14,7 @@ jobs (their lease was lost) and carries on.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import sys
 import threading
@@ -110,5 +111,14 @@ def _summary(q: Queue, elapsed: float) -> int:
               "left; run the same command again to continue where it stopped")
         return 130
     print(f"all done in {elapsed:.1f}s this run: {counts['done']} jobs done, {counts['dead']} dead, "
-          f"{m.failed if m else 0} retried after a failure. Results: python -m logq inspect {q.path}")
+          f"{m.failed if m else 0} retried after a failure. Results: {_python()} -m logq inspect {q.path}")
     return 0
+
+
+def _python() -> str:
+    """This interpreter, as a user would type it: relative when it lies under the current
+    directory (`.venv/bin/python` after the quick start), since a bare `python` may be
+    another one, without logq."""
+    path = sys.executable
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith(os.pardir) else path
