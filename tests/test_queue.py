@@ -603,3 +603,22 @@ def test_import_has_no_optional_dependencies():
     import sys
     code = "import sys, logq; bad = [m for m in ('prometheus_client',) if m in sys.modules]; print(bad)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_a_closed_directory_queue_and_its_index_are_freed(tmp_path):
+    """Open freezes the objects it made out of the collector's reach: close must give the
+    queue, its backend and its index back, or each open of a queue leaks its whole index."""
+    import gc
+    import weakref
+
+    import logq
+
+    refs = []
+    for i in range(3):
+        q = logq.Queue(str(tmp_path / f"q{i}"))
+        q.enqueue("t", b"x")
+        refs.append((weakref.ref(q), weakref.ref(q._backend), weakref.ref(q._backend._index)))
+        q.close()
+        del q
+    gc.collect()
+    assert all(r() is None for each in refs for r in each)

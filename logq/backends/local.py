@@ -101,6 +101,10 @@ class LocalBackend(Engine):
         self.compactor.stop()
         with self.compactor.running:  # let a compaction started by another thread finish first
             self.log.close(checkpoint=self._final_snapshot)
+        # Open froze every object then alive (the index among them) out of the collector's
+        # reach; the queue, its backend and their helpers refer to each other, so without
+        # this the closed queue's index could never be freed.
+        gc.unfreeze()
 
     def _final_snapshot(self) -> bytes:
         """The index for the checkpoint that close leaves (no call changes it once closed)."""

@@ -213,7 +213,7 @@ class Index:
         return e
 
     def adopt(self, jobs: dict[int, Entry], delayed: set[int]) -> None:
-        """Take over the jobs of a snapshot (`_snapshot`: in id order, slots not set):
+        """Take over the jobs of a snapshot (`snapshot`: in id order, slots not set):
         each pending job goes in a ready queue, or in the delayed heap if its id is in
         `delayed`, each active one in the lease heap, and is counted; the unique keys
         are derived from the live jobs, as replay leaves them (`_hold_key`). The ready

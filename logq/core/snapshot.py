@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-A clean close stores the index in the log's checkpoint file (`_checkpoint`),
+A clean close stores the index in the log's checkpoint file (`log/checkpoint.py`),
 so that the next open loads it instead of replaying every record. The
 snapshot holds exactly what replay would rebuild: every job's fields, which
 heap it waits in, the unique keys. `Index.adopt` derives the heaps, counts

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 Tasks, handles, the registry and the worker hold a `JobSource`, never a queue or
-a backend. `logq.Queue` hands them one (see `Queue._source`); a test can hand
+a backend. `logq.Queue` hands them one (`logq.queue._Source`); a test can hand
 them any object with these calls. Each call keeps the rules of
 spec/semantics.md: a call that changes a job returns once the change is durable
 per the queue's sync mode.
