@@ -45,7 +45,7 @@ from typing import Callable, Protocol, Sequence
 from ..closing import ClosesOnExit
 from ..errors import CorruptionError, InvalidArgument, WriterFailedError
 from . import checkpoint, compact
-from .codec import MAX_STORED, SEGMENT_HEADER_SIZE, Encoder, Record, check_limit
+from .codec import MAX_STORED, Encoder, Record, check_limit
 from .directory import prepare, replace_file, write_meta
 from .durability import SYNC_MODES
 from .fs import DEFAULT_MODE, FileSystem, Lock, OsFileSystem, access_error, check_mode

@@ -107,6 +107,7 @@ class Worker:
         self.names = frozenset(names) if names is not None else None
         self.hooks = {"succeeded": on_success, "failed": on_failure, "dead": on_dead}
         self.stopping = threading.Event()  # no new leases
+        self._away = 0.0  # seconds the last lease backed off for (an unreachable server)
         self.stopped = threading.Event()  # release what runs, now
         self._running: dict[int, Job] = {}
         self._lock = threading.Lock()
@@ -277,7 +278,7 @@ class Worker:
             self._away = 0.0
             return jobs
         except UnavailableError as exc:  # the queue's server (Redis) is away: back off, try again
-            self._away = min(UNAVAILABLE_MAX_WAIT, max(0.05, 2 * getattr(self, "_away", 0.0)))
+            self._away = min(UNAVAILABLE_MAX_WAIT, max(0.05, 2 * self._away))
             log.warning("leasing failed: %s; trying again in %.2fs", exc, self._away)
             self.stopping.wait(self._away)
         except LogqError as exc:  # the queue is closed or its log failed: nothing more to do
