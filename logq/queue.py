@@ -24,7 +24,8 @@ from __future__ import annotations
 import math
 import os
 import threading
-from typing import Any, Callable, Iterable, Mapping, Sequence
+import weakref
+from typing import Any, Callable, Iterable, Mapping, Sequence, cast
 
 from .backends.base import Backend
 from .backends.local import LocalBackend
@@ -394,7 +395,7 @@ class Queue(ClosesOnExit):
 
     def worker(self, **options: Any) -> Worker:
         """A `Worker` for the registered tasks; see `run_worker` for the options."""
-        return Worker(self._registry, **options)
+        return Worker(self._registry, owner=self, **options)
 
     def run_worker(self, concurrency: int = 4, *, kind: str = "thread", names: list[str] | None = None,
                    grace: float = 30.0, **hooks: Any) -> None:
@@ -454,7 +455,11 @@ class _Source:
     """The queue as the runtime's `JobSource`: its public calls, and its batch of outcomes."""
 
     def __init__(self, queue: Queue) -> None:
-        self._queue = queue
+        # Held weakly: the queue holds this source (through its registry and tasks), and a
+        # cycle through the queue would outlive it, frozen with the index at open
+        # (`gc.freeze`), when a queue is dropped without close. A worker keeps its queue
+        # alive itself (`Queue.worker`).
+        self._queue: Queue = cast(Queue, weakref.proxy(queue))
         self._checked: frozenset[str] | None = None  # the last set of names checked, as given
         self._checked_names: frozenset[str] = frozenset()
 

@@ -622,3 +622,37 @@ def test_a_closed_directory_queue_and_its_index_are_freed(tmp_path):
         del q
     gc.collect()
     assert all(r() is None for each in refs for r in each)
+
+
+def test_a_queue_dropped_without_close_and_its_index_are_freed(tmp_path):
+    """No reference cycle holds a queue that open froze with its index: a queue its
+    program drops without closing is freed as it was before the backends split."""
+    import gc
+    import weakref
+
+    import logq
+
+    q = logq.Queue(str(tmp_path / "q"), compact_threshold=0.5)
+    q.enqueue("t", b"x")
+    refs = [weakref.ref(q), weakref.ref(q._backend), weakref.ref(q._backend._index)]
+    del q
+    gc.collect()
+    assert all(r() is None for r in refs)
+
+
+def test_a_worker_keeps_the_queue_that_made_it(tmp_path):
+    import gc
+
+    import logq
+
+    q = logq.Queue(str(tmp_path / "q"))
+
+    @q.task(name="t")
+    def t():  # type: ignore[no-untyped-def]
+        return 7
+
+    handle = t.enqueue()
+    worker = q.worker(concurrency=1)
+    del q, t
+    gc.collect()
+    assert worker.source.get(handle.id) is not None  # the queue is alive for its worker

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 import time
 from typing import TYPE_CHECKING, Protocol
 
@@ -54,7 +55,9 @@ class Compactor:
     thread after rollovers. One compaction runs at a time (`running`)."""
 
     def __init__(self, backend: "LocalBackend", threshold: float | None) -> None:
-        self.backend, self.threshold = backend, threshold
+        # held weakly: the backend holds its compactor, and a cycle would keep a queue
+        # dropped without close (frozen with its index at open) alive for good
+        self.backend, self.threshold = weakref.proxy(backend), threshold
         self.running = threading.Lock()
         self._wanted = threading.Event()
         self._thread: threading.Thread | None = None

@@ -95,7 +95,7 @@ class Worker:
     def __init__(self, registry: Registry, *, concurrency: int = 4, kind: str = "thread",
                  names: list[str] | None = None, grace: float = 30.0, poll: float = 0.5,
                  on_success: Hook | None = None, on_failure: Hook | None = None,
-                 on_dead: Hook | None = None) -> None:
+                 on_dead: Hook | None = None, owner: object = None) -> None:
         if kind not in KINDS:
             raise InvalidArgument(f"kind must be one of {KINDS}, not {kind!r}")
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
@@ -103,6 +103,7 @@ class Worker:
         if not isinstance(grace, (int, float)) or grace < 0:
             raise InvalidArgument(f"grace must be a non-negative number of seconds, not {grace!r}")
         self.registry, self.source, self.metrics = registry, registry.source, registry.metrics
+        self._owner = owner  # kept alive while the worker is (the queue that made it)
         self.kind, self.concurrency, self.grace, self.poll = kind, concurrency, grace, poll
         self.names = frozenset(names) if names is not None else None
         self.hooks = {"succeeded": on_success, "failed": on_failure, "dead": on_dead}
