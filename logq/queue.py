@@ -33,7 +33,7 @@ from .backends.memory import PATH as MEMORY, MemoryBackend
 from .backends.redisurl import is_redis_url
 from .clock import Clock, SystemClock
 from .core import policy
-from .core.jobs import STATES, Backoff, CompactionReport, Job, JobInfo, Stats
+from .core.jobs import MAX_NAME, STATES, Backoff, CompactionReport, Job, JobInfo, Stats
 from .core.records import Enqueue, max_record_size
 from .errors import InvalidArgument, LogqError, ResultTooLargeError
 from .log.fs import FileSystem
@@ -45,7 +45,6 @@ from .runtime.source import Completion, Schedule
 from .runtime.tasks import Serializer, Task
 from .runtime.worker import Worker
 
-MAX_NAME = 1000
 MAX_CACHED_NAMES = 10_000  # task names kept checked for enqueue
 MAX_LEASE_MANY = 100_000  # jobs per lease_many call (one batch record each)
 _I32 = (-(2**31), 2**31 - 1)

@@ -23,13 +23,10 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
-from ..core.jobs import Backoff, CompactionReport, Job, JobInfo, Stats
+from ..core.jobs import Backoff, CompactionReport, Completion, Job, JobInfo, Stats
 from ..core.records import Enqueue
 from ..errors import LogqError
 from ..log.log import RecoveryReport
-
-Completion = tuple[Job, bytes, "BaseException | str | None"]
-"""A finished run: the leased job, its result, and its error (None when it succeeded)."""
 
 NextRun = Callable[[Job, float], "Enqueue | None"]
 """Given a job whose run is final and the time, the ENQUEUE of its next run (a periodic

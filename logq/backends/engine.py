@@ -40,7 +40,8 @@ from ..core.records import (
 from ..errors import ClosedError, InvalidTransition, LeaseLostError, LogqError, WaitTimeout
 from ..log.log import Appended
 from ..tuples import new_tuple as _new_tuple
-from .base import Completion, NextRun
+from ..core.jobs import Completion
+from .base import NextRun
 
 T = TypeVar("T")
 Change = tuple[Entry, int, JobRecord]  # a job, the type of the record that changes it, the record

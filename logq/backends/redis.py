@@ -54,7 +54,8 @@ from ..errors import (
     WaitTimeout,
 )
 from ..log.log import DEFAULT_SEGMENT_SIZE, RecoveryReport, check_options
-from .base import Capabilities, Completion, NextRun
+from ..core.jobs import Completion
+from .base import Capabilities, NextRun
 from .redisurl import is_redis_url  # noqa: F401  (re-exported)
 
 log = logging.getLogger("logq.redis")

@@ -50,6 +50,12 @@ def new_job(id: int, name: str, payload: bytes, attempts: int, priority: int, en
     return job
 
 
+
+Completion = tuple[Job, bytes, "BaseException | str | None"]
+"""A finished run: the leased job, its encoded result, and its error (None for success)."""
+
+MAX_NAME = 1000  # bytes of UTF-8 in a task name or a unique key
+
 @dataclass(frozen=True, slots=True)
 class JobInfo:
     """Everything known about a job, as `Queue.get` and `Queue.jobs` report it."""

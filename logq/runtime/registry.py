@@ -27,12 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..core import policy
-from ..core.jobs import Backoff
+from ..core.jobs import MAX_NAME, Backoff
 from ..errors import InvalidArgument
 from .source import JobSource
 from .tasks import Serializer, Task, TaskOptions
 
-MAX_NAME = 1000  # bytes of UTF-8 in a task name (as the queue checks it for jobs)
 PERIODIC_KEY_PREFIX = "logq.every:"
 
 

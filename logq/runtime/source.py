@@ -19,11 +19,10 @@ from __future__ import annotations
 import threading
 from typing import Mapping, Protocol, Sequence
 
-from ..core.jobs import Backoff, Job, JobInfo, Stats
+from ..core.jobs import Backoff, Completion, Job, JobInfo, Stats
 from ..errors import LogqError
 
-Completion = tuple[Job, bytes, "BaseException | str | None"]
-"""A finished run: the job, its encoded result, and its error (None for success)."""
+__all__ = ["Completion", "JobSource", "Schedule"]
 
 
 class Schedule(Protocol):
