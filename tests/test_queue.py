@@ -606,8 +606,8 @@ def test_import_has_no_optional_dependencies():
 
 
 def test_a_closed_directory_queue_and_its_index_are_freed(tmp_path):
-    """Open freezes the objects it made out of the collector's reach: close must give the
-    queue, its backend and its index back, or each open of a queue leaks its whole index."""
+    """Closed queues are freed with their index (an open of a large log freezes the index
+    out of the collector's reach: close gives it back)."""
     import gc
     import weakref
 
@@ -622,6 +622,56 @@ def test_a_closed_directory_queue_and_its_index_are_freed(tmp_path):
         del q
     gc.collect()
     assert all(r() is None for each in refs for r in each)
+
+
+def test_opening_a_small_queue_freezes_nothing(tmp_path):
+    """gc.freeze is process-wide: a program that opens many small queues (a test suite) must
+    not have its own garbage frozen by each open."""
+    import gc
+
+    import logq
+
+    before = gc.get_freeze_count()
+    q = logq.Queue(str(tmp_path / "q"))
+    q.enqueue("t", b"x")
+    q.close()
+    q = logq.Queue(str(tmp_path / "q"))
+    assert gc.get_freeze_count() == before
+    q.close()
+
+
+def test_a_large_open_freezes_and_close_gives_everything_back(tmp_path, monkeypatch):
+    """An open that replays a large log freezes what is in memory; close unfreezes it, so
+    that cyclic garbage that was pending at the open is collected after close."""
+    import gc
+    import weakref
+
+    import logq
+    from logq.backends import local
+
+    class Node:
+        pass
+
+    q = logq.Queue(str(tmp_path / "q"))
+    q.enqueue_many([("t", b"x")] * 5)
+    q.close()
+    monkeypatch.setattr(local, "LARGE_REPLAY", 5)
+    garbage = Node()
+    garbage.me = garbage  # a cycle: only the collector frees it
+    dead = weakref.ref(garbage)
+    del garbage
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        q = logq.Queue(str(tmp_path / "q"))
+    finally:
+        if collecting:
+            gc.enable()
+    assert gc.get_freeze_count() > 0
+    q.close()
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert dead() is None
 
 
 def test_a_queue_dropped_without_close_and_its_index_are_freed(tmp_path):

@@ -34,7 +34,7 @@ from .compactor import Compactor
 from .engine import Engine
 
 CAPABILITIES = Capabilities(durable=True, compaction=True, inspectable=True)
-TRIM_AFTER_RECORDS = 100_000  # a replay this long leaves freed heap pages worth returning
+LARGE_REPLAY = 100_000  # records: a replay this long is worth freezing, and leaves heap pages to return
 
 
 class LocalBackend(Engine):
@@ -59,11 +59,13 @@ class LocalBackend(Engine):
                 salvage=salvage, fs=fs, on_rollover=self.compactor.wanted if compact_threshold is not None else None,
                 restore=functools.partial(_snapshot.restore, self._index), mode=mode,
                 max_record=max_record)  # what replay may inflate or copy, at most
+            self._froze = max(self.log.report.records, len(self._index.jobs)) >= LARGE_REPLAY
+            if self._froze:  # before the collector runs again: it would walk the whole index
+                _freeze_live_objects()
         finally:
             if collecting:
                 gc.enable()
-        gc.freeze()  # keep the index out of later collections
-        if max(self.log.report.records, len(self._index.jobs)) >= TRIM_AFTER_RECORDS:
+        if self._froze:
             _return_free_memory()
         self.path = self.log.path
         if salvaging is not None:  # (a queue that salvaged anything writes no checkpoint at close)
@@ -101,15 +103,25 @@ class LocalBackend(Engine):
         self.compactor.stop()
         with self.compactor.running:  # let a compaction started by another thread finish first
             self.log.close(checkpoint=self._final_snapshot)
-        # Open froze every object then alive (the index among them) out of the collector's
-        # reach; the queue, its backend and their helpers refer to each other, so without
-        # this the closed queue's index could never be freed.
-        gc.unfreeze()
+        if self._froze:  # give the index (and whatever else open froze) back to the collector
+            gc.unfreeze()
 
     def _final_snapshot(self) -> bytes:
         """The index for the checkpoint that close leaves (no call changes it once closed)."""
         with self._lock:
             return _snapshot.encode(self._index)
+
+
+def _freeze_live_objects() -> None:
+    """(Called with the collector off.) Move every live object, a large index's millions among them, out of the cyclic
+    collector's reach, so that later full collections do not walk them again and again.
+
+    Freezing is process-wide: it also takes in the program's own objects, and cyclic garbage
+    not yet collected stays until an unfreeze. A full collection first would cost more than the
+    replay saves, so only an open that replayed a large log freezes, and close unfreezes: a
+    program that opens many small queues (a test suite, the fuzz harness) freezes nothing.
+    """
+    gc.freeze()
 
 
 def _return_free_memory() -> None:
