@@ -22,9 +22,14 @@ wake-up list, pushed by every change that can make a job due), for at most a
 second at a time so that a stop signal or close is seen. `wait` listens on
 the queue's "done" channel for the job it watches.
 
-Each job keeps its records (the payloads of spec/semantics.md's layouts) in a
-list, so `inspect --job` shows its history; final jobs and their history are
-removed once past retention (a few per lease, all of them by `compact`).
+Each job is one hash: its fields and its records (the payloads of
+spec/semantics.md's layouts, one field per record, written by the same command
+that changes the job), so `inspect --job` shows its history; final jobs are
+removed once past retention (at each lease as many as it leases and 20 more,
+all of them by `compact`). The scripts' replies are shaped to need little
+parsing (a lease's jobs come as one string of packed records), and the calls
+are packed and sent by `rediswire.Scripts`, not through redis-py's per-call
+machinery.
 
 Durability is the server's: `sync="always"` needs an append-only file fsynced
 on every write (appendfsync always; checked at open, refused otherwise);
@@ -38,6 +43,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import struct
 import threading
 import time
 import urllib.parse
@@ -48,7 +54,7 @@ from ..clock import Clock
 from ..core import policy
 from ..core.index import Entry, Extra
 from ..core.jobs import ACTIVE, FINAL_STATES, STATES, Backoff, CompactionReport, Job, JobInfo, Stats, new_job
-from ..core.records import encode_enqueue, enqueue_head, enqueue_time_and_payload
+from ..core.records import encode_enqueue, enqueue_backoff, enqueue_head, enqueue_meta, enqueue_time_and_payload
 from ..errors import (
     ClosedError, InvalidArgument, InvalidTransition, JobNotFound, LeaseLostError, LogqError, UnavailableError,
     WaitTimeout,
@@ -57,6 +63,7 @@ from ..log.log import DEFAULT_SEGMENT_SIZE, RecoveryReport, check_options
 from ..core.jobs import Completion
 from .base import Capabilities, NextRun
 from .redisurl import is_redis_url  # noqa: F401  (re-exported)
+from .rediswire import Scripts
 
 log = logging.getLogger("logq.redis")
 
@@ -135,7 +142,7 @@ class RedisBackend:
                                            health_check_interval=10)
         except ValueError as exc:
             raise InvalidArgument(f"not a Redis URL: {url!r:.100} ({exc})") from None
-        self._scripts = {op: self._r.register_script(src) for op, src in _load_scripts().items()}
+        self._scripts = Scripts(self._r, _load_scripts(), self._seq_key, redis.exceptions)
         self._closed = False
         self.recovery = RecoveryReport()
         self.fsync_always = self._call(self._check_durability)
@@ -167,8 +174,7 @@ class RedisBackend:
             raise
 
     def _run(self, op: str, args: Sequence[Any]) -> Any:
-        script = self._scripts[op]
-        return self._call(lambda: script(keys=[self._seq_key], args=list(args)))
+        return self._call(self._scripts.call, op, args)
 
     def _check_durability(self) -> bool:
         """Whether the server fsyncs its append-only file on every write; refuse `always` if not."""
@@ -203,26 +209,23 @@ class RedisBackend:
                 key: str | None, backoff: Backoff | None, sync: str | None) -> int:
         self._check_sync(sync)
         now = self.clock.time()
-        delays = backoff.as_tuple() if backoff else None
         record = enqueue_head(now, now + delay, priority, max_attempts, name.encode(),
-                              None if key is None else key.encode(), delays) + payload
-        packed = "" if delays is None else ",".join(repr(x) for x in delays)
-        reply = self._run("enqueue", [repr(now), repr(now + delay), priority, max_attempts, 1,
-                                      name, key or "", packed, record])
-        return int(reply[1])
+                              None if key is None else key.encode(), backoff.as_tuple() if backoff else None)
+        reply: int = self._run("enqueue", (record + payload,))
+        return reply if reply > 0 else -reply  # minus: the live job that holds the key
 
     def enqueue_many(self, items: Sequence[tuple[str, bytes]], delay: float, priority: int,
                      max_attempts: int, sync: str | None) -> list[int]:
         self._check_sync(sync)
         now = self.clock.time()
         heads: dict[str, bytes] = {}
-        args: list[Any] = [repr(now), repr(now + delay), priority, max_attempts, len(items)]
+        args: list[bytes] = []
         for name, payload in items:
             head = heads.get(name)
             if head is None:
                 head = heads[name] = enqueue_head(now, now + delay, priority, max_attempts, name.encode())
-            args += (name, "", "", head + payload)
-        first = int(self._run("enqueue", args)[1])
+            args.append(head + payload)
+        first = int(self._run("enqueue", args))
         return list(range(first, first + len(items)))
 
     # ------------------------------------------------------------------- lease
@@ -241,7 +244,7 @@ class RedisBackend:
             args[0] = repr(now)
             reply = self._run("lease", args)
             if reply[0] == 1:
-                return _jobs(reply)
+                return _jobs(float(reply[1]), reply[2])
             if deadline is None:
                 deadline = time.monotonic() + wait
             remaining = deadline - time.monotonic()
@@ -260,8 +263,7 @@ class RedisBackend:
     def complete(self, outcomes: Sequence[Completion], next_run: NextRun | None) -> list[LogqError | None]:
         if not outcomes:
             return []
-        replies = self._complete([(job, result, error, True) for job, result, error in outcomes], next_run, False)
-        return [_error(reply, "complete") for reply in replies]
+        return self._complete([(job, result, error, True) for job, result, error in outcomes], next_run, False)
 
     def ack(self, job: Job | int, result: bytes, sync: str | None) -> None:
         self._check_sync(sync)
@@ -277,22 +279,20 @@ class RedisBackend:
         self._strict([(job, b"", error, retry)])
 
     def _strict(self, outcomes: list[tuple[Job | int, bytes, str | BaseException | None, bool]]) -> None:
-        replies = self._complete(outcomes, None, True)
-        for reply in replies:
-            err = _error(reply, "ack_many" if len(outcomes) > 1 else "ack")
+        for err in self._complete(outcomes, None, True):
             if err is not None:
                 raise err
 
     def _complete(self, outcomes: Sequence[tuple[Job | int, bytes, str | BaseException | None, bool]],
-                  next_run: NextRun | None, strict: bool) -> list[Any]:
+                  next_run: NextRun | None, strict: bool) -> list[LogqError | None]:
+        """Each outcome's refusal, or None where it was applied (`strict`: all or none)."""
         now = self.clock.time()
         failing = [job for job, _, error, _ in outcomes if error is not None]
         facts = self._facts(failing) if failing else {}
-        args: list[Any] = [repr(now), len(outcomes), "1" if strict else "0", repr(self.retain_done),
-                           repr(self.retain_dead)]
+        parts: list[bytes] = []
         for job, result, error, retry in outcomes:
             job_id, attempt = (job.id, job.attempts) if isinstance(job, Job) else (job, -1)
-            final, dead, run_at, text = True, "0", "", b""
+            final, dead, run_at, text = True, 0, 0.0, b""
             if error is None:
                 text = result
             else:
@@ -301,16 +301,19 @@ class RedisBackend:
                 text = message.encode()
                 if entry is not None:
                     outcome = policy.failure(entry, now, message, retry, self.backoff)
-                    final, dead, run_at = outcome.dead, "1" if outcome.dead else "0", repr(outcome.run_at)
+                    final, dead, run_at = outcome.dead, int(outcome.dead), outcome.run_at
                 else:  # no such job: the script says so
-                    dead, run_at = "1", repr(now)
+                    dead, run_at = 1, now
             run = next_run(job, now) if final and next_run is not None and isinstance(job, Job) else None
-            if run is None:
-                args += (job_id, attempt, "a" if error is None else "f", text, dead, run_at, "", "", "")
-            else:
-                args += (job_id, attempt, "a" if error is None else "f", text, dead, run_at,
-                         encode_enqueue(run), run.name, run.key or "")
-        return list(self._run("complete", args))
+            rec = b"" if run is None else encode_enqueue(run)
+            parts += (_OUTCOME.pack(job_id, attempt, error is not None, dead, run_at, len(text)), text,
+                      _LEN.pack(len(rec)), rec)
+        args = (repr(now), "1" if strict else "0", repr(self.retain_done), repr(self.retain_dead), b"".join(parts))
+        replies: list[LogqError | None] = [None] * len(outcomes)
+        op = "complete" if not strict else "ack_many" if len(outcomes) > 1 else "ack"
+        for refusal in self._run("complete", args):
+            replies[int(refusal[0]) - 1] = _error(refusal[1:], op)
+        return replies
 
     def _facts(self, jobs: Sequence[Job | int]) -> dict[int, Entry]:
         """What `policy.failure` needs of each job (attempts, max_attempts, its own backoff), read
@@ -318,15 +321,16 @@ class RedisBackend:
         pipe = self._r.pipeline(transaction=False)
         ids = [job.id if isinstance(job, Job) else job for job in jobs]
         for job_id in ids:
-            pipe.hmget(self.prefix + f"j:{job_id}", "n", "a", "m", "b", "p")
+            pipe.hmget(self.prefix + f"j:{job_id}", "n", "a", "m", "e", "p")
         facts: dict[int, Entry] = {}
-        for job_id, (name, attempts, max_attempts, backoff, prio) in zip(ids, self._call(pipe.execute)):
+        for job_id, (name, attempts, max_attempts, record, prio) in zip(ids, self._call(pipe.execute)):
             if name is None:
                 continue
             e = Entry(job_id, name.decode(), int(prio), 0.0, int(max_attempts), None, 0, 0, ACTIVE, int(attempts))
+            backoff = enqueue_backoff(record)
             if backoff:
                 e.extra = Extra()
-                e.extra.backoff = tuple(float(x) for x in backoff.decode().split(","))  # type: ignore[assignment]
+                e.extra.backoff = backoff
             facts[job_id] = e
         return facts
 
@@ -349,7 +353,7 @@ class RedisBackend:
         job_id, attempt = (job.id, job.attempts) if isinstance(job, Job) else (job, -1)
         reply = self._run("change", [repr(self.clock.time()), op, job_id, attempt, repr(seconds),
                                      repr(self.retain_done)])
-        err = _error(reply[0] if reply[0] != b"ok" else reply, op)
+        err = _error(reply, op)
         if err is not None:
             raise err
         return reply[1]
@@ -382,7 +386,8 @@ class RedisBackend:
     def history(self, job_id: int) -> list[bytes]:
         """The job's records after its ENQUEUE (type byte, sequence number u64 little-endian,
         payload), oldest first."""
-        return [bytes(r) for r in self._call(self._r.lrange, self.prefix + f"h:{job_id}", 0, -1)]
+        fields = self._call(self._r.hgetall, self.prefix + f"j:{job_id}")
+        return [bytes(fields[k]) for k in sorted((k for k in fields if k[:1] == b"#"), key=lambda k: int(k[1:]))]
 
     def enqueue_record(self, job_id: int) -> bytes | None:
         """The job's ENQUEUE record payload, or None if there is no such job."""
@@ -448,14 +453,23 @@ def _info(job_id: int, f: Sequence[Any]) -> JobInfo:
                    None if f[9] is None else bytes(f[9]), f[10].decode() if f[10] else None)
 
 
-def _jobs(reply: Sequence[Any]) -> list[Job]:
-    expires = float(reply[1])
-    jobs = []
-    for i in range(2, len(reply), 6):
-        job_id, name, record, attempts, prio, max_attempts = reply[i:i + 6]
-        enqueued_at, payload = enqueue_time_and_payload(bytes(record))
-        jobs.append(new_job(int(job_id), name.decode(), payload, int(attempts), int(prio), enqueued_at,
-                            expires, int(max_attempts)))
+_LEASED = struct.Struct("<QII")  # per leased job: id, attempts, length of its ENQUEUE record
+_OUTCOME = struct.Struct("<QiBBdI")  # per outcome: id, attempt, failed?, dead?, run_at, length of its text
+_LEN = struct.Struct("<I")
+
+
+def _jobs(expires: float, blob: bytes) -> list[Job]:
+    """The jobs of a lease's reply: per job its id, attempts and ENQUEUE record (which has the
+    name, priority, max_attempts, enqueue time and payload)."""
+    jobs, pos, end, view = [], 0, len(blob), memoryview(blob)
+    step = _LEASED.size
+    while pos < end:
+        job_id, attempts, size = _LEASED.unpack_from(blob, pos)
+        pos += step
+        enqueued_at, _, prio, max_attempts, name, _, at = enqueue_meta(view[pos:pos + size])
+        jobs.append(new_job(job_id, name, blob[pos + at:pos + size], attempts, prio, enqueued_at, expires,
+                            max_attempts))
+        pos += size
     return jobs
 
 

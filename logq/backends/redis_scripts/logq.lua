@@ -8,66 +8,59 @@
 -- (so one hash slot: the queue runs on Redis Cluster) followed by:
 --   seq        record sequence numbers; a job's id is the number of its ENQUEUE record
 --   j:ID       the job (hash): e ENQUEUE record, n name, p priority, m max_attempts, a attempts,
---              s state, r run_at, x lease expiry, k key, b backoff, err, res, f finished_at, l last seq
---   h:ID       the job's history: its later records (type byte, sequence number u64, payload as in the log)
+--              s state, r run_at, x lease expiry, k key (if any), err, res; and its history:
+--              field "#SEQ" for each later record (type byte, sequence number u64, payload as
+--              in the log), written by the same HSET that changes the job
 --   r:NAME     ready jobs of a task name (zset: score -priority, member run_at .. id, fixed width)
 --   rn         the task names with ready jobs (set)
+--   p          pending jobs (zset by id): ready or delayed
 --   d          delayed pending jobs (zset by run_at); a  active jobs (zset by lease expiry)
---   st:STATE   the jobs in each state (zset by id); fin  final jobs (zset by when they are swept)
+--   fin        final jobs (zset by when they are swept); dead, cancelled  those final jobs that
+--              are dead or cancelled (zsets by id; a done job is in fin alone)
 --   keys       unique key -> the ids of the live jobs holding it, ascending, space separated
 --   wake       list pushed on every change that can make a job leasable (idle leases BLPOP it)
 --   watch      job id -> number of clients in `wait` for it; channel "done" tells them
--- Times (now) come from the client's clock, as the local backend's do.
+-- So each state has its own structure (pending p, active a, final fin) and a transition writes
+-- the job's hash once (its fields and its record) and moves its id between those sets; a batch
+-- moves all its ids with one command per set. Times (now) come from the client's clock, as the
+-- local backend's do.
 
 local P = string.sub(KEYS[1], 1, -4)
 local ENQUEUE, LEASE, ACK, FAIL, RELEASE, EXTEND, CANCEL, RETRY, EXPIRE = 16, 17, 18, 19, 20, 21, 22, 23, 24
-local TYPE_NAMES = {[17] = 'lease', [18] = 'ack', [19] = 'fail', [20] = 'release', [21] = 'extend',
-                    [22] = 'cancel', [23] = 'retry', [24] = 'expire'}
+local CHUNK = 4000  -- arguments per variadic command (Lua's unpack has a limit near 8000)
 
 local function jk(id) return P .. 'j:' .. id end
 
-local function record(id, rtype, data)
-  local seq = redis.call('INCR', P .. 'seq')
-  redis.call('RPUSH', P .. 'h:' .. id, string.char(rtype) .. struct.pack('<I8', seq) .. data)
-  redis.call('HSET', jk(id), 'l', seq)
-  return seq
+-- the hash field and value of a history record
+local function hist(rtype, seq, data)
+  return string.format('#%d', seq), string.char(rtype) .. struct.pack('<I8', seq) .. data
 end
 
--- the hot paths (lease, complete) number their records themselves and set the job's fields
--- in one HSET: these two do the rest of `record` and `set_state`
-local function push_record(id, rtype, seq, data)
-  redis.call('RPUSH', P .. 'h:' .. id, string.char(rtype) .. struct.pack('<I8', seq) .. data)
-end
-
-local function move_state(id, old, new)
-  redis.call('ZREM', P .. 'st:' .. old, id)
-  redis.call('ZADD', P .. 'st:' .. new, id, id)
+-- run `cmd key ...list` in chunks (ZADD with score/member pairs, ZREM, DEL)
+local function many(cmd, key, list)
+  for i = 1, #list, CHUNK do
+    if key then redis.call(cmd, key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
+    else redis.call(cmd, unpack(list, i, math.min(i + CHUNK - 1, #list))) end
+  end
 end
 
 local function ready_member(run_at, id)
   return string.format('%021.6f%016d', run_at, id)
 end
 
-local function set_state(id, old, new)
-  if old then redis.call('ZREM', P .. 'st:' .. old, id) end
-  redis.call('ZADD', P .. 'st:' .. new, id, id)
-  redis.call('HSET', jk(id), 's', new)
-end
-
 local function wake()
-  redis.call('LPUSH', P .. 'wake', '1')
-  redis.call('LTRIM', P .. 'wake', 0, 63)
+  if redis.call('LPUSH', P .. 'wake', '1') > 64 then redis.call('LTRIM', P .. 'wake', 0, 31) end
 end
 
--- make job `id` pending at run_at (ready or delayed)
+-- make job `id` pending at run_at (ready or delayed); the caller sets its fields
 local function make_pending(id, name, prio, run_at, now)
-  redis.call('HSET', jk(id), 'r', run_at)
   if run_at <= now then
     redis.call('ZADD', P .. 'r:' .. name, -prio, ready_member(run_at, id))
     redis.call('SADD', P .. 'rn', name)
   else
     redis.call('ZADD', P .. 'd', run_at, id)
   end
+  redis.call('ZADD', P .. 'p', id, id)
 end
 
 local function key_holders(key)
@@ -102,57 +95,67 @@ local function drop_key(key, id)
   set_holders(key, kept)
 end
 
--- a job became final: free its key, schedule its sweep, tell `wait` callers
-local function finished(id, key, now, keep)
+-- a job became final (its hash says so already): free its key, schedule its sweep, list it
+-- if dead or cancelled, tell `wait` callers (`watched`: whether anyone waits on this queue)
+local function finished(id, key, now, keep, state, watched)
   drop_key(key, id)
-  redis.call('HSET', jk(id), 'f', now)
   redis.call('ZADD', P .. 'fin', now + keep, id)
-  if redis.call('HEXISTS', P .. 'watch', id) == 1 then
+  if state ~= 'done' then redis.call('ZADD', P .. state, id, id) end
+  if watched and redis.call('HEXISTS', P .. 'watch', id) == 1 then
     redis.call('PUBLISH', P .. 'done', id)
   end
 end
 
--- the job's fields for a check: state, attempts, or nil if there is no such job
-local function look(id)
-  local f = redis.call('HMGET', jk(id), 's', 'a')
-  if not f[1] then return nil end
-  return f[1], tonumber(f[2])
+local function watching() return redis.call('EXISTS', P .. 'watch') == 1 end
+
+-- the fields of an ENQUEUE record (spec/format.md): enqueued_at, run_at, priority, max_attempts,
+-- name, key ('' if none)
+local function enqueue_fields(rec)
+  local at, run_at, prio, max, opts, nlen, klen = struct.unpack('<ddiI4BI2I2', rec)
+  local key = ''
+  if opts % 2 == 1 then key = string.sub(rec, 30 + nlen, 29 + nlen + klen) end
+  return at, run_at, prio, max, string.sub(rec, 30, 29 + nlen), key
 end
 
--- nil if `rtype` may change job `id` (fenced by `attempt` unless it is -1), else an error reply
-local function check(id, rtype, attempt, allowed)
-  local state, attempts = look(id)
-  if not state then return {'notfound', id} end
-  if attempt >= 0 and (state ~= 'active' or attempts ~= attempt) then
-    return {'leaselost', id, attempt, state, attempts, TYPE_NAMES[rtype]}
+-- a new pending job from its ENQUEUE record: its hash, its key held, its sets
+local function add_job(id, rec, now)
+  local _, run_at, prio, max, name, key = enqueue_fields(rec)
+  if key ~= '' then
+    redis.call('HSET', jk(id), 'e', rec, 'n', name, 'p', prio, 'm', max, 'a', 0, 's', 'pending', 'r', run_at,
+               'k', key)
+    hold_key(key, id)
+  else
+    redis.call('HSET', jk(id), 'e', rec, 'n', name, 'p', prio, 'm', max, 'a', 0, 's', 'pending', 'r', run_at)
   end
-  if state ~= allowed then return {'invalid', id, state, TYPE_NAMES[rtype], allowed} end
-  return nil
+  make_pending(id, name, prio, run_at, now)
 end
 
 -- expire leases that ended at or before now (pending again due now, or dead): returns the count
 local function expire_leases(now, retain_dead)
   local ids = redis.call('ZRANGEBYSCORE', P .. 'a', '-inf', now)
+  if #ids == 0 then return 0 end
+  redis.call('ZREMRANGEBYSCORE', P .. 'a', '-inf', now)
+  local seq = redis.call('INCRBY', P .. 'seq', #ids) - #ids
+  local watched = watching()
   for _, sid in ipairs(ids) do
     local id = tonumber(sid)
     local f = redis.call('HMGET', jk(id), 'a', 'm', 'n', 'p', 'k')
-    local attempts, max = tonumber(f[1]), tonumber(f[2])
-    local dead = attempts >= max
-    redis.call('ZREM', P .. 'a', id)
-    redis.call('HSET', jk(id), 'err', 'lease expired', 'x', '')
-    record(id, EXPIRE, struct.pack('<I8dBd', id, now, dead and 1 or 0, now) .. 'lease expired')
+    local dead = tonumber(f[1]) >= tonumber(f[2])
+    seq = seq + 1
+    local field, rec = hist(EXPIRE, seq, struct.pack('<I8dBd', id, now, dead and 1 or 0, now) .. 'lease expired')
     if dead then
-      set_state(id, 'active', 'dead')
-      finished(id, f[5], now, retain_dead)
+      redis.call('HSET', jk(id), 'err', 'lease expired', 'x', '', 's', 'dead', field, rec)
+      finished(id, f[5], now, retain_dead, 'dead', watched)
     else
-      set_state(id, 'active', 'pending')
+      redis.call('HSET', jk(id), 'err', 'lease expired', 'x', '', 's', 'pending', 'r', now, field, rec)
       make_pending(id, f[3], tonumber(f[4]), now, now)
     end
   end
-  if #ids > 0 then wake() end
+  wake()
   return #ids
 end
 
+-- delayed jobs whose run_at has come: ready
 local function promote(now)
   local ids = redis.call('ZRANGEBYSCORE', P .. 'd', '-inf', now)
   for _, sid in ipairs(ids) do
@@ -163,15 +166,16 @@ local function promote(now)
   if #ids > 0 then redis.call('ZREMRANGEBYSCORE', P .. 'd', '-inf', now) end
 end
 
--- remove up to `limit` final jobs whose retention has passed
+-- remove up to `limit` final jobs whose retention has passed (each job is one key)
 local function sweep(now, limit)
   local ids = redis.call('ZRANGEBYSCORE', P .. 'fin', '-inf', now, 'LIMIT', 0, limit)
-  for _, sid in ipairs(ids) do
-    local s = redis.call('HGET', jk(sid), 's')
-    if s then redis.call('ZREM', P .. 'st:' .. s, sid) end
-    redis.call('DEL', jk(sid), P .. 'h:' .. sid)
-    redis.call('ZREM', P .. 'fin', sid)
-  end
+  if #ids == 0 then return 0 end
+  local keys = {}
+  for i, sid in ipairs(ids) do keys[i] = jk(sid) end
+  many('DEL', nil, keys)
+  many('ZREM', P .. 'fin', ids)
+  many('ZREM', P .. 'dead', ids)
+  many('ZREM', P .. 'cancelled', ids)
   return #ids
 end
 
@@ -185,195 +189,251 @@ local function next_wakeup()
   return t and string.format('%.17g', t) or ''
 end
 
--- @op enqueue
--- ARGV: now, run_at, priority, max_attempts, count, then per job: name, key, backoff, record
-local now, run_at, prio, max, count = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-if count == 1 and ARGV[7] ~= '' then
-  local holders = key_holders(ARGV[7])
-  if #holders > 0 then return {0, holders[1]} end
+-- the ready members to lease: up to n of the given names, best first (removed from r:NAME)
+local function take_ready(names, n)
+  local taken = {}
+  if #names == 1 then  -- one name: pop its best n at once
+    local got = redis.call('ZPOPMIN', P .. 'r:' .. names[1], n)
+    for i = 1, #got, 2 do taken[#taken + 1] = got[i] end
+    if #taken < n then redis.call('SREM', P .. 'rn', names[1]) end
+    return taken
+  end
+  local cands = {}
+  for _, name in ipairs(names) do
+    local got = redis.call('ZRANGE', P .. 'r:' .. name, 0, n - 1, 'WITHSCORES')
+    for i = 1, #got, 2 do cands[#cands + 1] = {tonumber(got[i + 1]), got[i], name} end
+  end
+  table.sort(cands, function(x, y)
+    if x[1] ~= y[1] then return x[1] < y[1] end
+    return x[2] < y[2]
+  end)
+  local by_name = {}
+  for i = 1, math.min(n, #cands) do
+    local c = cands[i]
+    taken[i] = c[2]
+    by_name[c[3]] = by_name[c[3]] or {}
+    table.insert(by_name[c[3]], c[2])
+  end
+  for name, members in pairs(by_name) do
+    many('ZREM', P .. 'r:' .. name, members)
+    if redis.call('EXISTS', P .. 'r:' .. name) == 0 then redis.call('SREM', P .. 'rn', name) end
+  end
+  return taken
 end
-local last = redis.call('INCRBY', P .. 'seq', count)
-local first = last - count + 1
+
+-- @op enqueue
+-- ARGV: the jobs' ENQUEUE records (each has the job's every field; a batch's share their time,
+-- run_at, priority and max_attempts, and have no key), in order.
+-- Reply: the first job's id, or minus the id of the live job that holds the (one) job's key
+local count = #ARGV
+local now, run_at, prio, max, name, key = enqueue_fields(ARGV[1])
+if count == 1 then
+  if key ~= '' then
+    local holders = key_holders(key)
+    if #holders > 0 then return -holders[1] end
+  end
+  local id = redis.call('INCR', P .. 'seq')
+  add_job(id, ARGV[1], now)
+  wake()
+  return id
+end
+local first = redis.call('INCRBY', P .. 'seq', count) - count + 1
+local ready = run_at <= now
+local pend, delayed, by_name = {}, {}, {}
 for i = 0, count - 1 do
-  local name, key, backoff, rec = ARGV[6 + 4 * i], ARGV[7 + 4 * i], ARGV[8 + 4 * i], ARGV[9 + 4 * i]
+  local rec = ARGV[i + 1]
+  local nlen = struct.unpack('<I2', rec, 26)
+  name = string.sub(rec, 30, 29 + nlen)
   local id = first + i
-  redis.call('HSET', jk(id), 'e', rec, 'n', name, 'p', prio, 'm', max, 'a', 0, 'k', key, 'b', backoff, 'l', id)
-  set_state(id, nil, 'pending')
-  make_pending(id, name, prio, run_at, now)
-  hold_key(key, id)
+  redis.call('HSET', jk(id), 'e', rec, 'n', name, 'p', prio, 'm', max, 'a', 0, 's', 'pending', 'r', run_at)
+  pend[2 * i + 1], pend[2 * i + 2] = id, id
+  if ready then
+    local members = by_name[name]
+    if not members then members = {}; by_name[name] = members end
+    members[#members + 1] = -prio
+    members[#members + 1] = ready_member(run_at, id)
+  else
+    delayed[2 * i + 1], delayed[2 * i + 2] = run_at, id
+  end
+end
+many('ZADD', P .. 'p', pend)
+many('ZADD', P .. 'd', delayed)
+for name, members in pairs(by_name) do
+  many('ZADD', P .. 'r:' .. name, members)
+  redis.call('SADD', P .. 'rn', name)
 end
 wake()
-return {1, first}
+return first
 
 -- @op lease
 -- ARGV: now, lease_time, n, retain_dead, any (1: every name), then the task names
+-- Reply: {0, the next wake-up time or ''}, or {1, expiry, jobs} where jobs holds, per job,
+-- id u64, attempts u32, record length u32 (little-endian), then its ENQUEUE record
 local now, lease_time, n, retain_dead = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 expire_leases(now, retain_dead)
 promote(now)
-sweep(now, 20)
+sweep(now, n + 20)
 local names = {}
 if ARGV[5] == '1' then names = redis.call('SMEMBERS', P .. 'rn')
 else for i = 6, #ARGV do names[#names + 1] = ARGV[i] end end
-local cands = {}
-for _, name in ipairs(names) do
-  local got = redis.call('ZRANGE', P .. 'r:' .. name, 0, n - 1, 'WITHSCORES')
-  for i = 1, #got, 2 do cands[#cands + 1] = {tonumber(got[i + 1]), got[i], name} end
-end
-if #cands == 0 then return {0, next_wakeup()} end
-table.sort(cands, function(x, y)
-  if x[1] ~= y[1] then return x[1] < y[1] end
-  return x[2] < y[2]
-end)
+local taken = take_ready(names, n)
+if #taken == 0 then return {0, next_wakeup()} end
 local expires = now + lease_time
-local out = {1, string.format('%.17g', expires)}
-local take = math.min(n, #cands)
+local take = #taken
 local seq = redis.call('INCRBY', P .. 'seq', take) - take  -- the batch's LEASE records, in order
-local emptied = {}
+local ids, active, out = {}, {}, {}
 for i = 1, take do
-  local c = cands[i]
-  local id = tonumber(string.sub(c[2], 22))
-  redis.call('ZREM', P .. 'r:' .. c[3], c[2])
-  emptied[c[3]] = true
-  local f = redis.call('HMGET', jk(id), 'n', 'e', 'p', 'm', 'a')
-  local attempts = tonumber(f[5]) + 1
+  local id = tonumber(string.sub(taken[i], 22))
+  local f = redis.call('HMGET', jk(id), 'e', 'a')
+  local attempts = tonumber(f[2]) + 1
   seq = seq + 1
-  redis.call('HSET', jk(id), 'a', attempts, 'x', expires, 's', 'active', 'l', seq)
-  move_state(id, 'pending', 'active')
-  redis.call('ZADD', P .. 'a', expires, id)
-  push_record(id, LEASE, seq, struct.pack('<I8I4dd', id, attempts, now, expires))
-  out[#out + 1] = id
-  out[#out + 1] = f[1]
-  out[#out + 1] = f[2]
-  out[#out + 1] = attempts
-  out[#out + 1] = f[3]
-  out[#out + 1] = f[4]
+  local field, rec = hist(LEASE, seq, struct.pack('<I8I4dd', id, attempts, now, expires))
+  redis.call('HSET', jk(id), 'a', attempts, 'x', expires, 's', 'active', field, rec)
+  ids[i] = id
+  active[2 * i - 1], active[2 * i] = expires, id
+  out[i] = struct.pack('<I8I4I4', id, attempts, #f[1]) .. f[1]
 end
-for name in pairs(emptied) do
-  if redis.call('EXISTS', P .. 'r:' .. name) == 0 then redis.call('SREM', P .. 'rn', name) end
-end
-return out
+many('ZREM', P .. 'p', ids)
+many('ZADD', P .. 'a', active)
+return {1, string.format('%.17g', expires), table.concat(out)}
 
 -- @op expire
 -- ARGV: now, retain_dead
 return expire_leases(tonumber(ARGV[1]), tonumber(ARGV[2]))
 
 -- @op complete
--- Ack or fail leased jobs, each fenced by its attempt; one reply per outcome ({'ok'} or an
--- error), and, all or none (ARGV[3] == '1': ack_many), nothing written if any is refused.
--- ARGV: now, count, all_or_none, retain_done, retain_dead, then per outcome 9 fields:
---   id, attempt (-1: the current lease), kind ('a' ack, 'f' fail), result or error text,
---   dead ('1'/'0', fail), run_at (fail), next run's record ('' if none), its name, its key
-local now, count, strict = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
-local retain_done, retain_dead = tonumber(ARGV[4]), tonumber(ARGV[5])
-local replies, seen, ok, fields = {}, {}, {}, {}
-for i = 0, count - 1 do
-  local b = 6 + 9 * i
-  local id, attempt, kind = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), ARGV[b + 2]
+-- Ack or fail leased jobs, each fenced by its attempt; and, all or none (ARGV[2] == '1':
+-- ack_many), nothing written if any is refused. Reply: the refusals, each {position (from 1),
+-- error...}; empty if every outcome was applied.
+-- ARGV: now, all_or_none, retain_done, retain_dead, outcomes: per outcome (little-endian)
+--   id u64, attempt i32 (-1: the current lease), kind u8 (0 ack, 1 fail), dead u8 (fail),
+--   run_at f64 (fail), u32 length and bytes of the result or error text, u32 length and bytes
+--   of the next run's ENQUEUE record (length 0: none)
+local now, strict = tonumber(ARGV[1]), ARGV[2] == '1'
+local retain_done, retain_dead = tonumber(ARGV[3]), tonumber(ARGV[4])
+local blob = ARGV[5]
+local outcomes, pos = {}, 1
+while pos <= #blob do
+  local o = {}
+  o.id, o.attempt, o.kind, o.dead, o.run_at, o.text, pos = struct.unpack('<I8i4BBdI4c0', blob, pos)
+  o.next, pos = struct.unpack('<I4c0', blob, pos)
+  outcomes[#outcomes + 1] = o
+end
+local refused, seen, ok, fields = {}, {}, {}, {}
+for i = 0, #outcomes - 1 do
+  local o = outcomes[i + 1]
+  local id, attempt, kind = o.id, o.attempt, (o.kind == 0) and 'a' or 'f'
   local what = (kind == 'a') and 'ack' or 'fail'
   local err
   local f = redis.call('HMGET', jk(id), 's', 'a', 'n', 'p', 'k')
-  if seen[id] then err = {'twice', id}
-  elseif not f[1] then err = {'notfound', id}
+  if seen[id] then err = {i + 1, 'twice', id}
+  elseif not f[1] then err = {i + 1, 'notfound', id}
   elseif attempt >= 0 and (f[1] ~= 'active' or tonumber(f[2]) ~= attempt) then
-    err = {'leaselost', id, attempt, f[1], tonumber(f[2]), what}
-  elseif f[1] ~= 'active' then err = {'invalid', id, f[1], what, 'active'} end
+    err = {i + 1, 'leaselost', id, attempt, f[1], tonumber(f[2]), what}
+  elseif f[1] ~= 'active' then err = {i + 1, 'invalid', id, f[1], what, 'active'} end
   if err then
     if strict then return {err} end
-    replies[i + 1] = err
+    refused[#refused + 1] = err
   else
     seen[id] = true
-    replies[i + 1] = {'ok'}
-    ok[#ok + 1] = b
-    fields[b] = f
+    ok[#ok + 1] = o
+    fields[o] = f
   end
 end
+if #ok == 0 then return refused end
+local seq = redis.call('INCRBY', P .. 'seq', #ok) - #ok
+local watched = watching()
 local woke = false
-for _, b in ipairs(ok) do
-  local id, kind, text = tonumber(ARGV[b]), ARGV[b + 2], ARGV[b + 3]
-  local got = fields[b]
-  local f = {got[3], got[4], got[5]}  -- name, priority, key
-  redis.call('ZREM', P .. 'a', id)
-  local seq = redis.call('INCR', P .. 'seq')
-  local final = true
-  if kind == 'a' then
-    push_record(id, ACK, seq, struct.pack('<I8d', id, now) .. text)
-    redis.call('HSET', jk(id), 'x', '', 'res', text, 's', 'done', 'l', seq)
-    move_state(id, 'active', 'done')
+local ids, fin = {}, {}
+for _, o in ipairs(ok) do
+  local id, kind, text = o.id, o.kind, o.text
+  local f = fields[o]
+  local name, prio, key = f[3], tonumber(f[4]), f[5]
+  ids[#ids + 1] = id
+  seq = seq + 1
+  local state
+  if kind == 0 then
+    state = 'done'
+    local field, rec = hist(ACK, seq, struct.pack('<I8d', id, now) .. text)
+    redis.call('HSET', jk(id), 'x', '', 'res', text, 's', 'done', field, rec)
   else
-    local dead, run_at = ARGV[b + 4] == '1', tonumber(ARGV[b + 5])
-    push_record(id, FAIL, seq, struct.pack('<I8dBd', id, now, dead and 1 or 0, run_at) .. text)
-    redis.call('HSET', jk(id), 'x', '', 'err', text, 's', dead and 'dead' or 'pending', 'l', seq)
-    if dead then move_state(id, 'active', 'dead')
+    local dead, run_at = o.dead == 1, o.run_at
+    local field, rec = hist(FAIL, seq, struct.pack('<I8dBd', id, now, dead and 1 or 0, run_at) .. text)
+    if dead then
+      state = 'dead'
+      redis.call('HSET', jk(id), 'x', '', 'err', text, 's', 'dead', field, rec)
     else
-      final = false
-      move_state(id, 'active', 'pending')
-      make_pending(id, f[1], tonumber(f[2]), run_at, now)
+      redis.call('HSET', jk(id), 'x', '', 'err', text, 's', 'pending', 'r', run_at, field, rec)
+      make_pending(id, name, prio, run_at, now)
       woke = true
     end
   end
-  if final then
-    local next_rec, next_name, next_key = ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
+  if state then
+    local next_rec = o.next
     if next_rec ~= '' then
-      local holders = key_holders(next_key)
-      if next_key == '' or holders[1] == id then
-        local nid = redis.call('INCR', P .. 'seq')
-        local hd = struct.unpack('<d', next_rec, 9)
-        local np, nm = struct.unpack('<iI4', next_rec, 17)
-        redis.call('HSET', jk(nid), 'e', next_rec, 'n', next_name, 'p', np, 'm', nm, 'a', 0, 'k', next_key,
-                   'b', '', 'l', nid)
-        set_state(nid, nil, 'pending')
-        make_pending(nid, next_name, np, hd, now)
-        hold_key(next_key, nid)
+      local next_key = select(6, enqueue_fields(next_rec))
+      if next_key == '' or key_holders(next_key)[1] == id then
+        add_job(redis.call('INCR', P .. 'seq'), next_rec, now)
         woke = true
       end
     end
-    finished(id, f[3], now, (kind == 'a') and retain_done or retain_dead)
+    drop_key(key, id)
+    fin[#fin + 1] = now + ((state == 'done') and retain_done or retain_dead)
+    fin[#fin + 1] = id
+    if state == 'dead' then redis.call('ZADD', P .. 'dead', id, id) end
+    if watched and redis.call('HEXISTS', P .. 'watch', id) == 1 then redis.call('PUBLISH', P .. 'done', id) end
   end
 end
+many('ZREM', P .. 'a', ids)
+many('ZADD', P .. 'fin', fin)
 if woke then wake() end
-return replies
+return refused
 
 -- @op change
 -- Release, extend, cancel or retry one job. ARGV: now, op, id, attempt, seconds, retain_done
+-- Reply: {'ok', new lease expiry or ''}, or {error...}
 local now, op, id, attempt, seconds = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local rtype = ({release = RELEASE, extend = EXTEND, cancel = CANCEL, retry = RETRY})[op]
 local allowed = ({release = 'active', extend = 'active', cancel = 'pending', retry = 'dead'})[op]
-local err = check(id, rtype, attempt, allowed)
-if err then return {err} end
-local f = redis.call('HMGET', jk(id), 'n', 'p', 'k', 'r')
-local name, prio = f[1], tonumber(f[2])
+local f = redis.call('HMGET', jk(id), 's', 'a', 'n', 'p', 'k', 'r')
+local state, attempts = f[1], tonumber(f[2])
+if not state then return {'notfound', id} end
+if attempt >= 0 and (state ~= 'active' or attempts ~= attempt) then
+  return {'leaselost', id, attempt, state, attempts, op}
+end
+if state ~= allowed then return {'invalid', id, state, op, allowed} end
+local name, prio, key = f[3], tonumber(f[4]), f[5]
+local seq = redis.call('INCR', P .. 'seq')
 if op == 'release' then
   local run_at = now + seconds
+  local field, rec = hist(RELEASE, seq, struct.pack('<I8d', id, run_at))
   redis.call('ZREM', P .. 'a', id)
-  redis.call('HINCRBY', jk(id), 'a', -1)
-  redis.call('HSET', jk(id), 'x', '')
-  record(id, RELEASE, struct.pack('<I8d', id, run_at))
-  set_state(id, 'active', 'pending')
+  redis.call('HSET', jk(id), 'a', attempts - 1, 'x', '', 's', 'pending', 'r', run_at, field, rec)
   make_pending(id, name, prio, run_at, now)
   wake()
   return {'ok', ''}
 elseif op == 'extend' then
   local expires = now + seconds
+  local field, rec = hist(EXTEND, seq, struct.pack('<I8d', id, expires))
   redis.call('ZADD', P .. 'a', expires, id)
-  redis.call('HSET', jk(id), 'x', expires)
-  record(id, EXTEND, struct.pack('<I8d', id, expires))
+  redis.call('HSET', jk(id), 'x', expires, field, rec)
   return {'ok', string.format('%.17g', expires)}
 elseif op == 'cancel' then
-  local run_at = tonumber(f[4])
+  local field, rec = hist(CANCEL, seq, struct.pack('<I8d', id, now))
   redis.call('ZREM', P .. 'd', id)
-  redis.call('ZREM', P .. 'r:' .. name, ready_member(run_at, id))
+  redis.call('ZREM', P .. 'p', id)
+  redis.call('ZREM', P .. 'r:' .. name, ready_member(tonumber(f[6]), id))
   if redis.call('EXISTS', P .. 'r:' .. name) == 0 then redis.call('SREM', P .. 'rn', name) end
-  record(id, CANCEL, struct.pack('<I8d', id, now))
-  set_state(id, 'pending', 'cancelled')
-  finished(id, f[3], now, tonumber(ARGV[6]))
+  redis.call('HSET', jk(id), 's', 'cancelled', field, rec)
+  finished(id, key, now, tonumber(ARGV[6]), 'cancelled', watching())
   return {'ok', ''}
 else
+  local field, rec = hist(RETRY, seq, struct.pack('<I8d', id, now))
   redis.call('ZREM', P .. 'fin', id)
-  redis.call('HSET', jk(id), 'a', 0, 'f', '')
-  record(id, RETRY, struct.pack('<I8d', id, now))
-  set_state(id, 'dead', 'pending')
+  redis.call('ZREM', P .. 'dead', id)
+  redis.call('HSET', jk(id), 'a', 0, 's', 'pending', 'r', now, field, rec)
   make_pending(id, name, prio, now, now)
-  hold_key(f[3], id)
+  hold_key(key, id)
   wake()
   return {'ok', ''}
 end
@@ -382,16 +442,16 @@ end
 -- ARGV: now. Promotes due jobs first (as a lease would), then counts.
 local now = tonumber(ARGV[1])
 promote(now)
-local counts = {}
-for _, s in ipairs({'pending', 'active', 'done', 'dead', 'cancelled'}) do
-  counts[#counts + 1] = redis.call('ZCARD', P .. 'st:' .. s)
-end
+local final, dead, cancelled = redis.call('ZCARD', P .. 'fin'), redis.call('ZCARD', P .. 'dead'),
+                               redis.call('ZCARD', P .. 'cancelled')
+local counts = {redis.call('ZCARD', P .. 'p'), redis.call('ZCARD', P .. 'a'), final - dead - cancelled, dead,
+                cancelled}
 local by_name = {}
 for _, name in ipairs(redis.call('SMEMBERS', P .. 'rn')) do
   by_name[#by_name + 1] = name
   by_name[#by_name + 1] = redis.call('ZCARD', P .. 'r:' .. name)
 end
-local oldest = redis.call('ZRANGE', P .. 'st:pending', 0, 0)
+local oldest = redis.call('ZRANGE', P .. 'p', 0, 0)
 local oldest_rec = ''
 if oldest[1] then oldest_rec = redis.call('HGET', jk(oldest[1]), 'e') end
 local seq = redis.call('GET', P .. 'seq') or 0
@@ -400,21 +460,18 @@ return {counts, by_name, oldest_rec, seq}
 -- @op select
 -- ARGV: state ('' any), name ('' any), limit (-1 none). Jobs in id order.
 local state, name, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local out = {}
-local zset = P .. 'st:' .. state
-local sets = {}
-if state ~= '' then sets = {zset} else
-  for _, s in ipairs({'pending', 'active', 'done', 'dead', 'cancelled'}) do sets[#sets + 1] = P .. 'st:' .. s end
-end
+local sets = ({pending = {'p'}, active = {'a'}, done = {'fin'}, dead = {'dead'}, cancelled = {'cancelled'}})[state]
+  or {'p', 'a', 'fin'}
 local ids = {}
 for _, z in ipairs(sets) do
-  for _, sid in ipairs(redis.call('ZRANGE', z, 0, -1)) do ids[#ids + 1] = tonumber(sid) end
+  for _, sid in ipairs(redis.call('ZRANGE', P .. z, 0, -1)) do ids[#ids + 1] = tonumber(sid) end
 end
 table.sort(ids)
+local out = {}
 for _, id in ipairs(ids) do
   if limit >= 0 and #out >= limit then break end
   local f = redis.call('HMGET', jk(id), 'n', 'e', 'a', 'p', 'x', 'm', 's', 'r', 'err', 'res', 'k')
-  if f[1] and (name == '' or f[1] == name) then
+  if f[1] and (name == '' or f[1] == name) and (state == '' or f[7] == state) then
     out[#out + 1] = {id, f[1], f[2], f[3], f[4], f[5] or '', f[6], f[7], f[8], f[9] or false, f[10] or false, f[11] or ''}
   end
 end

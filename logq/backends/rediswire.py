@@ -1,0 +1,101 @@
+"""Calling logq's Redis scripts with little client work per call.
+
+Theory of operation
+-------------------
+On a small script redis-py spends more time per call than the server does: it
+encodes each argument through its encoder, takes a connection from its pool
+and gives it back, and wraps the call in its retry machinery. The backend's
+calls of its scripts come here instead. `pack` makes the whole EVALSHA
+command in one pass (arguments are bytes, str or int; the command's head, with
+the script's hash and the queue's key, is made once per script); it is sent on
+a connection kept in a free list (taken with `list.pop` and given back with
+`list.append`, both atomic, so threads share the list and each call has a
+connection of its own), and the reply is read by the connection's own parser.
+
+Anything unusual goes to redis-py's ordinary call, so behaviour is redis-py's:
+a connection or timeout error (the server restarted, a connection went stale)
+closes the connection and makes the same call through redis-py, with its
+retries (which, as for any redis-py call, may run a script again whose reply
+was lost); NOSCRIPT (the server lost its scripts) loads the script again there.
+An error reply is raised as redis-py's `ResponseError`. After a fork the child
+starts a free list of its own: it must not share the parent's sockets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Sequence
+
+
+def bulk(value: bytes) -> bytes:
+    """`value` as one RESP bulk string."""
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def pack(head: bytes, heads: int, args: Sequence[bytes | str | int]) -> bytes:
+    """The RESP array of `heads` packed bulks (`head`) followed by `args`."""
+    parts = [b"*%d\r\n" % (heads + len(args)), head]
+    for a in args:
+        if isinstance(a, str):
+            a = a.encode()
+        elif not isinstance(a, bytes):
+            a = b"%d" % a
+        parts.append(b"$%d\r\n%b\r\n" % (len(a), a))
+    return b"".join(parts)
+
+
+class Scripts:
+    """The scripts `sources` (op -> Lua source), each called with the one key `key` on the
+    server of redis-py client `client`."""
+
+    def __init__(self, client: Any, sources: dict[str, str], key: str, exceptions: Any) -> None:
+        """`exceptions` is the client's module `redis.exceptions`."""
+        self._client = client
+        self._pool = client.connection_pool
+        self._key = key
+        self._slow = {op: client.register_script(src) for op, src in sources.items()}
+        self._heads = {op: bulk(b"EVALSHA") + bulk(hashlib.sha1(src.encode()).hexdigest().encode()) + bulk(b"1")
+                       + bulk(key.encode()) for op, src in sources.items()}
+        self._response_error = exceptions.ResponseError
+        self._noscript = exceptions.NoScriptError
+        self._retried = (exceptions.ConnectionError, exceptions.TimeoutError)
+        self._free: list[Any] = []
+        self._pid = os.getpid()
+
+    def call(self, op: str, args: Sequence[bytes | str | int]) -> Any:
+        """The reply of script `op` run with `args` (see the module docstring)."""
+        data = pack(self._heads[op], 4, args)
+        if self._pid != os.getpid():
+            self._free, self._pid = [], os.getpid()
+        try:
+            conn = self._free.pop()
+        except IndexError:
+            try:
+                conn = self._pool.get_connection()
+            except self._retried:
+                return self.slow(op, args)
+        try:
+            conn.send_packed_command((data,))
+            reply = conn.read_response()
+        except self._response_error as exc:
+            self._free.append(conn)
+            if isinstance(exc, self._noscript):
+                return self.slow(op, args)
+            raise
+        except self._retried:
+            self._drop(conn)
+            return self.slow(op, args)
+        except BaseException:
+            self._drop(conn)
+            raise
+        self._free.append(conn)
+        return reply
+
+    def slow(self, op: str, args: Sequence[bytes | str | int]) -> Any:
+        """Script `op` through redis-py's own call (loads the script if the server lacks it)."""
+        return self._slow[op](keys=[self._key], args=list(args))
+
+    def _drop(self, conn: Any) -> None:
+        conn.disconnect()
+        self._pool.release(conn)
