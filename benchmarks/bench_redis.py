@@ -14,15 +14,20 @@ Rows (jobs per second, higher is better):
              batch call, so one at a time
   drain      take and finish every job       logq lease_many(100)+ack_many | RQ dequeue_any +
              (1 client)                      job.set_status(FINISHED) | huey storage dequeue (no ack)
+  workers    no-op tasks through each        4 x `python -m logq worker --concurrency 1` | 4 x
+             system's own worker, 4 worker   `rq worker` (RQ's default worker: a forked child per
+             processes                       job) | `huey_consumer -w 4 -k process`
 The server's own limit is shown beside them: one LPUSH per round trip
-(enqueue1), and LPUSH / LPOP pipelined 1,000 at a time (enqueueN, drain).
-Not measured yet (issue 21): no-op tasks through each system's own worker with
-4 worker processes.
+(enqueue1), and LPUSH / LPOP pipelined 1,000 at a time (enqueueN; drain and
+workers). The worker row queues its jobs first (not timed), starts the
+workers and times from the first finished job to the last (so start-up is
+not counted), reading each system's own count of finished jobs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
 import socket
@@ -39,6 +44,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import logq  # noqa: E402
 
 PAYLOAD = b"x" * 100
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKERS = 4
 
 
 def noop(*args: Any) -> None:
@@ -91,7 +98,8 @@ def server_rows(r: redis.Redis, n: int) -> dict[str, float]:
             for _ in range(1000):
                 pipe.rpop(key)
             pipe.execute()
-    return {"enqueue1": rate(n, one), "enqueueN": rate(n, piped_push), "drain": rate(2 * n, piped_pop)}
+    drained = rate(2 * n, piped_pop)
+    return {"enqueue1": rate(n, one), "enqueueN": rate(n, piped_push), "drain": drained, "workers": drained}
 
 
 def logq_rows(url: str, n: int) -> dict[str, float]:
@@ -142,11 +150,66 @@ def huey_rows(url: str, n: int) -> dict[str, float]:
         for _ in range(n):
             task(PAYLOAD)
 
-    def drain() -> None:
-        while huey.storage.dequeue() is not None:
-            pass
+    def drain() -> None:  # exactly the jobs queued: a dequeue of an empty queue blocks a second
+        for _ in range(2 * n):
+            huey.storage.dequeue()
     first = rate(n, one)
     return {"enqueue1": first, "enqueueN": rate(n, one), "drain": rate(2 * n, drain)}
+
+
+def app(system: str, url: str, name: str) -> Any:
+    """bench_redis_app set up for `system` on queue `name` (as its workers will import it)."""
+    os.environ.update(BENCH_REDIS_URL=url, BENCH_REDIS_NAME=name, BENCH_REDIS_SYSTEM=system)
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
+    return importlib.reload(importlib.import_module("bench_redis_app"))
+
+
+def worker_row(system: str, url: str, n: int) -> float:
+    """Jobs/s of `n` no-op tasks through 4 worker processes of `system`'s own worker command."""
+    name = f"bench-w-{system}-" + uuid.uuid4().hex[:8]
+    mod = app(system, url, name)
+    bindir = os.path.dirname(sys.executable)
+    if system == "logq":
+        mod.q.enqueue_many([("noop", mod.logq_noop.serializer.dumps([[], {}]))] * n)
+        done: Callable[[], int] = lambda: mod.q.stats().counts["done"]
+        cmds = [[sys.executable, "-m", "logq", "worker", "bench_redis_app:q", "--concurrency", "1",
+                 "--log-level", "WARNING"]] * WORKERS
+    elif system == "RQ":
+        import rq
+        queue = rq.Queue(name, connection=redis.Redis.from_url(url))
+        for start in range(0, n, 1000):
+            queue.enqueue_many([rq.Queue.prepare_data("bench_redis_app.noop") for _ in range(min(1000, n - start))])
+        done = lambda: queue.finished_job_registry.count
+        cmds = [[os.path.join(bindir, "rq"), "worker", "--url", url, "--quiet", name]] * WORKERS
+    else:
+        for _ in range(n):
+            mod.huey_noop()
+        done = lambda: n - mod.huey.pending_count()
+        cmds = [[os.path.join(bindir, "huey_consumer"), "bench_redis_app.huey", "-w", str(WORKERS), "-k", "process",
+                 "-q"]]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.path.dirname(HERE)]))
+    procs = [subprocess.Popen(cmd, cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for cmd in cmds]
+    try:
+        first = 0
+        while (first := done()) == 0:
+            time.sleep(0.002)
+        started = time.perf_counter()
+        while (count := done()) < n:
+            time.sleep(0.005)
+        return (count - first) / (time.perf_counter() - started)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if system == "logq":
+            mod.q.close()
 
 
 def main() -> None:
@@ -167,12 +230,15 @@ def main() -> None:
                 results[peer] = fn(url, n)
             except ImportError as exc:
                 print(f"({peer} left out: {exc})")
+        for system in results:
+            if system != "server limit":
+                results[system]["workers"] = worker_row(system, url, n)
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait()
             shutil.rmtree(data or "", ignore_errors=True)
-    rows = ("enqueue1", "enqueueN", "drain")
+    rows = ("enqueue1", "enqueueN", "drain", "workers")
     print(f"{'jobs/s':<14}" + "".join(f"{name:>14}" for name in results) + f"{'logq/best peer':>16}")
     for row in rows:
         peers = [v[row] for k, v in results.items() if k not in ("logq", "server limit")]

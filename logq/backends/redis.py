@@ -63,7 +63,7 @@ from ..log.log import DEFAULT_SEGMENT_SIZE, RecoveryReport, check_options
 from ..core.jobs import Completion
 from .base import Capabilities, NextRun
 from .redisurl import is_redis_url  # noqa: F401  (re-exported)
-from .rediswire import Scripts
+from .rediswire import Scripts, split_scripts
 
 log = logging.getLogger("logq.redis")
 
@@ -86,14 +86,8 @@ def _client_module() -> Any:
 
 @functools.cache
 def _load_scripts() -> dict[str, str]:
-    """The scripts of redis_scripts/logq.lua: the prelude joined to each "-- @op NAME" section."""
-    text = resources.files(__package__).joinpath("redis_scripts/logq.lua").read_text()
-    prelude, *sections = text.split("\n-- @op ")
-    scripts = {}
-    for section in sections:
-        name, _, body = section.partition("\n")
-        scripts[name.strip()] = prelude + "\n" + body
-    return scripts
+    """The scripts of redis_scripts/logq.lua (see `rediswire.split_scripts`)."""
+    return split_scripts(resources.files(__package__).joinpath("redis_scripts/logq.lua").read_text())
 
 
 def split_url(url: str, name: str | None) -> tuple[str, str]:

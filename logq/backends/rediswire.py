@@ -25,7 +25,34 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from typing import Any, Sequence
+
+_DEFINES = re.compile(r"^(?:--[^\n]*\n)*local function (\w+)")
+
+
+def split_scripts(text: str) -> dict[str, str]:
+    """One script per "-- @op NAME" section of `text`: the section after the prelude (the
+    text before the first section), keeping of the prelude's helper functions (blocks separated
+    by a blank line, "local function NAME") only those the section uses, directly or through
+    another helper: a script runs its whole prelude at every call."""
+    prelude, *sections = text.split("\n-- @op ")
+    blocks = prelude.split("\n\n")
+    defines = {i: m.group(1) for i, block in enumerate(blocks) if (m := _DEFINES.match(block.strip("\n")))}
+    scripts = {}
+    for section in sections:
+        name, _, body = section.partition("\n")
+        used, text_in_use, grew = set(), body, True
+        while grew:
+            grew = False
+            for i, fn in defines.items():
+                if i not in used and re.search(rf"\b{fn}\b", text_in_use):
+                    used.add(i)
+                    text_in_use += blocks[i]
+                    grew = True
+        kept = [block for i, block in enumerate(blocks) if i not in defines or i in used]
+        scripts[name.strip()] = "\n\n".join(kept) + "\n" + body
+    return scripts
 
 
 def bulk(value: bytes) -> bytes:
