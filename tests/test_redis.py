@@ -358,3 +358,23 @@ def test_a_missing_redis_server_fails_under_ci_and_skips_elsewhere_with_the_reas
     monkeypatch.setattr(_redis.os, "access", lambda path, mode: False)  # ... nor in the usual places
     with pytest.raises(outcome, match="redis-server is not installed"):
         _redis.find()
+
+
+def test_each_script_carries_only_the_helpers_it_uses():
+    from logq.backends.rediswire import split_scripts
+    text = ("-- header\nlocal P = 1\n\n-- doubles\nlocal function twice(x) return 2 * x end\n\n"
+            "local function quad(x) return twice(twice(x)) end\n\nlocal function unused() return 0 end\n"
+            "\n-- @op a\nreturn quad(P)\n\n-- @op b\nreturn P\n")
+    scripts = split_scripts(text)
+    assert "function quad" in scripts["a"] and "function twice" in scripts["a"]  # twice: through quad
+    assert "function unused" not in scripts["a"] and "local P = 1" in scripts["a"]
+    assert "function" not in scripts["b"] and scripts["b"].rstrip().endswith("return P")
+
+
+def test_the_scripts_and_the_client_agree_after_the_server_lost_its_scripts(url):
+    import redis
+    with Queue(url, name=fresh_name()) as q:
+        q.enqueue("t", b"1")
+        redis.Redis.from_url(url).script_flush()
+        job_id = q.enqueue("t", b"2")  # NOSCRIPT: loaded again, the call made once
+        assert [j.payload for j in q.lease_many(5)] == [b"1", b"2"] and job_id == 2
