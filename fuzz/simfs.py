@@ -105,7 +105,7 @@ class SimFS:
         self.durable_dirs: dict[str, dict[str, int]] = {"/": {}}
         self.dirops: dict[str, list[DirOp]] = {"/": []}
         self.dir_modes: dict[str, int] = {"/": 0o755}  # permission bits each directory was made with
-        self.locks: set[str] = set()
+        self.locks: dict[str, dict["SimLock", bool]] = {}  # path -> holding handle -> shared
         self.gen = 0
         self.ops = 0
         self.trace: list[tuple[str, str]] = []  # (kind, path) of every numbered operation
@@ -312,17 +312,14 @@ class SimFS:
             self.dirops[path].clear()
             self._after()
 
-    def lock(self, path: str, mode: int = DEFAULT_MODE) -> "SimLock | None":
-        """Take the advisory lock on `path` (creating the file), or None if it is held."""
+    def open_lock(self, path: str, mode: int = DEFAULT_MODE) -> "SimLock":
+        """A handle for flock-like locks on `path` (creating the file)."""
         path = _norm(path)
         with self._mutex:
             self._alive()
             d, name = self._parent(path)
-            if path in self.locks:
-                return None
             if name not in self.dirs[d]:
                 self._create(d, name, path, mode)
-            self.locks.add(path)
             return SimLock(self, path, self.gen)
 
     # --------------------------------------------------------------- internals
@@ -446,15 +443,36 @@ class SimFile:
 
 
 class SimLock:
-    """A held lock; releasing it after its process crashed does nothing."""
+    """One handle's lock on a file, as flock has it: shared or exclusive against every other
+    handle. A crash ends every handle's locks; a handle from before a crash holds nothing."""
 
     def __init__(self, fs: SimFS, path: str, gen: int) -> None:
         self.fs, self.path, self.gen = fs, path, gen
+        self._changed = threading.Condition(fs._mutex)
+
+    def acquire(self, *, shared: bool = False, wait: bool = True) -> bool:
+        with self._changed:
+            holders = self.fs.locks.setdefault(self.path, {})
+            holders.pop(self, None)  # changing kind: the old lock goes first, as with flock
+            while any(not s or not shared for h, s in holders.items() if h is not self):
+                if not wait or self.gen != self.fs.gen:
+                    self._changed.notify_all()
+                    return False
+                self._changed.wait(0.01)
+                holders = self.fs.locks.setdefault(self.path, {})
+            if self.gen != self.fs.gen:
+                return False
+            holders[self] = shared
+            return True
 
     def release(self) -> None:
-        with self.fs._mutex:
-            if self.gen == self.fs.gen:
-                self.fs.locks.discard(self.path)
+        with self._changed:
+            holders = self.fs.locks.get(self.path)
+            if holders is not None and holders.pop(self, None) is not None:
+                self._changed.notify_all()
+
+    def close(self) -> None:
+        self.release()
 
 
 # ------------------------------------------------------------------ pure helpers

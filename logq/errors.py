@@ -27,9 +27,11 @@ class ClosedError(LogqError):
 
 
 class LockedError(LogqError):
-    """Another open queue (in this or another process) holds the directory lock."""
+    """The queue directory is held by another process in a way this call cannot wait out: a
+    process keeps its writer lock and does not let go, or the call needs the queue to itself
+    (salvage, compaction) while others have it open."""
 
-    def __init__(self, message: str, *, path: str, pid: int | None) -> None:
+    def __init__(self, message: str, *, path: str, pid: int | None = None) -> None:
         super().__init__(message)
         self.path = path
         self.pid = pid

@@ -338,12 +338,16 @@ def test_an_attribute_that_is_not_a_queue_is_refused(tmp_path, attr, phrase):
     assert_refused(run_worker(cwd, f"app:{attr}"), phrase)
 
 
-def test_a_queue_that_another_process_has_open_is_refused(tmp_path):
+def test_a_worker_runs_the_jobs_a_producer_process_enqueues_while_both_have_the_queue_open(tmp_path):
     cwd, path = project(tmp_path)
-    with Queue(path):
-        r = run_worker(cwd, "app:q")
-    assert_refused(r, "cannot open the queue", f"{path} is already open by process {os.getpid()}",
-                   "a queue directory is open in one process at a time")
+    with Queue(path) as q:  # this test process is the producer: it keeps the queue open throughout
+        w = Worker(cwd, "app:q", "--log-level", "debug")
+        w.wait_for(r"worker \d+ started")
+        ids = [q.enqueue("add", call(i, 100)) for i in range(5)]
+        infos = [q.wait(i, timeout=DEADLINE) for i in ids]  # done by the worker, seen here
+        assert [(info.state, json.loads(info.result)) for info in infos] == [("done", i + 100) for i in range(5)]
+        assert w.stop() == 0
+    assert results(path, ids) == [("done", i + 100) for i in range(5)]
 
 
 def test_a_queue_that_cannot_be_opened_is_refused_with_the_line(tmp_path):

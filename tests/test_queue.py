@@ -586,9 +586,18 @@ def test_every_call_on_a_closed_queue_raises(q):
 
 
 @pytest.mark.needs("durable")
-def test_second_queue_on_a_directory_is_locked(q):
-    with pytest.raises(logq.LockedError, match=str(os.getpid())):
-        Queue(q.path)
+def test_a_second_queue_on_a_directory_shares_it(q):
+    """Two Queue objects on one directory behave like two processes (spec/format.md §14)."""
+    first = q.enqueue("t", b"one")
+    with Queue(q.path) as other:
+        assert other.get(first).state == "pending"
+        second = other.enqueue("t", b"two")
+        assert second > first
+        job = q.lease("t")
+        assert job is not None and job.id == first
+        assert other.get(first).state == "active"
+        q.ack(job)
+        assert other.get(first).state == "done" and q.get(second).state == "pending"
 
 
 def test_all_errors_share_one_root():

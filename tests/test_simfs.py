@@ -235,18 +235,20 @@ def test_handles_of_a_crashed_process_are_stale() -> None:
     assert content(fs) == b"AAAABBBBCCCCDDDD"
 
 
-def test_lock_is_exclusive_and_forgotten_on_crash() -> None:
+def test_locks_are_shared_or_exclusive_per_handle_and_forgotten_on_crash() -> None:
     fs = SimFS()
     fs.makedirs(D)
-    lock = fs.lock("/q/lock")
-    assert lock is not None and fs.lock("/q/lock") is None
+    a, b = fs.open_lock("/q/lock"), fs.open_lock("/q/lock")
+    assert a.acquire(wait=False) and not b.acquire(wait=False) and not b.acquire(shared=True, wait=False)
+    a.release()
+    assert a.acquire(shared=True) and b.acquire(shared=True, wait=False) and not b.acquire(wait=False)
     fs.crash("kill9")
-    again = fs.lock("/q/lock")
-    assert again is not None
-    lock.release()  # the dead process's release does not free the new holder's lock
-    assert fs.lock("/q/lock") is None
+    again = fs.open_lock("/q/lock")
+    assert again.acquire(wait=False)  # the dead process's locks are gone
+    a.release()  # ... and its release does not free the new holder's lock
+    assert not fs.open_lock("/q/lock").acquire(wait=False)
     again.release()
-    assert fs.lock("/q/lock") is not None
+    assert fs.open_lock("/q/lock").acquire(wait=False)
 
 
 def test_open_errors_follow_the_os() -> None:

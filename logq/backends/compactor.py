@@ -28,13 +28,14 @@ if TYPE_CHECKING:
     from ..clock import Clock
     from ..core.index import Index
     from ..log.log import Log
+    from ..log.turns import Turn
 
 
 class LocalBackend(Protocol):
     """What the compactor uses of the local backend (a protocol, not an import of .local,
     which imports this module: the layer test refuses even a type-only cycle)."""
 
-    _lock: threading.Lock
+    _lock: "threading.Lock | Turn"
     _index: Index
 
     @property
@@ -85,6 +86,8 @@ class Compactor:
         started = time.monotonic()
         b = self.backend
         with self.running:
+            if b.log.shared:  # records would move under the other processes' feet
+                return CompactionReport(0, 0, 0, 0, 0, 0, time.monotonic() - started, aborted=True)
             if include_active:
                 b.log.roll()
             with b._lock:

@@ -39,6 +39,7 @@ from ..core.records import (
 )
 from ..errors import ClosedError, InvalidTransition, LeaseLostError, LogqError, WaitTimeout
 from ..log.log import Appended
+from ..log.turns import Turn
 from ..tuples import new_tuple as _new_tuple
 from ..core.jobs import Completion
 from .base import NextRun
@@ -85,13 +86,24 @@ class Engine:
         self.retain_done, self.retain_dead = retain_done, retain_dead
         self._index = Index()
         self._timetable = self._index.timetable
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
+        self._use_lock(threading.Lock())
         self._waiters = 0  # threads in _changed.wait: appends notify only when there are some
-        self._finished = threading.Condition(self._lock)  # `wait`: a watched job became final
         self._watched: dict[int, int] = {}  # job id -> threads in `wait` for it
         self._names: dict[str, bytes] = {}  # task names seen, with their UTF-8 bytes
         self._closed = False
+
+    def _use_lock(self, lock: "threading.Lock | Turn", poll: Callable[[], float | None] | None = None) -> None:
+        """Guard the index with `lock` (a store shared with other processes gives its `Turn`,
+        whose taking catches up with them; `poll`: how often waiters look for their changes)."""
+        self._lock = lock
+        self._changed = threading.Condition(lock)  # type: ignore[arg-type]
+        self._finished = threading.Condition(lock)  # type: ignore[arg-type]  # `wait`: a watched job became final
+        self._poll = poll or _no_poll
+
+    def _others_changed(self) -> None:
+        """(Lock held.) Other processes changed jobs, or may from now on: waiters look again."""
+        self._changed.notify_all()
+        self._finished.notify_all()
 
     @property
     def closed(self) -> bool:
@@ -202,7 +214,8 @@ class Engine:
         if remaining <= 0:
             return False
         wake = self._timetable.next_wakeup()
-        self._wait_changed(min(remaining if wake is None else min(remaining, max(0.001, wake - now)), MAX_WAIT))
+        self._wait_changed(min(remaining if wake is None else min(remaining, max(0.001, wake - now)),
+                               self._poll() or MAX_WAIT))
         return True
 
     def expire_leases(self) -> int:
@@ -398,7 +411,8 @@ class Engine:
                     raise WaitTimeout(f"job {job_id} is still {e.state} after {timeout}s")
                 self._watched[job_id] = self._watched.get(job_id, 0) + 1
                 try:
-                    self._finished.wait(None if remaining is None else min(remaining, MAX_WAIT))
+                    poll = self._poll() or MAX_WAIT
+                    self._finished.wait(poll if remaining is None else min(remaining, poll))
                 finally:
                     left = self._watched.pop(job_id) - 1
                     if left:
@@ -479,6 +493,10 @@ class Engine:
 
 MAX_CACHED_NAMES = 10_000  # task names kept encoded for enqueue
 MAX_WAIT = threading.TIMEOUT_MAX  # the longest one wait of a condition can be (the loops wait again)
+
+
+def _no_poll() -> float | None:
+    return None
 
 
 def _leases(taken: list[Entry], now: float, expires: float) -> list[Change]:

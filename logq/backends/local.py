@@ -67,11 +67,14 @@ class LocalBackend(Engine):
                 gc.enable()
         if self._froze:
             _return_free_memory()
+        self._use_lock(self.log.turn, self.log.poll_interval)
+        self.log.on_change(self._others_changed)
         self.path = self.log.path
         if salvaging is not None:  # (a queue that salvaged anything writes no checkpoint at close)
             self.log.report.unrecovered = salvaging.unrecovered
         try:
-            self._recover_leases()
+            if self.log.alone_at_open:  # (with others there, their leases are theirs)
+                self._recover_leases()
         except BaseException:
             self.log.close()
             raise
@@ -102,14 +105,14 @@ class LocalBackend(Engine):
             return
         self.compactor.stop()
         with self.compactor.running:  # let a compaction started by another thread finish first
-            self.log.close(checkpoint=self._final_snapshot)
+            with self._lock:  # a turn: caught up, and no other process changes the log meanwhile
+                self.log.close(checkpoint=self._final_snapshot)
         if self._froze:  # give the index (and whatever else open froze) back to the collector
             gc.unfreeze()
 
     def _final_snapshot(self) -> bytes:
-        """The index for the checkpoint that close leaves (no call changes it once closed)."""
-        with self._lock:
-            return _snapshot.encode(self._index)
+        """The index for the checkpoint that close leaves (called in close's turn)."""
+        return _snapshot.encode(self._index)
 
 
 def _freeze_live_objects() -> None:

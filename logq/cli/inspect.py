@@ -31,7 +31,8 @@ from typing import Callable, Iterable, TextIO
 
 from ..errors import CorruptionError, InvalidArgument, LogqError, NotALogqDirectory, UnsupportedVersionError
 from ..log import checkpoint as _checkpoint
-from ..log.fs import OsFileSystem, open_readonly, read_lock_holder
+from ..log import control as _control
+from ..log.fs import OsFileSystem, open_readonly
 from .inspect_text import (
     Info, RecordTable, format_check, format_history, format_summary, problem_lines, to_json,
 )
@@ -488,11 +489,19 @@ def _checkpoint_info(target: Target) -> Info | None:
 
 
 def _writer(target: Target) -> Info | None:
-    """The pid in the lock file (read, never locked), whether it runs and whether it holds the lock."""
-    path = None if target.single else os.path.join(target.path, LOCK_NAME)
-    pid = None if path is None else read_lock_holder(path)
-    if path is None or pid is None:
+    """The process that last kept the writer lock while it was alone (from the control file,
+    read, never locked), whether it runs and whether it holds the lock now."""
+    if target.single:
         return None
+    path = os.path.join(target.path, LOCK_NAME)
+    try:
+        with open_readonly(os.path.join(target.path, _control.NAME)) as f:
+            state = _control.decode(f.read(_control.SIZE))
+    except OSError:
+        return None
+    if state is None or not state.holder:
+        return None
+    pid = state.holder
     return {"pid": pid, "running": _alive(pid), "holds_lock": _holds_flock(path, pid)}
 
 

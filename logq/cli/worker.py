@@ -213,9 +213,7 @@ def check_names(target: str, registered: list[str], names: list[str] | None) -> 
 
 
 def _locked(exc: LockedError) -> LoadError:
-    return LoadError(f"cannot open the queue: {_one_line(exc)} (a queue directory is open in one process "
-                     "at a time: stop the process that has it open, or run the worker in that process "
-                     "with q.run_worker())")
+    return LoadError(f"cannot open the queue: {_one_line(exc)}")
 
 
 def _queues_hint(module: ModuleType) -> str:

@@ -2,10 +2,10 @@
 
 Theory of operation
 -------------------
-`logq.meta` says "logq <format version>"; `logq.lock` holds the writer's pid
-under an exclusive flock. `prepare` checks an existing directory is a logq
-one (or empty) and takes the lock; `write_meta` writes the marker of a new one
-(after its first segment).
+`logq.meta` says "logq <format version>". `prepare` checks an existing
+directory is a logq one (or empty); `write_meta` writes the marker of a new
+one (after its first segment). The lock files and the control file that
+let several processes share the directory are `turns.py`'s.
 `replace_file` is how every small file (the marker, the checkpoint, a torn
 tail kept aside) is written: whole or not at all, durably.
 """
@@ -16,20 +16,22 @@ import os
 import re
 from typing import Iterable
 
-from ..errors import LockedError, NotALogqDirectory, UnsupportedVersionError
+from ..errors import NotALogqDirectory, UnsupportedVersionError
 from .codec import FORMAT_VERSION
-from .fs import DEFAULT_MODE, FileSystem, Lock, read_lock_holder
+from .fs import DEFAULT_MODE, FileSystem
 from .segment import parse_segment_name
 
 _UNBORN_KEPT = re.compile(r"^[0-9]{20}\.seg\.0\.torn(\.tmp)?$")
 META_NAME = "logq.meta"
-LOCK_NAME = "logq.lock"
+LOCK_NAME = "logq.lock"  # the writer lock (turns.py)
+REGISTRY_NAME = "logq.open"  # every opener's shared lock (turns.py)
+CONTROL_NAME = "logq.control"  # the published state (control.py)
 TMP_SUFFIX = ".tmp"  # `replace_file` writes `final` + this first
 
 
-def prepare(fs: FileSystem, path: str, mode: int = DEFAULT_MODE) -> tuple[Lock, bool]:
-    """Check, create if needed and lock the log directory `path`; return the lock and
-    whether the directory already had its marker. New files get `mode`; a directory others
+def prepare(fs: FileSystem, path: str, mode: int = DEFAULT_MODE) -> bool:
+    """Check and create if needed the log directory `path`; return whether it already had
+    its marker. New files get `mode`; a directory others
     could plant files in is refused (`fs.makedirs`). The caller writes a missing marker
     (`write_meta`) once the first segment exists, so that a marker without segments
     means segments were lost (spec/format.md §7 rule 0)."""
@@ -39,12 +41,7 @@ def prepare(fs: FileSystem, path: str, mode: int = DEFAULT_MODE) -> tuple[Lock, 
     fresh = not [n for n in fs.listdir(path) if not _left_by_a_first_open(n)]
     if not fresh:
         check_meta(fs, path)
-    lock = fs.lock(os.path.join(path, LOCK_NAME), mode)
-    if lock is None:
-        pid = read_lock_holder(os.path.join(path, LOCK_NAME))
-        raise LockedError(f"{path} is already open by process {pid}: close that queue first, "
-                          "or open another directory", path=path, pid=pid)
-    return lock, not fresh and fs.exists(os.path.join(path, META_NAME))
+    return not fresh and fs.exists(os.path.join(path, META_NAME))
 
 
 def write_meta(fs: FileSystem, path: str, mode: int = DEFAULT_MODE) -> None:
@@ -55,7 +52,8 @@ def write_meta(fs: FileSystem, path: str, mode: int = DEFAULT_MODE) -> None:
 def _left_by_a_first_open(name: str) -> bool:
     """What an open that crashed before its marker was written may leave: the lock, a
     marker's temporary file, and an unborn first segment kept aside (`<segment>.0.torn`)."""
-    return name in (LOCK_NAME, META_NAME + TMP_SUFFIX) or _UNBORN_KEPT.match(name) is not None
+    return name in (LOCK_NAME, REGISTRY_NAME, CONTROL_NAME, META_NAME + TMP_SUFFIX) \
+        or _UNBORN_KEPT.match(name) is not None
 
 
 def check_meta(fs: FileSystem, path: str) -> None:

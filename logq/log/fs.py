@@ -93,7 +93,7 @@ class FileSystem(Protocol):
     `makedirs` makes the directory (files `mode` there would be readable by
     whom they are, with search bits: see `dir_mode`) or checks the existing
     one: another user's, or one that others outside `mode` may write to,
-    raises `UnsafeDirectoryError`. `lock` creates its file like `open`.
+    raises `UnsafeDirectoryError`. `open_lock` creates its file like `open`.
     """
 
     def open(self, path: str, *, create: bool = False, exclusive: bool = False, readonly: bool = False,
@@ -105,11 +105,20 @@ class FileSystem(Protocol):
     def rename(self, src: str, dst: str) -> None: ...
     def unlink(self, path: str) -> None: ...
     def fsync_dir(self, path: str) -> None: ...
-    def lock(self, path: str, mode: int = ...) -> "Lock | None": ...
+    def open_lock(self, path: str, mode: int = ...) -> "FileLock": ...
 
 
-class Lock(Protocol):
+class FileLock(Protocol):
+    """An advisory lock on a file, as `flock` gives it: held by this handle (one open of the
+    file), shared or exclusive, against every other handle, in this process or another. A
+    process that dies loses its locks. Changing a held lock's kind is not atomic: a failed
+    change may leave it unheld (so callers change kinds only where no one else can intervene)."""
+
+    def acquire(self, *, shared: bool = False, wait: bool = True) -> bool:
+        """Take (or change to) the lock; with `wait` False, return False at once if it is held."""
     def release(self) -> None: ...
+    def close(self) -> None:
+        """Release and let go of the file."""
 
 
 MAP_WRITES_BY_DEFAULT = sys.platform.startswith("linux")  # where fdatasync is known to write out mapped pages
@@ -343,16 +352,40 @@ def _allocate(fd: int, offset: int, length: int) -> bool:
     return True
 
 
-class OsLock:
-    """An exclusive `flock` on a lock file, holding the owner's pid as text."""
+class OsFileLock:
+    """`FileLock` over `flock` on a descriptor of its own."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
+    def acquire(self, *, shared: bool = False, wait: bool = True) -> bool:
+        how = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+        while True:
+            try:
+                fcntl.flock(self.fd, how)
+                return True
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) and not wait:
+                    return False
+                raise
+
     def release(self) -> None:
+        if self.fd >= 0:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)  # closing the descriptor drops the flock
             self.fd = -1
+
+    def __del__(self) -> None:  # a log dropped without close lets go of its locks when freed
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
 
 
 class OsFileSystem:
@@ -428,19 +461,9 @@ class OsFileSystem:
         finally:
             os.close(fd)
 
-    def lock(self, path: str, mode: int = DEFAULT_MODE) -> OsLock | None:
-        """Take the lock and write our pid into the file, or return None if held."""
-        fd = open_regular(path, os.O_RDWR, create=True, mode=mode)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                return None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        return OsLock(fd)
+    def open_lock(self, path: str, mode: int = DEFAULT_MODE) -> OsFileLock:
+        """The lock file `path` (created if missing), on a descriptor of its own."""
+        return OsFileLock(open_regular(path, os.O_RDWR, create=True, mode=mode))
 
 
 def check_directory(path: str, st: os.stat_result, mode: int) -> None:
@@ -463,12 +486,3 @@ def check_directory(path: str, st: os.stat_result, mode: int) -> None:
             f"{oct(stat.S_IMODE(st.st_mode))}): they could plant links or files in it that make logq write "
             f"elsewhere; run `chmod {who}-w {path}`, or pass mode=0o660 to share the queue with the group",
             path=path)
-
-
-def read_lock_holder(path: str) -> int | None:
-    """The pid written in a lock file, if it can be read (a FIFO or link is not read)."""
-    try:
-        with open_readonly(path) as f:
-            return int(f.read(32).strip() or b"0") or None
-    except (OSError, ValueError):
-        return None

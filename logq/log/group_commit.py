@@ -24,12 +24,14 @@ in flight ends (rollover and close wait on it).
 from __future__ import annotations
 
 import threading
+import weakref
 from _thread import LockType, allocate_lock as _allocate_lock
 from collections import deque
 from time import monotonic as _monotonic
 
 from ..errors import ClosedError, WriterFailedError
 from .mark import MarkWriter
+from .turns import Turns
 from .writer import Appended, Writer
 
 GATHER_SECONDS = (0.00005, 0.001)  # bounds of how long a parked caller waits for its cohort to fill
@@ -38,8 +40,10 @@ GATHER_SECONDS = (0.00005, 0.001)  # bounds of how long a parked caller waits fo
 class GroupCommit:
     """The fsyncs of one log: who waits for which sequence number, who leads the next sync."""
 
-    def __init__(self, writer: Writer, *, sync_interval: float, marks: MarkWriter | None = None) -> None:
+    def __init__(self, writer: Writer, *, sync_interval: float, marks: MarkWriter | None = None,
+                 turns: Turns | None = None) -> None:
         self._writer = writer
+        self._turns = turns  # when other processes share the log: their fsyncs count too
         self._marks = marks  # the durable mark, moved on by a leader now and then (mark.py)
         self._lock = writer.lock
         self.cond = threading.Condition(self._lock)
@@ -78,6 +82,9 @@ class GroupCommit:
         caller that joined once does not hold the others back for long.
         """
         lock, writer = self._lock, self._writer
+        turns = self._turns
+        if turns is not None and turns.shared and turns.durable_elsewhere() >= seq:
+            return  # another process's fsync covered it
         lock.acquire()
         while True:
             if self.synced_seq >= seq:
@@ -138,6 +145,8 @@ class GroupCommit:
             self._cohort = covered + 1 + len(self._waiters)
             self._lead_ended = _monotonic()
             self._end_lead_locked()
+        if self._turns is not None:
+            self._turns.publish_durable(target)
 
     def _end_lead_locked(self) -> None:
         self.syncing = False
@@ -192,8 +201,11 @@ class GroupCommit:
     # ------------------------------------------------------------- batch mode
 
     def start_syncer(self) -> None:
-        """Step 4: start the background fsync of `batch` mode."""
-        self._syncer = threading.Thread(target=self._sync_loop, name="logq-sync", daemon=True)
+        """Step 4: start the background fsync of `batch` mode (it holds this object weakly, so
+        that a log dropped without close is freed)."""
+        self._syncer = threading.Thread(target=_sync_loop, args=(weakref.ref(self), self.stopping,
+                                                                 self.sync_interval),
+                                        name="logq-sync", daemon=True)
         self._syncer.start()
 
     def stop_syncer(self) -> None:
@@ -202,13 +214,22 @@ class GroupCommit:
         if self._syncer is not None and self._syncer is not threading.current_thread():
             self._syncer.join()
 
-    def _sync_loop(self) -> None:
-        while not self.stopping.wait(self.sync_interval):
-            with self._lock:
-                dirty = self._writer.written_seq > self.synced_seq and self._writer.failed is None
-                last = self._writer.written_seq
-            if dirty:
-                try:
-                    self.sync_through(last)
-                except (WriterFailedError, ClosedError):
-                    return
+    def sync_if_dirty(self) -> bool:
+        """One round of the background fsync; False once the log failed or closed."""
+        with self._lock:
+            dirty = self._writer.written_seq > self.synced_seq and self._writer.failed is None
+            last = self._writer.written_seq
+        if dirty:
+            try:
+                self.sync_through(last)
+            except (WriterFailedError, ClosedError):
+                return False
+        return True
+
+
+def _sync_loop(ref: "weakref.ref[GroupCommit]", stopping: threading.Event, interval: float) -> None:
+    while not stopping.wait(interval):
+        commits = ref()
+        if commits is None or not commits.sync_if_dirty():
+            return
+        del commits

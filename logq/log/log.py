@@ -40,20 +40,24 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from typing import Callable, Protocol, Sequence
 
 from ..closing import ClosesOnExit
-from ..errors import CorruptionError, InvalidArgument, WriterFailedError
+from ..errors import CorruptionError, InvalidArgument, LockedError, WriterFailedError
 from . import checkpoint, compact
-from .codec import MAX_STORED, Encoder, Record, check_limit
+from .codec import MAX_STORED, SEGMENT_HEADER_SIZE, Encoder, Record, check_limit
+from .control import State
 from .directory import prepare, replace_file, write_meta
+from .follow import catch_up, set_aside_unpublished
 from .durability import SYNC_MODES
-from .fs import DEFAULT_MODE, FileSystem, Lock, OsFileSystem, access_error, check_mode
+from .fs import DEFAULT_MODE, FileSystem, OsFileSystem, access_error, check_mode
 from .group_commit import GroupCommit
 from .mark import MarkWriter
 from .reader import Reader
 from .recovery import Recovery, RecoveryReport, ReplayCallback, RestoreCallback, TornTail
 from .segment import KnownSegment
+from .turns import POLL, Turn, Turns
 from .writer import Appended, Writer
 
 __all__ = ["Appended", "DEFAULT_SEGMENT_SIZE", "Log", "RecoveryReport", "TornTail", "check_options"]
@@ -111,34 +115,59 @@ class Log(ClosesOnExit):
         self.segment_size = segment_size
         self.fs: FileSystem = fs or OsFileSystem()
         self._template = Encoder(0, compression=compression, threshold=compress_threshold, limit=max_record)
-        self._lockfile: Lock | None
+        self._replay = replay
+        self.on_caught_up: Callable[[int], None] | None = None  # called (turn held) after records of others
         try:
-            self._lockfile, had_meta = prepare(self.fs, self.path, mode)
+            had_meta = prepare(self.fs, self.path, mode)
+            self._turns = turns = Turns(self.fs, self.path, mode)
         except OSError as exc:  # a file that cannot be used: name it and say what to do
             raise access_error(exc, self.path) from exc
         self._marks: MarkWriter | None = None
+        try:
+            alone, published = turns.open()
+            had_meta = prepare(self.fs, self.path, mode)  # again, under the writer lock
+            if not alone:
+                if salvage:
+                    raise LockedError(f"{self.path} is open in another process: salvage needs the queue to "
+                                      "itself; close the others first", path=self.path)
+                if published is None:
+                    raise LockedError(f"{self.path}: another process is opening the queue: try again",
+                                      path=self.path)
+                turns.release_at_open()  # others go on while this one reads up to `published`
+        except BaseException as exc:
+            turns.close()
+            if isinstance(exc, OSError):
+                raise access_error(exc, self.path) from exc
+            raise
+        self.alone_at_open = alone
         recovery = Recovery(self.fs, self.path, salvage=salvage, mode=mode, limit=max_record)
         self._writer = writer = Writer(self.fs, self.path, sync_mode=sync, segment_size=segment_size,
                                        template=self._template, salt_of=lambda base: self._reader.salt(base),
                                        on_rollover=on_rollover, mode=mode)
         self._reader = reader = Reader(self.fs, self.path, writer)
         try:
-            last_seq = recovery.run(replay, None if salvage else restore, had_meta=had_meta)
-            writer.start(recovery.segments, last_seq)
-            if not had_meta:  # after the first segment: a marker without segments is a loss
+            last_seq = recovery.run(replay, None if salvage else restore, had_meta=had_meta,
+                                    published=None if alone else published)
+            writer.start(recovery.segments, last_seq, shared=not alone)
+            if not had_meta and alone:  # after the first segment: a marker without segments is a loss
                 write_meta(self.fs, self.path, mode)
             self._marks = marks = MarkWriter(self.fs, self.path, recovery.mark, mode)
-            self._commits = commits = GroupCommit(writer, sync_interval=sync_interval, marks=marks)
+            self._commits = commits = GroupCommit(writer, sync_interval=sync_interval, marks=marks, turns=turns)
             writer.syncs = commits
             if recovery.seal_at_open:  # salvaged damage must not be cut by a later normal open
                 with writer.lock:
                     writer.rollover_locked()
-            marks.write(writer.segments[-1].base, writer.end, writer.written_seq)  # adopted: durable
+            if alone:
+                marks.write(writer.segments[-1].base, writer.end, writer.written_seq)  # adopted: durable
+                turns.keep(self, new_epoch=True)
+            else:
+                turns.share(self)
         except BaseException as exc:
             self._release_files()
             if isinstance(exc, OSError):  # as above
                 raise access_error(exc, self.path) from exc
             raise
+        self.turn = Turn(turns)
         self.report: RecoveryReport = recovery.report
         self.report.segments, self.report.last_seq = len(writer.segments), writer.next_seq - 1
         self._digests = recovery.digests  # base -> (end, digest) known this session
@@ -153,6 +182,63 @@ class Log(ClosesOnExit):
         appended = self.write(items, sync=sync)
         self.commit(appended)
         return appended
+
+    # ------------------------------------------------ several processes (turns.py)
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes (or other `Log` objects) have the log open, as far as this
+        one knows: it then takes the writer lock for each change (`turn`)."""
+        return self._turns.shared
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Have `callback` (a bound method, held weakly: the log's threads must not keep its
+        owner alive) called, turn held, when records of other processes were read and when
+        this log starts sharing: the caller's waiters should look again."""
+        method = weakref.WeakMethod(callback)
+
+        def call() -> None:
+            bound = method()
+            if bound is not None:
+                bound()
+        self.on_caught_up = lambda records: call()
+        self._turns.on_shared = call
+
+    def poll_interval(self) -> float | None:
+        """How often a caller waiting for a change should look again (None: it is told)."""
+        return POLL if self._turns.shared else None
+
+    def follow(self, state: State) -> None:
+        """`Follower.follow`: catch up with what other processes appended (writer lock held)."""
+        writer = self._writer
+        with writer.lock:
+            writer.check_usable()
+            if state.epoch != self._turns.epoch:
+                raise CorruptionError(f"{self.path}: records were moved by another process (epoch "
+                                      f"{state.epoch}, this one knows {self._turns.epoch}): reopen the queue")
+            if (state.base, state.end) != (writer.segments[-1].base, writer.end):
+                records = catch_up(writer, state, self._replay, self.max_record)
+                if records and self.on_caught_up is not None:
+                    self.on_caught_up(records)
+            set_aside_unpublished(writer, self.mode)
+
+    def position(self) -> tuple[int, int, int, int]:
+        """`Follower.position`: active base, end, last sequence number, durable sequence number."""
+        writer = self._writer
+        with writer.lock:
+            return writer.segments[-1].base, writer.end, writer.written_seq, self._commits.synced_seq
+
+    def flush(self) -> None:
+        """`Follower.flush`: write every pending record (mode `always`) before letting go."""
+        with self._writer.lock:
+            if self._writer.failed is None and not self._writer.closed:
+                self._writer.flush_locked()
+
+    def fail(self, exc: BaseException) -> None:
+        """`Follower.fail`: a catch-up or publish failed; the log is poisoned."""
+        logging.getLogger("logq").error("%s: taking turns with other processes failed: %s", self.path, exc)
+        with self._writer.lock:
+            self._writer.poison(exc)
 
     # ---------------------------------------------------------------- state
 
@@ -180,8 +266,19 @@ class Log(ClosesOnExit):
     # --------------------------------------------------------------- compaction
 
     def roll(self) -> None:
-        """Seal the active segment now (if it holds records) and start a new one."""
-        self._writer.roll()
+        """Seal the active segment now (if it holds records) and start a new one. Only while
+        this log keeps the writer lock (no other process has it open): raises LockedError."""
+        writer = self._writer
+        with writer.lock:
+            writer.check_usable()
+            self._refuse_when_shared("sealing the active segment")
+            if writer.end > SEGMENT_HEADER_SIZE:
+                writer.rollover_locked()
+
+    def _refuse_when_shared(self, what: str) -> None:
+        if self._turns.shared:
+            raise LockedError(f"{self.path} is open in other processes: {what} needs the queue to itself "
+                              "for now; try again when they have closed it", path=self.path)
 
     def sealed_prefix(self) -> list[tuple[int, int]]:
         """(base, SEAL sequence number) of every sealed segment, oldest first."""
@@ -204,6 +301,7 @@ class Log(ClosesOnExit):
         writer = self._writer
         with writer.lock:
             self.check_usable()
+            self._refuse_when_shared("compaction")
             segments = writer.segments
             if [s.base for s in segments[:len(bases)]] != bases or len(bases) >= len(segments):
                 raise InvalidArgument("the compacted segments are no longer the sealed prefix")
@@ -225,19 +323,22 @@ class Log(ClosesOnExit):
     # ---------------------------------------------------------------- lifecycle
 
     def close(self, checkpoint: Callable[[], bytes] | None = None) -> None:
-        """Write and fsync what is pending, stop the syncer, release the lock. Safe to repeat.
+        """Write and fsync what is pending, stop the syncer, let go of the directory. Safe to repeat.
 
-        With `checkpoint` (called, before the log's lock is taken, for the state blob)
-        and everything durable, it also writes the checkpoint file, so that the next
-        open with a `restore` callback hands it the blob and replays only what comes
-        after. Failing to write it costs the next open time, not data: it is logged,
-        not raised. A failed log, or one whose open skipped damage (salvage), writes
-        none (and does not ask for the blob): a later normal open still reports the damage.
+        Alone (no other process has the log open; the caller holds its `turn`, or uses no
+        turns), it also cuts the preallocated zeros and, with `checkpoint` (called, before
+        the log's lock is taken, for the state blob) and everything durable, writes the
+        checkpoint file, so that the next open with a `restore` callback hands it the
+        blob and replays only what comes after. Failing to write it costs the next open
+        time, not data: it is logged, not raised. A failed log, or one whose open skipped
+        damage (salvage), writes none (and does not ask for the blob): a later normal open
+        still reports the damage. Not alone, it publishes its end and leaves the files as
+        they are for the others.
         """
-        writer, commits = self._writer, self._commits
+        writer, commits, turns = self._writer, self._commits, self._turns
+        alone = not writer.closed and turns.holding and writer.failed is None and turns.alone()
         state = None
-        if checkpoint is not None and not writer.closed and writer.failed is None and not self.report.lost \
-                and not self.report.unrecovered:
+        if checkpoint is not None and alone and not self.report.lost and not self.report.unrecovered:
             state = checkpoint()
         with writer.lock:
             if writer.closed:
@@ -246,12 +347,22 @@ class Log(ClosesOnExit):
             error: BaseException | None = None
             if writer.failed is None:
                 try:
-                    writer.finish_locked()
+                    if alone:
+                        writer.finish_locked()
+                    else:
+                        writer.flush_locked()
+                        writer.active.fdatasync()
                     commits.synced_seq = writer.written_seq
                 except (OSError, WriterFailedError) as exc:
                     error = exc
             if state is not None and error is None and writer.failed is None:
                 self._write_checkpoint(state)
+        if turns.holding and writer.failed is None and error is None:
+            try:
+                turns.publish_final()
+            except OSError:
+                pass
+        with writer.lock:
             writer.closed = True
             commits.wake_all_locked()
         commits.stop_syncer()
@@ -288,9 +399,7 @@ class Log(ClosesOnExit):
         self._writer.close_file()
         if self._marks is not None:
             self._marks.close()
-        if self._lockfile is not None:
-            self._lockfile.release()
-            self._lockfile = None
+        self._turns.close()
 
     def _abandon(self) -> None:
         """For tests: stop as a crash would, with no flush, no fsync and no trim of the

@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable
 
 from ..errors import CorruptionError, RecordTooLargeError
 from . import checkpoint, compact, mark
+from .control import State
 from .codec import MAX_STORED, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, Record
 from .directory import TMP_SUFFIX, replace_file
 from .fs import DEFAULT_MODE, File, FileSystem, access_error
@@ -128,20 +129,29 @@ class Recovery:
         self.seal_at_open = False
         self.evidence = Evidence()
         self.mark: mark.Mark | None = None  # the durable mark found, if any
+        self.published: State | None = None  # `run`: the state other processes published, if any
 
     def run(self, replay: ReplayCallback | None, restore: RestoreCallback | None, *,
-            had_meta: bool = True) -> int:
+            had_meta: bool = True, published: State | None = None) -> int:
         """Recover the directory; return the last sequence number found. `had_meta`: the
-        directory held its marker before this open (so it held segments: §7 rule 0)."""
+        directory held its marker before this open (so it held segments: §7 rule 0).
+
+        With `published` (other processes have the log open: spec/format.md §14) it only
+        reads: every segment up to the published one, that one up to the published end,
+        which must be valid; it changes no file (no repair, no cut, no adopt)."""
         fs, report = self.fs, self.report
-        compact.recover(fs, self.path, fs.listdir(self.path), parse_segment_name)
+        self.published = published
+        if published is None:
+            compact.recover(fs, self.path, fs.listdir(self.path), parse_segment_name)
         names = fs.listdir(self.path)
-        if CHECKPOINT_TMP in names:  # a close that did not finish writing its checkpoint
+        if CHECKPOINT_TMP in names and published is None:  # a close that did not finish writing its checkpoint
             try:
                 fs.unlink(os.path.join(self.path, CHECKPOINT_TMP))
             except OSError as exc:  # the checkpoint is optional: do without it
                 restore, report.checkpoint_skipped = None, f"{access_error(exc, self.path)}; replayed the whole log"
         bases = sorted(b for b in map(parse_segment_name, names) if b is not None)
+        if published is not None:  # later segments are newer than the state: catching up reads them
+            bases = [b for b in bases if b <= published.base]
         cp = self._load_checkpoint(names, report_skip=restore is not None)
         self.mark = self._load_mark()
         self.evidence = Evidence.of(self.mark, cp)
@@ -161,7 +171,7 @@ class Recovery:
             deliver = _no_replay if replay is None else _delivering(replay, base)
             last_seq = self._recover_segment(base, None if is_last else bases[i + 1], last_seq, deliver,
                                              report, resume if i == 0 else SEGMENT_HEADER_SIZE)
-        if self.segments:
+        if self.segments and published is None:
             self._adopt(self.segments[-1].base)
         else:  # salvage of a log whose every segment is lost: its sequence numbers are not reused
             last_seq = max(last_seq, self.evidence.seq)
@@ -209,6 +219,8 @@ class Recovery:
         f = self.fs.open(path, readonly=True)
         try:
             size = f.size()
+            if is_last and self.published is not None:  # read only what was published
+                return self._recover_published(f, size, path, base, last_seq, deliver, report, start)
             head = f.pread(min(size, SEGMENT_HEADER_SIZE), 0)
             if is_last and is_unborn(head, path) and size <= SEGMENT_HEADER_SIZE:
                 last_seq = self._check_durable_seq(last_seq, path, 0, unsealed=False)
@@ -258,6 +270,25 @@ class Recovery:
         if is_last:
             return self._recover_last(f, size, path, base, result, seg_last, report)
         self.segments.append(KnownSegment(base, result.end, True, seg_last))
+        return seg_last
+
+    def _recover_published(self, f: File, size: int, path: str, base: int, last_seq: int,
+                           deliver: Callable[[Record], None], report: RecoveryReport, start: int) -> int:
+        """The last segment, up to the published end, when other processes have the log open."""
+        published = self.published
+        assert published is not None
+        if published.base != base or size < published.end:
+            raise CorruptionError(f"the queue's control file says the log goes on to byte {published.end} of "
+                                  f"segment {published.base}, but that file holds {size} bytes", path=path, offset=size)
+        result = scan_file(f.pread, published.end, path, deliver, after_seq=last_seq, base=base, start=start,
+                           limit=self.limit)
+        if result.end != published.end:
+            raise result.damage or CorruptionError(
+                f"records end at byte {result.end}, before the published end {published.end}", path=path,
+                offset=result.end)
+        report.records += result.records
+        seg_last = published.last_seq
+        self.segments.append(KnownSegment(base, result.end, False, seg_last))
         return seg_last
 
     def _recover_last(self, f: File, size: int, path: str, base: int, result: ScanResult, seg_last: int,

@@ -104,15 +104,18 @@ class Writer:
         self.closed = False
         self.pending: list[bytes] = []  # encoded, not yet written (a batch being written, `always` mode)
         self.pending_size = 0
+        self.shared = False  # other processes may have the log open: cut no file they may map
         self.map: mmap.mmap | None = None  # the active file's first `allocated` bytes (`_map_zeros`)
         self._template = template
         self._salt_of = salt_of
         self._on_rollover = on_rollover
 
-    def start(self, segments: list[KnownSegment], last_seq: int) -> None:
+    def start(self, segments: list[KnownSegment], last_seq: int, *, shared: bool = False) -> None:
         """Take over the `segments` recovery found (their last sequence number `last_seq`)
-        and open the active one: the last, or a new one when there is none or it is sealed."""
+        and open the active one: the last, or a new one when there is none or it is sealed.
+        `shared`: other processes have the log open (spec/format.md §14): it changes no file."""
         self.segments = segments
+        self.shared = shared
         if not self.segments or self.segments[-1].sealed:  # the first segment is always 1 (§7 rule 0)
             self._create_segment(last_seq + 1 if self.segments else 1)
         active = self.segments[-1]
@@ -122,7 +125,9 @@ class Writer:
         self.written_seq = self.next_seq - 1
         self.end = active.size
         self.allocated = self.active.size()  # the file's size: `end` plus preallocated zeros
-        if self.allocated > self.end:
+        if shared:
+            self._map_zeros()
+        elif self.allocated > self.end:
             most = self._next_step(self.end)
             if self.allocated > most:  # more zeros than preallocation leaves (a sparse or foreign file)
                 self.active.truncate(most)  # so none are allocated, mapped or kept past the next step
@@ -234,7 +239,8 @@ class Writer:
     # ------------------------------------------------------------ preallocation
 
     def cut_zeros_locked(self, end: int) -> None:
-        """Truncate the active segment's preallocated zeros after `end` (a SEAL, a close)."""
+        """Truncate the active segment's preallocated zeros after `end` (a SEAL, a close).
+        (A SEAL's cut is safe with others sharing the log: none reads or writes past it.)"""
         if self.allocated > end:
             self.map = None
             self.active.truncate(end)
@@ -303,10 +309,29 @@ class Writer:
         if self._on_rollover is not None:
             self._on_rollover()
 
+    def switch_active_locked(self, base: int) -> None:
+        """Make segment `base`, which another process started, the active one (catching up)."""
+        self.map = None
+        self.active.close()
+        self.active = self.fs.open(self._seg_path(base))
+        self.encoder = self._template.with_salt(self._salt_of(base))
+        self.segments.append(KnownSegment(base, SEGMENT_HEADER_SIZE, False, base - 1))
+        self.end, self.allocated = SEGMENT_HEADER_SIZE, self.active.size()
+        self._map_zeros()
+
+    def grown_locked(self) -> None:
+        """Another process may have preallocated the active segment further: map that too."""
+        size = self.active.size()
+        if size > self.allocated:
+            self.allocated = size
+            self._map_zeros()
+
     def _create_segment(self, base: int) -> None:
         """Rollover steps R3 and R4: a new segment with its header, durable with its name."""
         salt = int.from_bytes(os.urandom(8), "little")
         path = self._seg_path(base)
+        if self.shared and self.fs.exists(path):  # never published: a dead writer's
+            self.fs.unlink(path)
         f = self.fs.open(path, create=True, exclusive=True, mode=self.mode)
         try:
             f.write(encode_segment_header(salt, base))
