@@ -323,7 +323,7 @@ def test_summary_columns_fit_long_numbers(tmp_path):
            "bytes": 10**13, "state": "active", "compression_ratio": None, "check": "ok", "problem": None}
     d = {"kind": "segment", "format_version": None, "path": "p", "segments": [seg],
          "totals": {"segments": 1, "first_seq": 10**12, "last_seq": 10**12 + 5, "records": 6, "bytes": 10**13},
-         "jobs": {}, "oldest_pending": None, "tail": None, "saved_tails": [], "writer": None,
+         "jobs": {}, "oldest_pending": None, "tail": None, "saved_tails": [], "open_by": None,
          "checkpoint": None, "problems": [], "replay_errors": {"count": 0, "first": []}}
     lines = list(format_summary(d))
     header, row, total = lines[2], lines[3], lines[4]
@@ -486,9 +486,11 @@ def test_inspect_works_while_another_process_has_the_queue_open(qdir):
     try:
         assert child.stdout is not None and child.stdin is not None
         assert child.stdout.readline().strip() == "ready"
-        d = inspect_json(qdir)
-        assert d["writer"] == {"pid": child.pid, "running": True, "holds_lock": True}
-        assert f"writer: process {child.pid} has the queue open (it holds logq.lock)" in cli("inspect", qdir).stdout
+        d = inspect_json(qdir)  # alone, the child keeps the writer lock between calls
+        assert d["open_by"] == {"pids": [child.pid], "writer_lock": child.pid, "keeper": child.pid,
+                                "keeper_running": True}
+        assert (f"open by: 1 process: {child.pid} (alone: it keeps the writer lock logq.lock between calls)"
+                in cli("inspect", qdir).stdout)
         assert d["jobs"]["active"] == 1 and d["ok"]
         assert cli("inspect", qdir, "--verify").returncode == 0
         assert json_lines(cli("inspect", qdir, "--records", "--json", "--type", "lease"))[-1]["name"] == "live"
@@ -502,7 +504,54 @@ def test_inspect_works_while_another_process_has_the_queue_open(qdir):
             child.stdin.close()
         assert child.wait(timeout=30) == 0
     assert inspect_json(qdir)["jobs"]["done"] == 12
-    assert inspect_json(qdir)["writer"] is None  # closed: no process keeps the writer lock
+    assert inspect_json(qdir)["open_by"] == {"pids": [], "writer_lock": None, "keeper": None,
+                                             "keeper_running": None}  # closed: no one has it open
+    assert "open by: no process (none holds logq.open)" in cli("inspect", qdir).stdout
+
+
+HOLDER = textwrap.dedent("""
+    import sys, logq
+    q = logq.Queue(sys.argv[1])
+    print("ready", flush=True)
+    sys.stdin.readline()
+    q.close()
+""")
+
+
+def test_inspect_names_every_process_that_has_the_queue_open(qdir):
+    build(qdir)
+    holders = [subprocess.Popen([sys.executable, "-c", HOLDER, qdir], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for h in holders:
+            assert h.stdout is not None and h.stdout.readline().strip() == "ready"
+        d = inspect_json(qdir)["open_by"]
+        pids = sorted(h.pid for h in holders)
+        assert d["pids"] == pids and d["keeper"] is None  # the first let go of the writer lock for the second
+        assert d["writer_lock"] in (None, *pids)  # held only for a turn, now and then
+        assert f"open by: 2 processes: {pids[0]}" in cli("inspect", qdir).stdout
+    finally:
+        for h in holders:
+            assert h.stdin is not None
+            h.stdin.close()
+        assert [h.wait(timeout=30) for h in holders] == [0, 0]
+    assert inspect_json(qdir)["open_by"]["pids"] == []
+
+
+def test_torn_tail_hint_names_any_process_that_has_the_queue_open():
+    from logq.cli.inspect_text import _tail_lines
+    tail = {"bytes": 12, "offset": 4096, "file": "q/00000000000000000001.seg", "reason": "incomplete record",
+            "saved_to_on_next_open": "q/00000000000000000001.seg.4096.torn"}
+
+    def hint(open_by):
+        return [line for line in _tail_lines(tail, [], open_by) if "write in progress" in line]
+    closed = {"pids": [], "writer_lock": None, "keeper": None, "keeper_running": None}
+    assert hint(closed) == []
+    assert hint({**closed, "pids": [41, 42]}) == ["  processes 41, 42 have the queue open: this may be a write in progress"]
+    assert hint({**closed, "pids": [41]}) == ["  process 41 has the queue open: this may be a write in progress"]
+    unknown = {"pids": None, "writer_lock": None, "keeper": 43, "keeper_running": True}
+    assert hint(unknown) == ["  process 43 has the queue open: this may be a write in progress"]
+    assert hint({**unknown, "keeper_running": False}) == []
 
 
 # ------------------------------------------------------------------- bad paths

@@ -41,7 +41,7 @@ from ..core.records import (
     decode_job_at, decode_lease, decode_outcome, job_id_of,
 )
 from ..core.jobs import PENDING
-from ..log.directory import LOCK_NAME, META_NAME
+from ..log.directory import LOCK_NAME, META_NAME, REGISTRY_NAME
 from ..log.recovery import TORN_SUFFIX
 from ..log.codec import (
     ALIGN, FLAG_CONTINUED, FLAG_ZSTD, FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
@@ -389,7 +389,7 @@ def summary(target: Target, now: float) -> Info:
             "format_version": target.version, "segments": segments, "totals": _totals(segments),
             "jobs": dict(sink.job_index.counts), "due_by_name": _due_by_name(sink.job_index, now),
             "oldest_pending": _oldest(target, sink.job_index, now),
-            **found, "saved_tails": _saved_tails(target), "writer": _writer(target),
+            **found, "saved_tails": _saved_tails(target), "open_by": _open_by(target),
             "checkpoint": _checkpoint_info(target)}
 
 
@@ -488,43 +488,56 @@ def _checkpoint_info(target: Target) -> Info | None:
     return info
 
 
-def _writer(target: Target) -> Info | None:
-    """The process that last kept the writer lock while it was alone (from the control file,
-    read, never locked), whether it runs and whether it holds the lock now."""
+def _open_by(target: Target) -> Info | None:
+    """Who has the queue open now, read from the kernel's list of locks (Linux), never
+    locked: `pids`, the processes holding the registry `logq.open` (every opener holds it
+    shared; None where the list cannot be read); `writer_lock`, the one holding the writer
+    lock `logq.lock` now, if any; and `keeper`, the process the control file names as
+    keeping the writer lock between calls because it was alone (0 there: none), with
+    `keeper_running`. A pid in the control file can be stale (a process killed while it
+    kept the lock, or a reused pid): only the kernel's list says who holds a lock now."""
     if target.single:
         return None
-    path = os.path.join(target.path, LOCK_NAME)
+    pids = _flock_holders(os.path.join(target.path, REGISTRY_NAME))
+    writers = _flock_holders(os.path.join(target.path, LOCK_NAME))
+    keeper = _keeper(target)
+    return {"pids": pids, "writer_lock": writers[0] if writers else None, "keeper": keeper,
+            "keeper_running": _alive(keeper) if keeper else None}
+
+
+def _keeper(target: Target) -> int | None:
+    """The pid the control file's newest state names as keeping the writer lock (None: none)."""
     try:
         with open_readonly(os.path.join(target.path, _control.NAME)) as f:
             state = _control.decode(f.read(_control.SIZE))
     except OSError:
         return None
-    if state is None or not state.holder:
-        return None
-    pid = state.holder
-    return {"pid": pid, "running": _alive(pid), "holds_lock": _holds_flock(path, pid)}
+    return state.holder if state is not None and state.holder else None
 
 
-def _holds_flock(path: str, pid: int) -> bool | None:
-    """Whether process `pid` holds a flock on `path`, read from /proc/locks (Linux); None if unknown.
-
-    The lock file keeps the pid of its last holder after a clean close, and a
-    pid can be reused: only the kernel's list of locks says who holds it now.
-    Matched by inode and pid (the device numbers that list shows are not always
-    those of stat, e.g. on overlayfs).
-    """
+def _flock_holders(path: str) -> list[int] | None:
+    """The pids holding a flock on `path` (shared or exclusive; waiters not counted), sorted
+    and each once, read from /proc/locks (Linux); [] if the file does not exist, None if the
+    list cannot be read. Matched by inode (the device numbers that list shows are not always
+    those of stat, e.g. on overlayfs)."""
     try:
         inode = os.stat(path).st_ino
+    except FileNotFoundError:
+        return []
+    except OSError:
+        return None
+    try:
         with open("/proc/locks") as f:
             lines = f.read().splitlines()
     except OSError:
         return None
+    pids = set()
     for line in lines:
         words = line.split()  # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2162976 0 EOF"; waiters have "->"
-        if len(words) >= 6 and words[1] == "FLOCK" and words[4] == str(pid) \
-                and words[5].rpartition(":")[2] == str(inode):
-            return True
-    return False
+        if len(words) >= 6 and words[1] == "FLOCK" and words[5].rpartition(":")[2] == str(inode) \
+                and words[4].isdigit():
+            pids.add(int(words[4]))
+    return sorted(pids)
 
 
 def _alive(pid: int) -> bool | None:

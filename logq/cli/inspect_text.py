@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
-from ..log.directory import LOCK_NAME
+from ..log.directory import LOCK_NAME, REGISTRY_NAME
 
 Info = dict[str, Any]
 DATA_LABEL = {"ack": "result", "fail": "error", "expire": "error"}  # else "payload"
@@ -60,8 +60,8 @@ def format_summary(d: Info) -> Iterator[str]:
         yield f"due now, by task: {', '.join(f'{name!r} {n:,}' for name, n in d['due_by_name'].items())}"
     yield _oldest_line(d["oldest_pending"])
     if d["kind"] != "segment":
-        yield _writer_line(d["writer"])
-    yield from _tail_lines(d["tail"], d["saved_tails"], d["writer"])
+        yield _open_by_line(d["open_by"])
+    yield from _tail_lines(d["tail"], d["saved_tails"], d.get("open_by"))
     yield _checkpoint_line(d["checkpoint"])
     yield from problem_lines(d, "DAMAGE")
 
@@ -117,35 +117,55 @@ def _checkpoint_line(c: Info | None) -> str:
     return f"checkpoint: {c['file']} is not usable ({c['reason']}); the next open replays every record"
 
 
-def _writer_line(writer: Info | None) -> str:
-    """Who has the queue open: the process named in the lock file, and whether it holds the lock."""
-    if writer is None:
-        return f"writer: none ({LOCK_NAME} names no process)"
-    pid, holds = writer["pid"], writer.get("holds_lock")
-    if holds:
-        return f"writer: process {pid} has the queue open (it holds {LOCK_NAME})"
-    if holds is None and writer["running"] is not False:
-        return (f"writer: process {pid} (named in {LOCK_NAME}) is running; whether it still has the "
-                f"queue open cannot be told here")
-    state = "has ended" if writer["running"] is False else "is running but no longer holds the lock"
-    return f"writer: none (process {pid}, the last named in {LOCK_NAME}, {state})"
+def _open_by_line(o: Info | None) -> str:
+    """Who has the queue open now (the holders of the registry) and who holds the writer lock."""
+    if o is None:
+        return "open by: cannot be told here"
+    pids = o["pids"]
+    if pids is None:  # no kernel list of locks: only the control file's word, which may be stale
+        if not o["keeper"]:
+            return f"open by: cannot be told here (no /proc/locks to read who holds {REGISTRY_NAME})"
+        state = {True: "is running", False: "has ended", None: "may be running"}[o["keeper_running"]]
+        return (f"open by: cannot be told here (no /proc/locks); the control file names process {o['keeper']} "
+                f"as keeping the writer lock, and it {state}")
+    if not pids:
+        return f"open by: no process (none holds {REGISTRY_NAME})"
+    return f"open by: {len(pids)} process{'es' if len(pids) > 1 else ''}: " + ", ".join(_opener(o, p) for p in pids)
 
 
-def _may_be_writing(writer: Info) -> bool:
-    """The lock's holder, or where that cannot be read, a running process named in the lock file."""
-    holds = writer.get("holds_lock")
-    return bool(holds or holds is None and writer["running"])
+def _opener(o: Info, pid: int) -> str:
+    if pid != o["writer_lock"]:
+        return str(pid)
+    if pid == o["keeper"]:
+        return f"{pid} (alone: it keeps the writer lock {LOCK_NAME} between calls)"
+    return f"{pid} (holds the writer lock {LOCK_NAME} now)"
 
 
-def _tail_lines(tail: Info | None, saved: list[Info], writer: Info | None) -> Iterator[str]:
+def _may_be_writing(o: Info | None) -> bool:
+    """Some process has the queue open, or where that cannot be told, the keeper the control
+    file names may still be running."""
+    if o is None:
+        return False
+    if o["pids"] is not None:
+        return bool(o["pids"])
+    return bool(o["keeper"]) and o["keeper_running"] is not False
+
+
+def _who(o: Info | None) -> str:
+    pids = [] if o is None else o["pids"] if o["pids"] is not None else [o["keeper"]]
+    listed = ", ".join(map(str, pids))
+    return f"processes {listed} have" if len(pids) > 1 else f"process {listed} has"
+
+
+def _tail_lines(tail: Info | None, saved: list[Info], open_by: Info | None) -> Iterator[str]:
     if tail is None:
         yield "torn tail: none"
     else:
         yield (f"torn tail: {tail['bytes']:,} bytes after byte {tail['offset']:,} of "
                f"{os.path.basename(tail['file'])} ({tail['reason']}); not repaired: the next open "
                f"saves them to {os.path.basename(tail['saved_to_on_next_open'])} and cuts them")
-        if writer is not None and _may_be_writing(writer):
-            yield f"  process {writer['pid']} (named in {LOCK_NAME}) is running: this may be a write in progress"
+        if _may_be_writing(open_by):
+            yield f"  {_who(open_by)} the queue open: this may be a write in progress"
     for s in saved:
         yield f"saved by an earlier recovery: {s['file']} ({_n(s['bytes'])} bytes)"
 
