@@ -19,7 +19,7 @@ import threading
 import pytest
 import xxhash
 
-from logq import InvalidTransition, LeaseLostError, Queue
+from logq import InvalidTransition, LeaseLostError, LockedError, Queue
 from logq.log.verify import verify
 from logq.testing import FakeClock
 
@@ -186,6 +186,61 @@ def test_a_batch_left_after_the_published_end_is_set_aside_by_the_next_writer(qd
         assert [j.id for j in a.jobs("pending")] == [first, second]
     with Queue(qdir) as again:
         assert [j.id for j in again.jobs("pending")] == [first, second]
+
+
+# ------------------------------------------------------- work that needs the directory alone
+
+def files_but_control(path: str) -> dict[str, bytes]:
+    out = {}
+    for name in sorted(os.listdir(path)):
+        if name != "logq.control":  # (published states and knocks: the openers' running talk)
+            with open(os.path.join(path, name), "rb") as f:
+                out[name] = f.read()
+    return out
+
+
+def test_an_open_beside_another_opener_changes_no_file(qdir):
+    with Queue(qdir) as a:
+        a.enqueue("t", b"x")
+        a.sync()
+        before = files_but_control(qdir)
+        late = Queue(qdir)
+        assert late.get(1) is not None
+        assert files_but_control(qdir) == before
+        late.close()  # not the last to close: it leaves the files to the other
+        assert files_but_control(qdir) == before
+
+
+def test_only_the_last_to_close_writes_a_checkpoint(qdir):
+    a = Queue(qdir)
+    a.enqueue("t", b"x")
+    with Queue(qdir) as b:
+        b.enqueue("t", b"y")
+    assert not os.path.exists(os.path.join(qdir, "logq.checkpoint"))
+    a.close()  # alone again at close: trims the preallocated zeros, writes the checkpoint
+    assert os.path.exists(os.path.join(qdir, "logq.checkpoint"))
+    with Queue(qdir) as again:
+        assert again.recovery.restored_seq == 2 and [j.id for j in again.jobs("pending")] == [1, 2]
+
+
+def test_salvage_needs_the_directory_alone(qdir):
+    with Queue(qdir) as a:
+        a.enqueue("t", b"x")
+        with pytest.raises(LockedError, match="salvage needs the queue to itself"):
+            Queue(qdir, salvage=True)
+        assert a.enqueue("t", b"y") == 2  # the refused opener disturbed nothing
+
+
+def test_compaction_beside_another_opener_rewrites_nothing_for_now(qdir):
+    """Today's behaviour; compaction while others have the queue open is in progress (issue 20)."""
+    with Queue(qdir, retain_done=0) as a, Queue(qdir) as b:
+        a.enqueue("t", b"x")
+        a.ack(a.lease("t"))
+        segments = sorted(n for n in os.listdir(qdir) if n.endswith(".seg"))
+        report = a.compact(include_active=True)
+        assert report.aborted and report.jobs_swept == 0
+        assert sorted(n for n in os.listdir(qdir) if n.endswith(".seg")) == segments
+        assert b.get(1).state == "done"
 
 
 # ------------------------------------------------------------ the control file (§14)
