@@ -64,7 +64,9 @@ class Queue(ClosesOnExit):
     `mode` gives new files their permission bits (default 0o600, the owner
     alone; 0o660 shares the queue with the group) and decides who else may
     write to the directory (anyone else: `UnsafeDirectoryError`).
-    Thread-safe. Only one open Queue per directory (others get `LockedError`).
+    Thread-safe. Any number of processes, and of Queue objects in one process,
+    may open one directory at once, each with the whole API; they take turns
+    to write (spec/format.md §14, spec/semantics.md "Several processes").
 
     With a Redis URL (`redis://host:6379/0`, `rediss://...`, `unix:///path?db=0`),
     the jobs are on that server and `name` (default "default") picks the queue

@@ -1,9 +1,9 @@
 """`python -m logq worker MODULE:ATTR` (and the `logq` console script), run as real processes
 on a temporary project: a module `app.py` that opens a queue and registers tasks.
 
-Jobs are enqueued by the test before the worker starts (today a queue directory is open
-in one process at a time); the test waits for the worker's own log lines on stderr (or
-polls `inspect --json`, which takes no lock) with a deadline, then signals it.
+Jobs are enqueued by the test before the worker starts, or while it runs by the test's own
+open queue (a producer beside the worker); the test waits for the worker's own log lines on
+stderr (or polls `inspect --json`, which takes no lock) with a deadline, then signals it.
 """
 
 from __future__ import annotations

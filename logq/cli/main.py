@@ -89,9 +89,8 @@ logq.Queue that ATTR names (or that ATTR, a function taking no arguments,
 returns). Logs to stderr (DEBUG logs each finished job). The first SIGINT or
 SIGTERM stops leasing and gives running tasks the grace time to finish (exit
 0); a second one releases them at once. Exit 2, with one line on stderr, if the
-module, the attribute or the queue cannot be loaded. Today a queue directory is
-open in one process at a time: the worker cannot start while another process
-has the queue open, and no other process can open it while the worker runs.
+module, the attribute or the queue cannot be loaded. Other processes (producers,
+more workers, stats, requeue-dead) may have the queue open at the same time.
 """
 
 _DEMO_EXAMPLES = """\

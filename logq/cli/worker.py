@@ -13,8 +13,9 @@ SIGINT/SIGTERM, closes the queue and returns 0.
 Anything that keeps the worker from starting - the module cannot be imported
 or calls `run_worker()` while it is imported (a script's worker, unguarded by
 `if __name__ == "__main__":`), the attribute is missing or not an open queue,
-the queue cannot be opened (today a directory is open in one process at a
-time: `LockedError`), it has no registered tasks, or a name in `--names` is
+the queue cannot be opened (a bad option, an unsafe directory, a process that
+keeps the writer lock and does not let go: `LockedError`), it has no registered
+tasks, or a name in `--names` is
 not one of them - raises `LoadError` with a one-line reason, which `main`
 prints without a traceback (exit 2).
 """

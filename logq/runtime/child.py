@@ -11,8 +11,9 @@ duplex pipe; the child answers (ok, value) and waits for the next. Right after
 the fork, before anything else, the child:
 
 1. closes every file descriptor it inherited but 0-2 and its end of the pipe:
-   the queue's lock file and segments (a child holding the lock would keep a
-   restarted worker out with `LockedError`), and the pipe ends of the other
+   the queue's lock files and segments (a child keeping them would keep the
+   worker's locks held after the worker died: the other openers would take
+   turns with a dead one, or wait for its writer lock), and the pipe ends of the other
    slots' children (which would keep those children from ever reading EOF);
 2. resets signals: SIGTERM to the default (the parent's handler would make the
    child ignore it), SIGINT ignored (the parent decides when its children stop);
