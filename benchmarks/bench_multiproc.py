@@ -140,7 +140,7 @@ def measure(mp: Any, workload: str, key: str, path: str, jobs: int, seconds: flo
         reports = run_arrangement(mp, key, path, PRODUCERS_ENQ, 0, 0, seconds, timeout)
     errors = [r["error"] for r in reports if r["error"]]
     if errors:
-        locked = any(e.startswith("LockedError") for e in errors)
+        locked = any(e.startswith("LockedError") and "already open by process" in e for e in errors)
         return dict(error=ISSUE20 if locked else errors[0], errors=errors, reports=reports)
     produced = sum(r["count"] for r in reports if r["role"] == "producer")
     start = min(r["start"] for r in reports)
@@ -186,12 +186,12 @@ class Run:
 
     def workload(self, name: str) -> list[Row]:
         keys = WORKLOADS[name]
-        out: dict[str, dict[str, Any]] = {k: dict(samples=[], rounds=[], error="") for k in keys}
+        out: dict[str, dict[str, Any]] = {k: dict(samples=[], rounds=[], failures=[]) for k in keys}
         for r in range(self.rounds):
             for key in (keys if r % 2 == 0 else keys[::-1]):
                 m = out[key]
-                if m["error"]:
-                    continue
+                if ISSUE20 in m["failures"]:
+                    continue  # a logq without issue 20 fails every round the same way
                 path = self.new(f"{name}-{key}")
                 try:
                     res = measure(self.mp, name, key, path, self.jobs, self.seconds, self.timeout)
@@ -202,8 +202,8 @@ class Run:
                 self.children_cpu_s += sum(p.get("cpu_s", 0.0) for p in res.get("reports", []))
                 m["rounds"].append({k: v for k, v in res.items() if k != "reports"} |
                                    dict(reports=_brief(res.get("reports", []))))
-                if res["error"]:
-                    m["error"] = res["error"]
+                if res["error"]:  # a failed round is a finding; the other rounds still run
+                    m["failures"].append(res["error"])
                     self.log(f"round {r + 1}: {name} {key}: {res['error']}")
                     continue
                 m["samples"].append(res["rate"])
@@ -214,9 +214,16 @@ class Run:
         rows = []
         for key, m in out.items():
             value = max(m["samples"]) if m["samples"] else None
-            error = m["error"] if value is None else ""
+            failures = m["failures"]
+            note = error = ""
+            if ISSUE20 in failures:
+                note = ISSUE20
+            elif value is None:
+                error = failures[0] if failures else "no round completed"
+            elif failures:
+                note = f"{len(failures)} of {len(m['rounds'])} rounds failed: {failures[0]}"
             rows.append(Row(name, key, value, "jobs/s", samples=m["samples"], extra=dict(rounds=m["rounds"]),
-                            note=error if error == ISSUE20 else "", error="" if error == ISSUE20 else error))
+                            note=note, error=error))
         return rows
 
 
@@ -283,6 +290,8 @@ def print_table(rows: list[Row]) -> None:
     for r in rows:
         if r.error and len(r.error) > 60:
             print(f"error in {r.workload}, {SYSTEMS[r.system][0].strip()}: {r.error}")
+        elif r.value is not None and r.note:
+            print(f"{r.workload}, {SYSTEMS[r.system][0].strip()}: best of the rounds that ran; {r.note}")
 
 
 def markdown(rows: list[Row], targets: list[dict[str, Any]]) -> str:
@@ -291,7 +300,9 @@ def markdown(rows: list[Row], targets: list[dict[str, Any]]) -> str:
     for w in WORKLOADS:
         for i, r in enumerate(r for r in rows if r.workload == w):
             label, durability, _ = SYSTEMS[r.system]
-            cell = fmt_value(r.value, r.unit) if r.value is not None else (r.note or "error")
+            cell = fmt_value(r.value, r.unit) if r.value is not None else (r.note or f"failed: {r.error}")
+            if r.value is not None and r.note:
+                cell += f" ({r.note})"
             ratio = "" if r.system == "sqlite" else fmt_ratio(r.extra.get("ratio"))
             out.append(f"| {TITLES[w] if i == 0 else ''} | {label.strip()} | {durability} | {cell} | {ratio} |")
     out += ["", "| target | figure | target | status |", "| --- | ---: | ---: | --- |"]
