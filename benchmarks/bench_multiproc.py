@@ -1,6 +1,6 @@
 """Several processes on one queue: logq against SQLite and huey in the same arrangements.
 
-Run:  python benchmarks/bench_multiproc.py [--quick] [--dir DIR] [--rounds R] [--json PATH]
+Run:  python benchmarks/bench_multiproc.py [--quick] [--dir DIR] [--rounds R] [--json PATH] [--profile]
       (peers: pip install -e '.[bench]')
 
 Arrangements (each system in the same one, in one run, on one disk):
@@ -38,9 +38,12 @@ benchmarks/results/local/multiproc-*.json, which git ignores.
 from __future__ import annotations
 
 import argparse
+import glob
+import io
 import json
 import multiprocessing
 import os
+import pstats
 import shutil
 import sys
 import tempfile
@@ -95,14 +98,15 @@ def make_context() -> Any:
 
 
 def run_arrangement(mp: Any, key: str, path: str, producers: int, consumers: int, jobs: int,
-                    seconds: float, timeout: float) -> list[dict[str, Any]]:
-    """Start the processes of one arrangement on a store at `path`; every process's report."""
+                    seconds: float, timeout: float, profile: str = "") -> list[dict[str, Any]]:
+    """Start the processes of one arrangement on a store at `path`; every process's report
+    (`profile`: a path prefix for each process's profile, see multiproc_roles.producer)."""
     barrier = mp.Barrier(producers + consumers)
     done = mp.Value("i", 0)
     results = mp.Queue()
-    procs = [mp.Process(target=roles.producer, args=(key, path, i, jobs, seconds, barrier, done, results))
+    procs = [mp.Process(target=roles.producer, args=(key, path, i, jobs, seconds, barrier, done, results, profile))
              for i in range(producers)]
-    procs += [mp.Process(target=roles.consumer, args=(key, path, i, producers, barrier, done, results))
+    procs += [mp.Process(target=roles.consumer, args=(key, path, i, producers, barrier, done, results, profile))
               for i in range(consumers)]
     for p in procs:
         p.start()
@@ -131,13 +135,13 @@ def run_arrangement(mp: Any, key: str, path: str, producers: int, consumers: int
 
 
 def measure(mp: Any, workload: str, key: str, path: str, jobs: int, seconds: float,
-            timeout: float) -> dict[str, Any]:
+            timeout: float, profile: str = "") -> dict[str, Any]:
     """One measurement: the rate, the processes' reports, and the check of the store's count."""
     roles.create_store(key, path)
     if workload == "e2e":
-        reports = run_arrangement(mp, key, path, PRODUCERS, CONSUMERS, jobs, 0.0, timeout)
+        reports = run_arrangement(mp, key, path, PRODUCERS, CONSUMERS, jobs, 0.0, timeout, profile)
     else:
-        reports = run_arrangement(mp, key, path, PRODUCERS_ENQ, 0, 0, seconds, timeout)
+        reports = run_arrangement(mp, key, path, PRODUCERS_ENQ, 0, 0, seconds, timeout, profile)
     errors = [r["error"] for r in reports if r["error"]]
     if errors:
         locked = any(e.startswith("LockedError") and "already open by process" in e for e in errors)
@@ -225,6 +229,33 @@ class Run:
             rows.append(Row(name, key, value, "jobs/s", samples=m["samples"], extra=dict(rounds=m["rounds"]),
                             note=note, error=error))
         return rows
+
+
+    def profile(self, name: str, key: str, top: int = 14) -> str:
+        """One more, untimed, measurement of `key` with every process profiled (wall clock);
+        the top functions by own time, per role, summed over that role's processes."""
+        path = self.new(f"profile-{name}-{key}")
+        prefix = path + "-prof"
+        try:
+            res = measure(self.mp, name, key, path, self.jobs, self.seconds, self.timeout, profile=prefix)
+            text = [f"profile of {name}, {SYSTEMS[key][0].strip()}: "
+                    + (res["error"] or f"{res['n']:,} jobs in {res['seconds']:.2f} s under the profiler")]
+            for role in ("producer", "consumer"):
+                files = sorted(f for f in glob.glob(prefix + f"-{role}-*.prof"))
+                if not files:
+                    continue
+                stream = io.StringIO()
+                stats = pstats.Stats(*files, stream=stream)
+                stats.sort_stats("tottime").print_stats(top)
+                body = stream.getvalue()
+                body = body[body.find("ncalls"):] if "ncalls" in body else body
+                text.append(f"  {len(files)} {role}s, summed:\n" + "\n".join(
+                    "    " + line for line in body.splitlines() if line.strip()))
+            return "\n".join(text)
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+            for f in glob.glob(prefix + "-*.prof"):
+                os.remove(f)
 
 
 def _brief(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -335,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, help="seconds per enq8 measurement (default 3, --quick 1)")
     ap.add_argument("--json", help="JSON output path")
     ap.add_argument("--markdown", help="also write the README table (markdown) to this path")
+    ap.add_argument("--profile", action="store_true",
+                    help="then profile one more run of logq's target rows (every process, wall clock)")
     args = ap.parse_args(argv)
     only = list(WORKLOADS) if not args.only else [w.strip() for w in args.only.split(",") if w.strip()]
     if set(only) - set(WORKLOADS):
@@ -354,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows: list[Row] = []
     seconds: dict[str, float] = {}
+    profiles: dict[str, str] = {}
     try:
         env = environment(root, None)
         if env["dir_fs"] in ("tmpfs", "ramfs"):
@@ -367,6 +401,11 @@ def main(argv: list[str] | None = None) -> int:
             run.log(f"--- {name}")
             rows += run.workload(name)
             seconds[name] = time.perf_counter() - began
+        if args.profile:
+            for _, name, key, _ in TARGETS:
+                if name in only:
+                    run.log(f"profiling {name} {key}")
+                    profiles[f"{name}/{key}"] = run.profile(name, key)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     load = meter.stop()
@@ -383,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     for t in targets:
         fig = "-" if t["value"] is None else f"{t['value']:.2f}x"
         print(f"  {t['name']:<50} {fig:>7}  ({t.get('detail', '')})  >= {t['threshold']:g}x  {status_text(t)}")
+    for text in profiles.values():
+        print("\n" + text)
     print(f"\nthe benchmark's processes used {load['children_cores'] + load['suite_cores']:.2f} and other "
           f"processes {load['other_cores']:.2f} of {env['cpus']} CPUs on average during the run "
           f"(load average {load['loadavg_1m']['min']:.1f}-{load['loadavg_1m']['max']:.1f}); total {total:.1f} s")
@@ -396,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
                              start_method="forkserver"),
                env=env, load=load, systems={k: dict(label=v[0].strip(), durability=v[1], delivery=v[2])
                                             for k, v in SYSTEMS.items()},
-               targets=targets, rows=[asdict(r) for r in rows], seconds=seconds, total_s=total)
+               targets=targets, rows=[asdict(r) for r in rows], seconds=seconds, profiles=profiles, total_s=total)
     path = args.json or output_path(args.quick, bool(args.only or args.rounds or args.jobs or args.seconds))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:

@@ -32,6 +32,7 @@ queue is empty (short, to favour them: huey's own consumer starts at 0.1 s).
 
 from __future__ import annotations
 
+import cProfile
 import os
 import sqlite3
 import time
@@ -218,9 +219,24 @@ def _start(key: str, path: str, barrier: Any) -> tuple[Handle | None, str]:
     return handle, ""
 
 
+def _profiler(profile: str) -> cProfile.Profile | None:
+    if not profile:
+        return None
+    prof = cProfile.Profile()
+    prof.enable()
+    return prof
+
+
+def _save(prof: cProfile.Profile | None, profile: str, role: str, index: int) -> None:
+    if prof is not None:
+        prof.disable()
+        prof.dump_stats(f"{profile}-{role}-{index}.prof")
+
+
 def producer(key: str, path: str, index: int, jobs: int, seconds: float, barrier: Any, done: Any,
-             results: Any) -> None:
-    """Enqueue `jobs` jobs (or, if jobs is 0, as many as fit in `seconds`); then count in `done`."""
+             results: Any, profile: str = "") -> None:
+    """Enqueue `jobs` jobs (or, if jobs is 0, as many as fit in `seconds`); then count in `done`.
+    With `profile` (a path prefix), the work is profiled (wall clock) into PREFIX-producer-INDEX.prof."""
     out: dict[str, Any] = dict(role="producer", index=index, pid=os.getpid(), count=0, start=None, end=None,
                                error="")
     handle, out["error"] = _start(key, path, barrier)
@@ -228,6 +244,7 @@ def producer(key: str, path: str, index: int, jobs: int, seconds: float, barrier
         if handle is not None:
             enqueue = handle.enqueue
             n = 0
+            prof = _profiler(profile)
             start = time.monotonic()
             out["start"] = start
             try:
@@ -245,6 +262,7 @@ def producer(key: str, path: str, index: int, jobs: int, seconds: float, barrier
                 out["error"] = _describe(exc)
                 out["trace"] = traceback.format_exc(limit=6)
             out["end"], out["count"] = time.monotonic(), n
+            _save(prof, profile, "producer", index)
             handle.close()
     finally:
         with done.get_lock():
@@ -254,8 +272,9 @@ def producer(key: str, path: str, index: int, jobs: int, seconds: float, barrier
 
 
 def consumer(key: str, path: str, index: int, producers: int, barrier: Any, done: Any,
-             results: Any) -> None:
-    """Take and finish jobs until every producer has finished and the queue is empty."""
+             results: Any, profile: str = "") -> None:
+    """Take and finish jobs until every producer has finished and the queue is empty (`profile`: as
+    for `producer`)."""
     out: dict[str, Any] = dict(role="consumer", index=index, pid=os.getpid(), count=0, start=None, end=None,
                                error="", empty_takes=0)
     handle, out["error"] = _start(key, path, barrier)
@@ -263,6 +282,7 @@ def consumer(key: str, path: str, index: int, producers: int, barrier: Any, done
         if handle is not None:
             take, finish, blocks = handle.take, handle.finish, handle.blocks
             n = empty = 0
+            prof = _profiler(profile)
             start = last = time.monotonic()
             out["start"] = start
             try:
@@ -283,6 +303,7 @@ def consumer(key: str, path: str, index: int, producers: int, barrier: Any, done
                 out["error"] = _describe(exc)
                 out["trace"] = traceback.format_exc(limit=6)
             out.update(end=last, count=n, empty_takes=empty)
+            _save(prof, profile, "consumer", index)
             handle.close()
     finally:
         out["cpu_s"] = sum(os.times()[:2])
