@@ -231,18 +231,6 @@ def test_salvage_needs_the_directory_alone(qdir):
         assert a.enqueue("t", b"y") == 2  # the refused opener disturbed nothing
 
 
-def test_compaction_beside_another_opener_rewrites_nothing_for_now(qdir):
-    """Today's behaviour; compaction while others have the queue open is in progress (issue 20)."""
-    with Queue(qdir, retain_done=0) as a, Queue(qdir) as b:
-        a.enqueue("t", b"x")
-        a.ack(a.lease("t"))
-        segments = sorted(n for n in os.listdir(qdir) if n.endswith(".seg"))
-        report = a.compact(include_active=True)
-        assert report.aborted and report.jobs_swept == 0
-        assert sorted(n for n in os.listdir(qdir) if n.endswith(".seg")) == segments
-        assert b.get(1).state == "done"
-
-
 # ------------------------------------------------------------ the control file (§14)
 
 def control_state(path: str) -> dict[str, int]:

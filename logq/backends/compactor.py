@@ -86,31 +86,42 @@ class Compactor:
         started = time.monotonic()
         b = self.backend
         with self.running:
-            if b.log.shared:  # records would move under the other processes' feet
+            lock = b.log.compaction_lock()  # one compaction at a time among the processes
+            if lock is None:
                 return CompactionReport(0, 0, 0, 0, 0, 0, time.monotonic() - started, aborted=True)
+            try:
+                return self._compact_locked(include_active, started)
+            finally:
+                lock.close()
+
+    def _compact_locked(self, include_active: bool, started: float) -> CompactionReport:
+        b = self.backend
+        with b._lock:  # a turn: with other processes, the roll and the prefix are up to date
+            b._check_open()
             if include_active:
                 b.log.roll()
-            with b._lock:
-                b._check_open()
-                prefix = b.log.sealed_prefix()
-                if not prefix:
-                    return CompactionReport(0, 0, 0, 0, 0, 0, time.monotonic() - started)
-                doomed = b._index.sweepable(b.clock.time(), b.retain_done, b.retain_dead, prefix[-1][1])
-            bases = [base for base, _ in prefix]
-            out = b.log.write_compacted(bases, lambda rec: _job_of(rec) in doomed)
-            with b._lock:
-                if b.closed or any(b._index.jobs[j].last != last for j, last in doomed.items()):
-                    b.log.discard(out)
-                    return CompactionReport(len(bases), out.read_bytes, 0, 0, 0, 0,
-                                            time.monotonic() - started, aborted=True)
-                b.log.install(out, bases)
-                b._index.forget(doomed)
-                b._index.relocate(out.base, out.moved)
+            prefix = b.log.sealed_prefix()
+            if not prefix:
+                return CompactionReport(0, 0, 0, 0, 0, 0, time.monotonic() - started)
+            doomed = b._index.sweepable(b.clock.time(), b.retain_done, b.retain_dead, prefix[-1][1])
+        bases = [base for base, _ in prefix]
+        out = b.log.write_compacted(bases, lambda rec: _job_of(rec) in doomed)
+        with b._lock:
+            if b.closed or any(b._index.jobs[j].last != last for j, last in doomed.items()):
+                b.log.discard(out)
+                return CompactionReport(len(bases), out.read_bytes, 0, 0, 0, 0,
+                                        time.monotonic() - started, aborted=True)
+            b.log.install(out, bases)
+            b._index.forget(doomed)
+            b._index.relocate(out.base, out.moved)
+        self._count_done()
+        return CompactionReport(len(bases), out.read_bytes, out.size, out.kept, out.dropped, len(doomed),
+                                time.monotonic() - started)
+
+    def _count_done(self) -> None:
         with self._compacted:
             self._done += 1
             self._compacted.notify_all()
-        return CompactionReport(len(bases), out.read_bytes, out.size, out.kept, out.dropped, len(doomed),
-                                time.monotonic() - started)
 
     def wait_compactions(self, n: int, timeout: float) -> bool:
         """Test seam: wait until `n` compactions have completed in this process."""

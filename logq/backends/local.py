@@ -69,6 +69,7 @@ class LocalBackend(Engine):
             _return_free_memory()
         self._use_lock(self.log.turn, self.log.poll_interval)
         self.log.on_change(self._others_changed)
+        self.log.on_compaction(self._others_compacted)
         self.path = self.log.path
         if salvaging is not None:  # (a queue that salvaged anything writes no checkpoint at close)
             self.log.report.unrecovered = salvaging.unrecovered
@@ -94,6 +95,12 @@ class LocalBackend(Engine):
             appended = self._change_all_locked([(e, EXPIRE, policy.expiry(e, now, "lease lost")) for e in lost],
                                                "always")
         self.log.commit(appended)
+
+    def _others_compacted(self, base: int, moved: dict[int, tuple[int, int]], old: set[int]) -> None:
+        """(Turn held.) Another process's compaction moved records into segment `base`."""
+        self._index.relocate(base, moved)
+        self._index.drop_swept(base, moved, old)
+        self._others_changed()
 
     def compact(self, include_active: bool) -> CompactionReport:
         return self.compactor.compact(include_active)

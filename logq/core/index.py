@@ -362,6 +362,18 @@ class Index:
             if e.extra is not None and e.extra.result_at is not None:
                 del self._results[e.last]
 
+    def drop_swept(self, segment: int, moved: dict[int, tuple[int, int]], old: set[int]) -> int:
+        """After another process's compaction (`relocate` done): drop the jobs whose ENQUEUE
+        lay in the `old` segments and was not kept. The compaction swept them as final;
+        this index may not have seen them finish (it lagged behind), so they leave whatever
+        state they are in. Returns how many."""
+        swept = [e for e in self.jobs.values() if e.segment in old and e.id not in moved]
+        for e in swept:
+            if e.state in (PENDING, ACTIVE):
+                self._finish(e, DONE, 0.0)
+        self.forget(e.id for e in swept)
+        return len(swept)
+
     def relocate(self, segment: int, moved: dict[int, tuple[int, int]]) -> None:
         """Point jobs at the new place of their ENQUEUE record, and of the ACK record that
         holds a result kept out of memory (seq -> (offset, size))."""

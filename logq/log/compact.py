@@ -131,12 +131,20 @@ def roll_forward(fs: FileSystem, directory: str, swap: str, bases: list[int]) ->
     fs.fsync_dir(directory)
 
 
-def recover(fs: FileSystem, directory: str, names: list[str], parse: Callable[[str], int | None]) -> bool:
+def recover_swaps(fs: FileSystem, directory: str, names: list[str], parse: Callable[[str], int | None]) -> bool:
+    """Roll forward a committed swap (`.swap`) that a process which died left half done; a
+    `.compacting` file is left alone (it may be another process's C1 in progress). For a
+    log that other processes share (follow.py)."""
+    return recover(fs, directory, names, parse, roll_back=False)
+
+
+def recover(fs: FileSystem, directory: str, names: list[str], parse: Callable[[str], int | None], *,
+            roll_back: bool = True) -> bool:
     """Finish or undo an interrupted compaction before replay; True if anything was done."""
     acted = False
     for name in sorted(names):
         path = os.path.join(directory, name)
-        if name.endswith(".seg" + COMPACTING):
+        if name.endswith(".seg" + COMPACTING) and roll_back:
             fs.unlink(path)  # never committed: roll back
             acted = True
         elif name.endswith(".seg" + SWAP):

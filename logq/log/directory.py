@@ -26,6 +26,7 @@ META_NAME = "logq.meta"
 LOCK_NAME = "logq.lock"  # the writer lock (turns.py)
 REGISTRY_NAME = "logq.open"  # every opener's shared lock (turns.py)
 CONTROL_NAME = "logq.control"  # the published state (control.py)
+COMPACT_LOCK_NAME = "logq.compact.lock"  # held by the one process that compacts (backends/compactor.py)
 TMP_SUFFIX = ".tmp"  # `replace_file` writes `final` + this first
 
 
@@ -52,7 +53,7 @@ def write_meta(fs: FileSystem, path: str, mode: int = DEFAULT_MODE) -> None:
 def _left_by_a_first_open(name: str) -> bool:
     """What an open that crashed before its marker was written may leave: the lock, a
     marker's temporary file, and an unborn first segment kept aside (`<segment>.0.torn`)."""
-    return name in (LOCK_NAME, REGISTRY_NAME, CONTROL_NAME, META_NAME + TMP_SUFFIX) \
+    return name in (LOCK_NAME, REGISTRY_NAME, CONTROL_NAME, COMPACT_LOCK_NAME, META_NAME + TMP_SUFFIX) \
         or _UNBORN_KEPT.match(name) is not None
 
 

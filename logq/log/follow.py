@@ -26,11 +26,15 @@ import os
 from typing import Callable
 
 from ..errors import CorruptionError
-from .codec import MAX_STORED, Record
+from . import compact
+from .codec import (
+    MAX_STORED, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, TYPE_SEAL, Record, decode_segment_header, read_record,
+)
+from .fs import File
 from .control import State
 from .directory import replace_file
 from .recovery import TORN_SUFFIX, ReplayCallback
-from .segment import ZERO_CHUNK, nonzero_end, parse_segment_name, scan_file, segment_name
+from .segment import ZERO_CHUNK, KnownSegment, nonzero_end, parse_segment_name, scan_file, segment_name
 from .writer import Writer
 
 log = logging.getLogger("logq")
@@ -92,6 +96,68 @@ def set_aside_unpublished(writer: Writer, mode: int) -> None:
             writer.fs.unlink(os.path.join(writer.path, name))
             log.warning("%s: removed segment %s, started by a process that died before publishing it",
                         writer.path, name)
+
+
+def follow_compaction(writer: Writer, state: State, replay: ReplayCallback | None, limit: int = MAX_STORED
+                      ) -> tuple[int, dict[int, tuple[int, int]], set[int]]:
+    """Another process compacted the sealed prefix (the epoch changed): under the log's lock,
+    with the writer lock held, finish a swap its process left half done, then read the
+    compacted segment. Records this opener had not read yet (it may have lagged behind
+    the compaction) go to `replay`, in order. Returns (the compacted segment's base, the
+    new place of every record in it by sequence number, the bases whose records moved);
+    the caller points its jobs there and drops those the compaction swept. The writer's
+    segments are updated; if its active segment was compacted, the next one becomes active.
+    (If the compacting process died before its swap, nothing moved: nothing changes.)"""
+    fs, path = writer.fs, writer.path
+    compact.recover_swaps(fs, path, fs.listdir(path), parse_segment_name)
+    bases = sorted(b for b in map(parse_segment_name, fs.listdir(path)) if b is not None and b <= state.base)
+    if not bases:
+        raise CorruptionError("the queue's directory holds no segment after a compaction", path=path, offset=0)
+    first = bases[0]
+    f = writer.fs.open(_path(writer, first), readonly=True)
+    try:
+        seal = _seal_seq(f, _path(writer, first))
+        if seal is None:  # the first segment is not sealed: no compaction happened
+            return first, {}, set()
+        active = writer.segments[-1]
+        seen = writer.next_seq - 1  # every record up to here went to `replay` already
+        if active.base == first or active.base not in bases:  # this opener's active one was compacted
+            rest = _scan(writer, active.base, writer.end, writer.active.size(), replay, limit)
+            seen = rest.last_seq if rest.last_seq is not None else seen
+        moved: dict[int, tuple[int, int]] = {}
+
+        def collect(rec: Record) -> None:
+            moved[rec.seq] = (rec.offset, rec.size)
+            if rec.seq > seen and replay is not None:
+                replay(rec, first)
+        result = scan_file(f.pread, f.size(), _path(writer, first), collect, base=first, limit=limit)
+    finally:
+        f.close()
+    if result.damage is not None or not result.sealed:
+        raise result.damage or CorruptionError("a compacted segment does not verify to its SEAL record",
+                                               path=_path(writer, first), offset=result.end)
+    old = {s.base for s in writer.segments if s.base <= seal}
+    kept = [s for s in writer.segments if s.base > seal]
+    writer.segments[:] = [KnownSegment(first, result.end, True, seal)] + kept
+    if not kept:  # the active segment was compacted: the one after the compacted prefix is active now
+        writer.switch_active_locked(seal + 1)
+        writer.next_seq, writer.written_seq = seal + 1, seal
+    return first, moved, old
+
+
+def _seal_seq(f: File, path: str) -> int | None:
+    """The sequence number of the SEAL that ends segment file `f`, or None if it does not end
+    with one (it is a fixed-size record: read from the file's end)."""
+    size = f.size()
+    if size < SEGMENT_HEADER_SIZE + RECORD_HEADER_SIZE:
+        return None
+    salt = decode_segment_header(f.pread(SEGMENT_HEADER_SIZE, 0), path).salt
+    try:
+        rec = read_record(f.pread(RECORD_HEADER_SIZE, size - RECORD_HEADER_SIZE), 0, salt, path,
+                          size - RECORD_HEADER_SIZE)
+    except CorruptionError:
+        return None
+    return rec.seq if rec is not None and rec.type == TYPE_SEAL else None
 
 
 def _path(writer: Writer, base: int) -> str:

@@ -48,10 +48,10 @@ from ..errors import CorruptionError, InvalidArgument, LockedError, WriterFailed
 from . import checkpoint, compact
 from .codec import MAX_STORED, SEGMENT_HEADER_SIZE, Encoder, Record, check_limit
 from .control import State
-from .directory import prepare, replace_file, write_meta
-from .follow import catch_up, set_aside_unpublished
+from .directory import COMPACT_LOCK_NAME, prepare, replace_file, write_meta
+from .follow import catch_up, follow_compaction, set_aside_unpublished
 from .durability import SYNC_MODES
-from .fs import DEFAULT_MODE, FileSystem, OsFileSystem, access_error, check_mode
+from .fs import DEFAULT_MODE, FileLock, FileSystem, OsFileSystem, access_error, check_mode
 from .group_commit import GroupCommit
 from .mark import MarkWriter
 from .reader import Reader
@@ -117,6 +117,8 @@ class Log(ClosesOnExit):
         self._template = Encoder(0, compression=compression, threshold=compress_threshold, limit=max_record)
         self._replay = replay
         self.on_caught_up: Callable[[int], None] | None = None  # called (turn held) after records of others
+        # called (turn held) after another process's compaction: (base, new places by seq, old bases)
+        self.on_compacted: Callable[[int, dict[int, tuple[int, int]], set[int]], None] | None = None
         try:
             had_meta = prepare(self.fs, self.path, mode)
             self._turns = turns = Turns(self.fs, self.path, mode)
@@ -204,6 +206,26 @@ class Log(ClosesOnExit):
         self.on_caught_up = lambda records: call()
         self._turns.on_shared = call
 
+    def on_compaction(self, callback: Callable[[int, dict[int, tuple[int, int]], set[int]], None]) -> None:
+        """Have `callback` (a bound method, held weakly) called, turn held, with (base, new
+        places by sequence number, old bases) when another process's compaction moved records."""
+        method = weakref.WeakMethod(callback)
+
+        def call(first: int, moved: dict[int, tuple[int, int]], old: set[int]) -> None:
+            bound = method()
+            if bound is not None:
+                bound(first, moved, old)
+        self.on_compacted = call
+
+    def compaction_lock(self) -> FileLock | None:
+        """The lock one compaction at a time holds among the processes sharing the log (taken
+        without waiting; None if another process compacts now). Release it with `close`."""
+        lock = self.fs.open_lock(os.path.join(self.path, COMPACT_LOCK_NAME), self.mode)
+        if lock.acquire(wait=False):
+            return lock
+        lock.close()
+        return None
+
     def poll_interval(self) -> float | None:
         """How often a caller waiting for a change should look again (None: it is told)."""
         return POLL if self._turns.shared else None
@@ -213,9 +235,14 @@ class Log(ClosesOnExit):
         writer = self._writer
         with writer.lock:
             writer.check_usable()
-            if state.epoch != self._turns.epoch:
-                raise CorruptionError(f"{self.path}: records were moved by another process (epoch "
-                                      f"{state.epoch}, this one knows {self._turns.epoch}): reopen the queue")
+            if state.epoch != self._turns.epoch:  # another process compacted: records moved
+                first, moved, old = follow_compaction(writer, state, self._replay, self.max_record)
+                self._reader.forget(sorted(old | {first}))
+                for base in old:
+                    self._digests.pop(base, None)
+                if old and self.on_compacted is not None:
+                    self.on_compacted(first, moved, old)
+                self._turns.epoch = state.epoch
             if (state.base, state.end) != (writer.segments[-1].base, writer.end):
                 records = catch_up(writer, state, self._replay, self.max_record)
                 if records and self.on_caught_up is not None:
@@ -266,19 +293,15 @@ class Log(ClosesOnExit):
     # --------------------------------------------------------------- compaction
 
     def roll(self) -> None:
-        """Seal the active segment now (if it holds records) and start a new one. Only while
-        this log keeps the writer lock (no other process has it open): raises LockedError."""
+        """Seal the active segment now (if it holds records) and start a new one. With other
+        processes sharing the log, only inside a turn (`turn`, held by the caller)."""
         writer = self._writer
         with writer.lock:
             writer.check_usable()
-            self._refuse_when_shared("sealing the active segment")
+            if self._turns.shared and not self._turns.holding:
+                raise LockedError(f"{self.path}: sealing a segment of a shared log needs a turn", path=self.path)
             if writer.end > SEGMENT_HEADER_SIZE:
                 writer.rollover_locked()
-
-    def _refuse_when_shared(self, what: str) -> None:
-        if self._turns.shared:
-            raise LockedError(f"{self.path} is open in other processes: {what} needs the queue to itself "
-                              "for now; try again when they have closed it", path=self.path)
 
     def sealed_prefix(self) -> list[tuple[int, int]]:
         """(base, SEAL sequence number) of every sealed segment, oldest first."""
@@ -299,9 +322,9 @@ class Log(ClosesOnExit):
         """Steps C2-C4: swap the compacted segment in. A failure after the commit
         point poisons the log (reopening rolls the swap forward)."""
         writer = self._writer
+        self._turns.new_epoch()  # before the swap: others re-read their places (§14)
         with writer.lock:
             self.check_usable()
-            self._refuse_when_shared("compaction")
             segments = writer.segments
             if [s.base for s in segments[:len(bases)]] != bases or len(bases) >= len(segments):
                 raise InvalidArgument("the compacted segments are no longer the sealed prefix")

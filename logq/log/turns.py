@@ -184,6 +184,13 @@ class Turns:
                 return
         self.control.publish(self.epoch, base, end, last_seq, durable, holder)
 
+    def new_epoch(self) -> None:
+        """Writer lock held, before records move (a compaction's swap): publish a new epoch,
+        so that every other opener re-reads where its records are before its next change."""
+        assert self.holding
+        self.epoch += 1
+        self._publish(holder=os.getpid() if not self.shared else 0)
+
     def publish_final(self) -> None:
         """Closing while holding the writer lock: publish where the log ends now."""
         self._publish()
