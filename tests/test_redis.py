@@ -378,3 +378,33 @@ def test_the_scripts_and_the_client_agree_after_the_server_lost_its_scripts(url)
         redis.Redis.from_url(url).script_flush()
         job_id = q.enqueue("t", b"2")  # NOSCRIPT: loaded again, the call made once
         assert [j.payload for j in q.lease_many(5)] == [b"1", b"2"] and job_id == 2
+
+
+def test_a_lease_batch_and_a_finished_batch_follow_each_job_of_them(url):
+    """A lease_many is one entry for all its jobs (and so is each batch of finished jobs): a job
+    acked, released or extended out of that lease is not expired with it, and a dead job retried
+    and dead again is not swept when its first retention ends."""
+    clock = FakeClock()
+    with Queue(url, name=fresh_name(), clock=clock, lease_time=10, retain_done=100, retain_dead=50,
+               max_attempts=1) as q:
+        ids = [q.enqueue("t", b"%d" % i) for i in range(4)]
+        acked, released, extended, lost = q.lease_many(4)
+        q.ack(acked)
+        q.release(released)
+        clock.advance(5)
+        q.extend(extended, lease_time=20)
+        clock.advance(6)  # the lease of the batch has ended: only `lost` was still under it
+        assert q.expire_leases() == 1
+        assert [q.get(i).state for i in ids] == ["done", "pending", "active", "dead"]
+        assert q.stats().counts == {"pending": 1, "active": 1, "done": 1, "dead": 1, "cancelled": 0}
+        q.retry(lost.id)
+        again = [j for j in q.lease_many(2) if j.id == lost.id][0]
+        clock.advance(40)  # 51 s after `lost` first died: its first retention is over
+        q.fail(again, "boom", retry=False)
+        assert q.compact().jobs_swept == 0 and q.get(lost.id).state == "dead"
+        clock.advance(60)  # past the done job's retention and the second death's
+        assert q.compact().jobs_swept == 2
+        assert q.get(acked.id) is None and q.get(lost.id) is None
+        assert q.stats().counts["done"] == 0 and q.stats().counts["dead"] == 0
+        assert [j.id for j in q.jobs(state="active")] == [released.id, extended.id]  # leased again; extended
+        assert q.expire_leases() == 2 and q.stats().counts["active"] == 0 and q.jobs(state="active") == []

@@ -8,22 +8,29 @@
 -- (so one hash slot: the queue runs on Redis Cluster) followed by:
 --   seq        record sequence numbers; a job's id is the number of its ENQUEUE record
 --   j:ID       the job (hash): e ENQUEUE record, n name, p priority, m max_attempts, a attempts,
---              s state, r run_at, x lease expiry, k key (if any), err, res; and its history:
---              field "#SEQ" for each later record (type byte, sequence number u64, payload as
---              in the log), written by the same HSET that changes the job
+--              s state, r run_at, x lease expiry, f when it is swept (final jobs), k key (if
+--              any), err, res; and its history: field "#SEQ" for each later record (type byte,
+--              sequence number u64, payload as in the log), written by the same HSET that
+--              changes the job
 --   r:NAME     ready jobs of a task name (zset: score -priority, member run_at .. id, fixed width)
 --   rn         the task names with ready jobs (set)
---   p          pending jobs (zset by id): ready or delayed
---   d          delayed pending jobs (zset by run_at); a  active jobs (zset by lease expiry)
---   fin        final jobs (zset by when they are swept); dead, cancelled  those final jobs that
---              are dead or cancelled (zsets by id; a done job is in fin alone)
+--   p          pending jobs (zset by id): ready or delayed; d  delayed ones (zset by run_at)
+--   a          leases (zset by expiry; member "SEQ:ID,ID,...", SEQ the first record of the lease
+--              or extend that wrote it): a job is still active under a member's lease if its
+--              own state is active and its own expiry x has come, so finishing or releasing a
+--              job leaves the set as it is, and a stale member is dropped when its time comes
+--   fin        final jobs to sweep (zset by sweep time; member "SEQ:ID,ID,..." of a batch that
+--              finished together): a job is swept if it is final and its own f has come (a dead
+--              job retried, and final again later, waits for its new f)
+--   dead, cancelled  the jobs in these final states (zsets by id)
+--   n          counts (hash): active, done
 --   keys       unique key -> the ids of the live jobs holding it, ascending, space separated
 --   wake       list pushed on every change that can make a job leasable (idle leases BLPOP it)
 --   watch      job id -> number of clients in `wait` for it; channel "done" tells them
--- So each state has its own structure (pending p, active a, final fin) and a transition writes
--- the job's hash once (its fields and its record) and moves its id between those sets; a batch
--- moves all its ids with one command per set. Times (now) come from the client's clock, as the
--- local backend's do.
+-- So a transition writes the job's hash once (its fields and its record) and moves its id
+-- between the sets where a query needs it; a batch (lease_many, ack_many) adds one member to
+-- a and one to fin for all its jobs. Times (now) come from the client's clock, as the local
+-- backend's do.
 
 local P = string.sub(KEYS[1], 1, -4)
 local ENQUEUE, LEASE, ACK, FAIL, RELEASE, EXTEND, CANCEL, RETRY, EXPIRE = 16, 17, 18, 19, 20, 21, 22, 23, 24
@@ -42,6 +49,21 @@ local function many(cmd, key, list)
     if key then redis.call(cmd, key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
     else redis.call(cmd, unpack(list, i, math.min(i + CHUNK - 1, #list))) end
   end
+end
+
+-- the ids of a member of a or fin, and such a member
+local function batch_ids(member)
+  local ids = {}
+  for s in string.gmatch(string.sub(member, string.find(member, ':', 1, true) + 1), '%d+') do
+    ids[#ids + 1] = tonumber(s)
+  end
+  return ids
+end
+
+local function batch_member(seq, ids)
+  local parts = {}
+  for i, id in ipairs(ids) do parts[i] = string.format('%d', id) end
+  return string.format('%d:', seq) .. table.concat(parts, ',')
 end
 
 local function ready_member(run_at, id)
@@ -95,12 +117,13 @@ local function drop_key(key, id)
   set_holders(key, kept)
 end
 
--- a job became final (its hash says so already): free its key, schedule its sweep, list it
--- if dead or cancelled, tell `wait` callers (`watched`: whether anyone waits on this queue)
-local function finished(id, key, now, keep, state, watched)
+-- a job became final by record `seq` (its hash says so already, f = now + keep): free its key,
+-- schedule its sweep, list it as dead or cancelled, tell `wait` callers (`watched`: whether
+-- anyone waits on this queue)
+local function finished(id, key, now, keep, state, watched, seq)
   drop_key(key, id)
-  redis.call('ZADD', P .. 'fin', now + keep, id)
-  if state ~= 'done' then redis.call('ZADD', P .. state, id, id) end
+  redis.call('ZADD', P .. 'fin', now + keep, string.format('%d:%d', seq, id))
+  redis.call('ZADD', P .. state, id, id)
   if watched and redis.call('HEXISTS', P .. 'watch', id) == 1 then
     redis.call('PUBLISH', P .. 'done', id)
   end
@@ -132,27 +155,33 @@ end
 
 -- expire leases that ended at or before now (pending again due now, or dead): returns the count
 local function expire_leases(now, retain_dead)
-  local ids = redis.call('ZRANGEBYSCORE', P .. 'a', '-inf', now)
-  if #ids == 0 then return 0 end
+  local leases = redis.call('ZRANGEBYSCORE', P .. 'a', '-inf', now)
+  if #leases == 0 then return 0 end
   redis.call('ZREMRANGEBYSCORE', P .. 'a', '-inf', now)
-  local seq = redis.call('INCRBY', P .. 'seq', #ids) - #ids
-  local watched = watching()
-  for _, sid in ipairs(ids) do
-    local id = tonumber(sid)
-    local f = redis.call('HMGET', jk(id), 'a', 'm', 'n', 'p', 'k')
-    local dead = tonumber(f[1]) >= tonumber(f[2])
-    seq = seq + 1
-    local field, rec = hist(EXPIRE, seq, struct.pack('<I8dBd', id, now, dead and 1 or 0, now) .. 'lease expired')
-    if dead then
-      redis.call('HSET', jk(id), 'err', 'lease expired', 'x', '', 's', 'dead', field, rec)
-      finished(id, f[5], now, retain_dead, 'dead', watched)
-    else
-      redis.call('HSET', jk(id), 'err', 'lease expired', 'x', '', 's', 'pending', 'r', now, field, rec)
-      make_pending(id, f[3], tonumber(f[4]), now, now)
+  local watched, count = watching(), 0
+  for _, member in ipairs(leases) do
+    for _, id in ipairs(batch_ids(member)) do
+      local f = redis.call('HMGET', jk(id), 's', 'x', 'a', 'm', 'n', 'p', 'k')
+      if f[1] == 'active' and tonumber(f[2]) <= now then
+        count = count + 1
+        local seq = redis.call('INCR', P .. 'seq')
+        local dead = tonumber(f[3]) >= tonumber(f[4])
+        local field, rec = hist(EXPIRE, seq, struct.pack('<I8dBd', id, now, dead and 1 or 0, now) .. 'lease expired')
+        if dead then
+          redis.call('HSET', jk(id), 'err', 'lease expired', 'x', '', 's', 'dead', 'f', now + retain_dead, field, rec)
+          finished(id, f[7], now, retain_dead, 'dead', watched, seq)
+        else
+          redis.call('HSET', jk(id), 'err', 'lease expired', 'x', '', 's', 'pending', 'r', now, field, rec)
+          make_pending(id, f[5], tonumber(f[6]), now, now)
+        end
+      end
     end
   end
-  wake()
-  return #ids
+  if count > 0 then
+    redis.call('HINCRBY', P .. 'n', 'active', -count)
+    wake()
+  end
+  return count
 end
 
 -- delayed jobs whose run_at has come: ready
@@ -166,17 +195,35 @@ local function promote(now)
   if #ids > 0 then redis.call('ZREMRANGEBYSCORE', P .. 'd', '-inf', now) end
 end
 
--- remove up to `limit` final jobs whose retention has passed (each job is one key)
+-- remove the final jobs whose retention has passed (each job is one key), batch by batch of
+-- fin, until `limit` jobs or more are gone: returns how many
 local function sweep(now, limit)
-  local ids = redis.call('ZRANGEBYSCORE', P .. 'fin', '-inf', now, 'LIMIT', 0, limit)
-  if #ids == 0 then return 0 end
-  local keys = {}
-  for i, sid in ipairs(ids) do keys[i] = jk(sid) end
-  many('DEL', nil, keys)
-  many('ZREM', P .. 'fin', ids)
-  many('ZREM', P .. 'dead', ids)
-  many('ZREM', P .. 'cancelled', ids)
-  return #ids
+  local swept, done, seen = 0, 0, {}
+  while swept < limit do
+    local batches = redis.call('ZRANGEBYSCORE', P .. 'fin', '-inf', now, 'LIMIT', 0, 16)
+    if #batches == 0 then break end
+    local keys, dead, cancelled = {}, {}, {}
+    for _, member in ipairs(batches) do
+      for _, id in ipairs(batch_ids(member)) do
+        local f = redis.call('HMGET', jk(id), 's', 'f')
+        if not seen[id] and f[2] and f[2] ~= '' and tonumber(f[2]) <= now then
+          seen[id] = true
+          keys[#keys + 1] = jk(id)
+          if f[1] == 'done' then done = done + 1
+          elseif f[1] == 'dead' then dead[#dead + 1] = id
+          else cancelled[#cancelled + 1] = id end
+        end
+      end
+    end
+    many('DEL', nil, keys)
+    many('ZREM', P .. 'fin', batches)
+    many('ZREM', P .. 'dead', dead)
+    many('ZREM', P .. 'cancelled', cancelled)
+    swept = swept + #keys
+    if #batches < 16 then break end
+  end
+  if done > 0 then redis.call('HINCRBY', P .. 'n', 'done', -done) end
+  return swept
 end
 
 -- the earliest time a delayed job becomes due or a lease ends ('' if none)
@@ -281,7 +328,7 @@ if #taken == 0 then return {0, next_wakeup()} end
 local expires = now + lease_time
 local take = #taken
 local seq = redis.call('INCRBY', P .. 'seq', take) - take  -- the batch's LEASE records, in order
-local ids, active, out = {}, {}, {}
+local ids, out = {}, {}
 for i = 1, take do
   local id = tonumber(string.sub(taken[i], 22))
   local f = redis.call('HMGET', jk(id), 'e', 'a')
@@ -290,11 +337,11 @@ for i = 1, take do
   local field, rec = hist(LEASE, seq, struct.pack('<I8I4dd', id, attempts, now, expires))
   redis.call('HSET', jk(id), 'a', attempts, 'x', expires, 's', 'active', field, rec)
   ids[i] = id
-  active[2 * i - 1], active[2 * i] = expires, id
   out[i] = struct.pack('<I8I4I4', id, attempts, #f[1]) .. f[1]
 end
 many('ZREM', P .. 'p', ids)
-many('ZADD', P .. 'a', active)
+redis.call('ZADD', P .. 'a', expires, batch_member(seq - take + 1, ids))
+redis.call('HINCRBY', P .. 'n', 'active', take)
 return {1, string.format('%.17g', expires), table.concat(out)}
 
 -- @op expire
@@ -344,24 +391,23 @@ if #ok == 0 then return refused end
 local seq = redis.call('INCRBY', P .. 'seq', #ok) - #ok
 local watched = watching()
 local woke = false
-local ids, fin = {}, {}
+local final = {done = {}, dead = {}}  -- per final state: its first record's seq, then the ids
 for _, o in ipairs(ok) do
   local id, kind, text = o.id, o.kind, o.text
   local f = fields[o]
   local name, prio, key = f[3], tonumber(f[4]), f[5]
-  ids[#ids + 1] = id
   seq = seq + 1
   local state
   if kind == 0 then
     state = 'done'
     local field, rec = hist(ACK, seq, struct.pack('<I8d', id, now) .. text)
-    redis.call('HSET', jk(id), 'x', '', 'res', text, 's', 'done', field, rec)
+    redis.call('HSET', jk(id), 'x', '', 'res', text, 's', 'done', 'f', now + retain_done, field, rec)
   else
     local dead, run_at = o.dead == 1, o.run_at
     local field, rec = hist(FAIL, seq, struct.pack('<I8dBd', id, now, dead and 1 or 0, run_at) .. text)
     if dead then
       state = 'dead'
-      redis.call('HSET', jk(id), 'x', '', 'err', text, 's', 'dead', field, rec)
+      redis.call('HSET', jk(id), 'x', '', 'err', text, 's', 'dead', 'f', now + retain_dead, field, rec)
     else
       redis.call('HSET', jk(id), 'x', '', 'err', text, 's', 'pending', 'r', run_at, field, rec)
       make_pending(id, name, prio, run_at, now)
@@ -378,14 +424,21 @@ for _, o in ipairs(ok) do
       end
     end
     drop_key(key, id)
-    fin[#fin + 1] = now + ((state == 'done') and retain_done or retain_dead)
-    fin[#fin + 1] = id
+    local list = final[state]
+    list[#list + 1] = id
+    list.seq = list.seq or seq
     if state == 'dead' then redis.call('ZADD', P .. 'dead', id, id) end
     if watched and redis.call('HEXISTS', P .. 'watch', id) == 1 then redis.call('PUBLISH', P .. 'done', id) end
   end
 end
-many('ZREM', P .. 'a', ids)
-many('ZADD', P .. 'fin', fin)
+redis.call('HINCRBY', P .. 'n', 'active', -#ok)
+if #final.done > 0 then
+  redis.call('ZADD', P .. 'fin', now + retain_done, batch_member(final.done.seq, final.done))
+  redis.call('HINCRBY', P .. 'n', 'done', #final.done)
+end
+if #final.dead > 0 then
+  redis.call('ZADD', P .. 'fin', now + retain_dead, batch_member(final.dead.seq, final.dead))
+end
 if woke then wake() end
 return refused
 
@@ -407,15 +460,15 @@ local seq = redis.call('INCR', P .. 'seq')
 if op == 'release' then
   local run_at = now + seconds
   local field, rec = hist(RELEASE, seq, struct.pack('<I8d', id, run_at))
-  redis.call('ZREM', P .. 'a', id)
   redis.call('HSET', jk(id), 'a', attempts - 1, 'x', '', 's', 'pending', 'r', run_at, field, rec)
+  redis.call('HINCRBY', P .. 'n', 'active', -1)
   make_pending(id, name, prio, run_at, now)
   wake()
   return {'ok', ''}
 elseif op == 'extend' then
   local expires = now + seconds
   local field, rec = hist(EXTEND, seq, struct.pack('<I8d', id, expires))
-  redis.call('ZADD', P .. 'a', expires, id)
+  redis.call('ZADD', P .. 'a', expires, string.format('%d:%d', seq, id))
   redis.call('HSET', jk(id), 'x', expires, field, rec)
   return {'ok', string.format('%.17g', expires)}
 elseif op == 'cancel' then
@@ -424,14 +477,13 @@ elseif op == 'cancel' then
   redis.call('ZREM', P .. 'p', id)
   redis.call('ZREM', P .. 'r:' .. name, ready_member(tonumber(f[6]), id))
   if redis.call('EXISTS', P .. 'r:' .. name) == 0 then redis.call('SREM', P .. 'rn', name) end
-  redis.call('HSET', jk(id), 's', 'cancelled', field, rec)
-  finished(id, key, now, tonumber(ARGV[6]), 'cancelled', watching())
+  redis.call('HSET', jk(id), 's', 'cancelled', 'f', now + tonumber(ARGV[6]), field, rec)
+  finished(id, key, now, tonumber(ARGV[6]), 'cancelled', watching(), seq)
   return {'ok', ''}
 else
   local field, rec = hist(RETRY, seq, struct.pack('<I8d', id, now))
-  redis.call('ZREM', P .. 'fin', id)
   redis.call('ZREM', P .. 'dead', id)
-  redis.call('HSET', jk(id), 'a', 0, 's', 'pending', 'r', now, field, rec)
+  redis.call('HSET', jk(id), 'a', 0, 's', 'pending', 'r', now, 'f', '', field, rec)
   make_pending(id, name, prio, now, now)
   hold_key(key, id)
   wake()
@@ -442,10 +494,9 @@ end
 -- ARGV: now. Promotes due jobs first (as a lease would), then counts.
 local now = tonumber(ARGV[1])
 promote(now)
-local final, dead, cancelled = redis.call('ZCARD', P .. 'fin'), redis.call('ZCARD', P .. 'dead'),
-                               redis.call('ZCARD', P .. 'cancelled')
-local counts = {redis.call('ZCARD', P .. 'p'), redis.call('ZCARD', P .. 'a'), final - dead - cancelled, dead,
-                cancelled}
+local n = redis.call('HMGET', P .. 'n', 'active', 'done')
+local counts = {redis.call('ZCARD', P .. 'p'), tonumber(n[1] or 0), tonumber(n[2] or 0),
+                redis.call('ZCARD', P .. 'dead'), redis.call('ZCARD', P .. 'cancelled')}
 local by_name = {}
 for _, name in ipairs(redis.call('SMEMBERS', P .. 'rn')) do
   by_name[#by_name + 1] = name
@@ -462,9 +513,13 @@ return {counts, by_name, oldest_rec, seq}
 local state, name, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local sets = ({pending = {'p'}, active = {'a'}, done = {'fin'}, dead = {'dead'}, cancelled = {'cancelled'}})[state]
   or {'p', 'a', 'fin'}
-local ids = {}
+local ids, seen = {}, {}
 for _, z in ipairs(sets) do
-  for _, sid in ipairs(redis.call('ZRANGE', P .. z, 0, -1)) do ids[#ids + 1] = tonumber(sid) end
+  for _, member in ipairs(redis.call('ZRANGE', P .. z, 0, -1)) do
+    for _, id in ipairs((z == 'a' or z == 'fin') and batch_ids(member) or {tonumber(member)}) do
+      if not seen[id] then seen[id] = true; ids[#ids + 1] = id end
+    end
+  end
 end
 table.sort(ids)
 local out = {}
