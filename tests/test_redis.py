@@ -408,3 +408,17 @@ def test_a_lease_batch_and_a_finished_batch_follow_each_job_of_them(url):
         assert q.stats().counts["done"] == 0 and q.stats().counts["dead"] == 0
         assert [j.id for j in q.jobs(state="active")] == [released.id, extended.id]  # leased again; extended
         assert q.expire_leases() == 2 and q.stats().counts["active"] == 0 and q.jobs(state="active") == []
+
+
+def test_a_dead_job_retried_and_done_is_swept_once_on_its_done_retention(url):
+    clock = FakeClock()
+    with Queue(url, name=fresh_name(), clock=clock, retain_done=100, retain_dead=10, max_attempts=1) as q:
+        job_id = q.enqueue("t", b"")
+        q.fail(q.lease(), "boom", retry=False)
+        q.retry(job_id)
+        q.ack(q.lease())
+        clock.advance(11)  # its time as a dead job has come: it is done now, and kept
+        assert q.compact().jobs_swept == 0 and q.get(job_id).state == "done"
+        clock.advance(100)
+        assert q.compact().jobs_swept == 1 and q.get(job_id) is None
+        assert q.stats().counts == {"pending": 0, "active": 0, "done": 0, "dead": 0, "cancelled": 0}

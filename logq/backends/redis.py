@@ -26,9 +26,12 @@ Each job is one hash: its fields and its records (the payloads of
 spec/semantics.md's layouts, one field per record, written by the same command
 that changes the job), so `inspect --job` shows its history; final jobs are
 removed once past retention (at each lease as many as it leases and 20 more,
-all of them by `compact`). The scripts' replies are shaped to need little
-parsing (a lease's jobs come as one string of packed records), and the calls
-are packed and sent by `rediswire.Scripts`, not through redis-py's per-call
+all of them by `compact`). A batch costs the server one entry for all its jobs
+in the set of leases and in the set of jobs to sweep (the script's header says
+how each job's own fields decide). The scripts' arguments and replies are
+shaped to need little work (enqueue passes the ENQUEUE records alone; a
+lease's jobs come back as one string of packed records), and the calls are
+packed and sent by `rediswire.Scripts`, not through redis-py's per-call
 machinery.
 
 Durability is the server's: `sync="always"` needs an append-only file fsynced

@@ -19,9 +19,11 @@
 --              or extend that wrote it): a job is still active under a member's lease if its
 --              own state is active and its own expiry x has come, so finishing or releasing a
 --              job leaves the set as it is, and a stale member is dropped when its time comes
---   fin        final jobs to sweep (zset by sweep time; member "SEQ:ID,ID,..." of a batch that
---              finished together): a job is swept if it is final and its own f has come (a dead
---              job retried, and final again later, waits for its new f)
+--   fin        final jobs to sweep (zset by sweep time; member "SEQ STATE:ID,ID,..." of the jobs
+--              that reached final state STATE together): done and cancelled are for good, so
+--              such a member's jobs are swept when its time comes; a dead job may be retried,
+--              so it is swept only if it is still dead and its own f has come (dead again
+--              later, it waits for its new f and its new member)
 --   dead, cancelled  the jobs in these final states (zsets by id)
 --   n          counts (hash): active, done
 --   keys       unique key -> the ids of the live jobs holding it, ascending, space separated
@@ -43,12 +45,14 @@ local function hist(rtype, seq, data)
   return string.format('#%d', seq), string.char(rtype) .. struct.pack('<I8', seq) .. data
 end
 
--- run `cmd key ...list` in chunks (ZADD with score/member pairs, ZREM, DEL)
+-- run `cmd key ...list` in chunks (ZADD with score/member pairs, ZREM, DEL): the sum of the replies
 local function many(cmd, key, list)
+  local total = 0
   for i = 1, #list, CHUNK do
-    if key then redis.call(cmd, key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
-    else redis.call(cmd, unpack(list, i, math.min(i + CHUNK - 1, #list))) end
+    if key then total = total + redis.call(cmd, key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
+    else total = total + redis.call(cmd, unpack(list, i, math.min(i + CHUNK - 1, #list))) end
   end
+  return total
 end
 
 -- the ids of a member of a or fin, and such a member
@@ -60,10 +64,10 @@ local function batch_ids(member)
   return ids
 end
 
-local function batch_member(seq, ids)
+local function batch_member(seq, ids, state)
   local parts = {}
   for i, id in ipairs(ids) do parts[i] = string.format('%d', id) end
-  return string.format('%d:', seq) .. table.concat(parts, ',')
+  return string.format('%d', seq) .. (state and (' ' .. state) or '') .. ':' .. table.concat(parts, ',')
 end
 
 local function ready_member(run_at, id)
@@ -122,7 +126,7 @@ end
 -- anyone waits on this queue)
 local function finished(id, key, now, keep, state, watched, seq)
   drop_key(key, id)
-  redis.call('ZADD', P .. 'fin', now + keep, string.format('%d:%d', seq, id))
+  redis.call('ZADD', P .. 'fin', now + keep, batch_member(seq, {id}, state))
   redis.call('ZADD', P .. state, id, id)
   if watched and redis.call('HEXISTS', P .. 'watch', id) == 1 then
     redis.call('PUBLISH', P .. 'done', id)
@@ -195,31 +199,29 @@ local function promote(now)
   if #ids > 0 then redis.call('ZREMRANGEBYSCORE', P .. 'd', '-inf', now) end
 end
 
--- remove the final jobs whose retention has passed (each job is one key), batch by batch of
+-- remove the final jobs whose retention has passed (each job is one key), member by member of
 -- fin, until `limit` jobs or more are gone: returns how many
 local function sweep(now, limit)
-  local swept, done, seen = 0, 0, {}
+  local swept, done = 0, 0
   while swept < limit do
     local batches = redis.call('ZRANGEBYSCORE', P .. 'fin', '-inf', now, 'LIMIT', 0, 16)
     if #batches == 0 then break end
-    local keys, dead, cancelled = {}, {}, {}
     for _, member in ipairs(batches) do
-      for _, id in ipairs(batch_ids(member)) do
-        local f = redis.call('HMGET', jk(id), 's', 'f')
-        if not seen[id] and f[2] and f[2] ~= '' and tonumber(f[2]) <= now then
-          seen[id] = true
-          keys[#keys + 1] = jk(id)
-          if f[1] == 'done' then done = done + 1
-          elseif f[1] == 'dead' then dead[#dead + 1] = id
-          else cancelled[#cancelled + 1] = id end
+      local state, ids, keys = string.match(member, '^%d+ (%a+):'), batch_ids(member), {}
+      if state == 'dead' then  -- retried since? its own fields decide
+        local still = {}
+        for _, id in ipairs(ids) do
+          local f = redis.call('HMGET', jk(id), 's', 'f')
+          if f[1] == 'dead' and f[2] ~= '' and tonumber(f[2]) <= now then still[#still + 1] = id end
         end
+        ids = still
       end
+      for i, id in ipairs(ids) do keys[i] = jk(id) end
+      local gone = many('DEL', nil, keys)
+      if state == 'done' then done = done + gone else many('ZREM', P .. state, ids) end
+      swept = swept + gone
     end
-    many('DEL', nil, keys)
     many('ZREM', P .. 'fin', batches)
-    many('ZREM', P .. 'dead', dead)
-    many('ZREM', P .. 'cancelled', cancelled)
-    swept = swept + #keys
     if #batches < 16 then break end
   end
   if done > 0 then redis.call('HINCRBY', P .. 'n', 'done', -done) end
@@ -433,11 +435,11 @@ for _, o in ipairs(ok) do
 end
 redis.call('HINCRBY', P .. 'n', 'active', -#ok)
 if #final.done > 0 then
-  redis.call('ZADD', P .. 'fin', now + retain_done, batch_member(final.done.seq, final.done))
+  redis.call('ZADD', P .. 'fin', now + retain_done, batch_member(final.done.seq, final.done, 'done'))
   redis.call('HINCRBY', P .. 'n', 'done', #final.done)
 end
 if #final.dead > 0 then
-  redis.call('ZADD', P .. 'fin', now + retain_dead, batch_member(final.dead.seq, final.dead))
+  redis.call('ZADD', P .. 'fin', now + retain_dead, batch_member(final.dead.seq, final.dead, 'dead'))
 end
 if woke then wake() end
 return refused
