@@ -50,3 +50,4 @@ def test_quick_and_partial_runs_write_where_git_ignores_and_a_full_run_writes_th
     full = bench.output_path(quick=False, partial=False)
     assert os.path.dirname(full) == os.path.join(REPO, "benchmarks", "results")
     assert _git("check-ignore", "-q", full).returncode == 1, full
+    assert _git("ls-files", "--error-unmatch", full).returncode == 0, full  # the record the docs cite
