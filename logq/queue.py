@@ -295,7 +295,8 @@ class Queue(ClosesOnExit):
         return self._backend.extend(_job_or_id(job), seconds, _sync(sync))
 
     def expire_leases(self) -> int:
-        """Return expired leases to pending (or dead); `lease` does this by itself. Returns the count."""
+        """Return expired leases to pending (or dead), and those of processes that ended while they
+        held them (spec/format.md §14.8); `lease` does both by itself. Returns the count."""
         return self._backend.expire_leases()
 
     # ------------------------------------------------------ cancel, retry, read

@@ -84,6 +84,10 @@ def snapshot(path: str) -> dict[str, tuple[int, str, int]]:
     out = {}
     for name in sorted(os.listdir(path)):
         p = os.path.join(path, name)
+        if os.path.isdir(p):  # logq.owners: its entries
+            out.update({f"{name}/{k}": v for k, v in snapshot(p).items()})
+            out[name] = (0, "", os.stat(p).st_mtime_ns)
+            continue
         with open(p, "rb") as f:
             out[name] = (os.path.getsize(p), hashlib.sha256(f.read()).hexdigest(), os.stat(p).st_mtime_ns)
     return out
@@ -190,7 +194,7 @@ def test_summary_json_agrees_with_the_queue(healthy):
         stats = q.stats()
     assert d["ok"] is True and d["problems"] == [] and d["tail"] is None
     assert d["jobs"] == stats.counts
-    assert d["format_version"] == 1 and d["kind"] == "queue"
+    assert d["format_version"] == 2 and d["kind"] == "queue"
     segs = d["segments"]
     assert [s["file"] for s in segs] == [os.path.basename(p) for p in segment_paths(healthy.path)]
     assert len(segs) >= 2 and all(s["state"] == "sealed" for s in segs[:-1]) and segs[-1]["state"] == "active"
@@ -588,7 +592,7 @@ def test_bad_marker_file_exits_2(tmp_path):
 def test_newer_format_version_in_marker_exits_2(qdir):
     build(qdir)
     with open(os.path.join(qdir, "logq.meta"), "w") as f:
-        f.write("logq 2\n")
+        f.write("logq 3\n")
     assert "upgrade logq" in one_line_error(cli("inspect", qdir, "--verify"))
     with open(os.path.join(qdir, "logq.meta"), "w") as f:
         f.write("logq 1\n")

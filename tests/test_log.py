@@ -431,7 +431,7 @@ def test_a_file_path_is_refused(tmp_path):
 
 def test_newer_format_version_is_refused_and_untouched(tmp_path):
     fill(tmp_path, 3)
-    (tmp_path / "logq.meta").write_text("logq 2\n")
+    (tmp_path / "logq.meta").write_text("logq 3\n")
     before = {n: os.path.getsize(tmp_path / n) for n in os.listdir(tmp_path)}
     with pytest.raises(UnsupportedVersionError, match="upgrade logq"):
         Log(tmp_path)
@@ -911,7 +911,8 @@ def _synced_log(path, n=300, **kw):
 
 
 def _untouched(path):
-    return {n: open(os.path.join(path, n), "rb").read() for n in sorted(os.listdir(path)) if n != "logq.lock"}
+    return {n: open(os.path.join(path, n), "rb").read() for n in sorted(os.listdir(path))
+            if n != "logq.lock" and os.path.isfile(os.path.join(path, n))}
 
 
 def test_missing_first_segment_is_refused(tmp_path):

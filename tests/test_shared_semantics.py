@@ -193,7 +193,9 @@ def test_a_batch_left_after_the_published_end_is_set_aside_by_the_next_writer(qd
 def files_but_control(path: str) -> dict[str, bytes]:
     out = {}
     for name in sorted(os.listdir(path)):
-        if name != "logq.control":  # (published states and knocks: the openers' running talk)
+        # (the control file's published states and knocks, and each opener's own file in
+        # logq.owners/, are the openers' running talk: §14)
+        if name not in ("logq.control", "logq.owners"):
             with open(os.path.join(path, name), "rb") as f:
                 out[name] = f.read()
     return out

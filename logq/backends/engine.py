@@ -26,51 +26,31 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import Callable, Protocol, Sequence, TypeVar, cast
+from time import monotonic as _monotonic
+from typing import Callable, Sequence, TypeVar, cast
 
 from ..clock import Clock
 from ..core import policy
-from ..core.index import INLINE_RESULT, Entry, Extra, Index
-from ..core.jobs import ACTIVE, FINAL_STATES, PENDING, Backoff, Job, JobInfo, Stats, new_job
+from ..core.index import INLINE_RESULT, Entry, Index
+from ..core.jobs import ACTIVE, FINAL_STATES, Backoff, Job, new_job
 from ..core.records import (
-    ACK, CANCEL, ENCODERS, ENQUEUE, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES, Enqueue, JobAt,
-    JobRecord, Lease, decode_enqueue, decode_job_at, encode_enqueue, encode_job_at, encode_outcome, enqueue_head,
-    enqueue_time_and_payload,
+    ACK, CANCEL, ENCODERS, ENQUEUE, EXPIRE, EXTEND, FAIL, LEASE, RELEASE, RETRY, TYPE_NAMES, JobAt,
+    JobRecord, Lease, encode_enqueue, encode_job_at, encode_outcome, enqueue_head, enqueue_time_and_payload,
 )
-from ..errors import ClosedError, InvalidTransition, LeaseLostError, LogqError, WaitTimeout
+from ..errors import ClosedError, InvalidTransition, LeaseLostError, LogqError
 from ..log.log import Appended
 from ..log.turns import Turn
 from ..tuples import new_tuple as _new_tuple
 from ..core.jobs import Completion
 from .base import NextRun
+from .queries import MAX_WAIT, Queries
+from .store import Store
 
 T = TypeVar("T")
 Change = tuple[Entry, int, JobRecord]  # a job, the type of the record that changes it, the record
 
 
-class StoredRecord(Protocol):
-    @property
-    def payload(self) -> bytes: ...
-
-
-class Store(Protocol):
-    """What the engine asks of the place its records go (the log's method names)."""
-
-    def write_one(self, rtype: int, payload: bytes, *, sync: str | None = None) -> Appended: ...
-    def write(self, items: Sequence[tuple[int, bytes]], *, sync: str | None = None) -> Appended: ...
-    def commit(self, appended: Appended) -> None: ...
-    def read(self, segment: int, offset: int, size: int | None = None) -> StoredRecord: ...
-    def read_many(self, segment: int, places: Sequence[tuple[int, int]]) -> Sequence[StoredRecord]: ...
-    def segments(self) -> list[tuple[int, int, bool]]: ...
-    @property
-    def durable_seq(self) -> int: ...
-    @property
-    def last_seq(self) -> int: ...
-    def check_usable(self) -> None: ...
-    def sync(self) -> None: ...
-
-
-class Engine:
+class Engine(Queries):
     """Job operations over `self._index` and `self._log` (a `Store`, set by the subclass).
     Each public method is the `base.Backend` operation of the same name, as promised there.
 
@@ -91,6 +71,12 @@ class Engine:
         self._watched: dict[int, int] = {}  # job id -> threads in `wait` for it
         self._names: dict[str, bytes] = {}  # task names seen, with their UTF-8 bytes
         self._closed = False
+        # lease owners (a store shared by processes sets these): this opener's id, named in its
+        # LEASE records, and how to find and forget the openers whose process ended
+        self._owner = 0
+        self._owners_due_at = float("inf")
+        self._log_dead_owners: Callable[[], list[int]] = list
+        self._forget_owners: Callable[[list[int]], None] = _ignore
 
     def _use_lock(self, lock: "threading.Lock | Turn", poll: Callable[[], float | None] | None = None) -> None:
         """Guard the index with `lock` (a store shared with other processes gives its `Turn`,
@@ -184,10 +170,10 @@ class Engine:
                 try:
                     if len(taken) == 1:
                         e = taken[0]
-                        rec = _new_tuple(Lease, (e.id, e.attempts + 1, now, expires))
+                        rec = _new_tuple(Lease, (e.id, e.attempts + 1, now, expires, self._owner))
                         appended.append(self._change_locked(e, LEASE, rec, sync))
                     else:
-                        appended.append(self._change_all_locked(_leases(taken, now, expires), sync))
+                        appended.append(self._change_all_locked(_leases(taken, now, expires, self._owner), sync))
                 except BaseException:
                     self._timetable.put_back(taken)
                     raise
@@ -221,6 +207,8 @@ class Engine:
     def expire_leases(self) -> int:
         with self._lock:
             self._check_open()
+            if self._owners_due_at != float("inf"):  # asked for: look for ended processes now too
+                self._owners_due_at = 0.0
             appended = self._expire_locked(self.clock.time())
         if appended is None:
             return 0
@@ -228,11 +216,26 @@ class Engine:
         return appended.last_seq - appended.first_seq + 1
 
     def _expire_locked(self, now: float) -> Appended | None:
+        """Expire the leases whose time is past and, now and then, those of openers whose
+        process ended (their owner files: a killed worker's jobs come back at once)."""
         expired = self._timetable.expired(now)
-        if not expired:
+        dead = self._dead_owners() if self._owners_due_at <= _monotonic() else None
+        if not expired and not dead:
             return None
-        return self._change_all_locked([(e, EXPIRE, policy.expiry(e, now, "lease expired")) for e in expired],
-                                       None)
+        changes = [(e, EXPIRE, policy.expiry(e, now, "lease expired")) for e in expired]
+        if dead:
+            timed_out = {e.id for e in expired}
+            changes += [(e, EXPIRE, policy.expiry(e, now, "lease lost: its process ended"))
+                        for e in self._index.leases_of(dead) if e.id not in timed_out]
+        appended = self._change_all_locked(changes, None) if changes else None
+        if dead:
+            self._forget_owners(dead)
+        return appended
+
+    def _dead_owners(self) -> list[int]:
+        """(Lock held.) Owners found dead, looked for at most every OWNER_CHECK seconds."""
+        self._owners_due_at = _monotonic() + OWNER_CHECK
+        return self._log_dead_owners()
 
     # -------------------------------------------------------- changing one job
 
@@ -348,76 +351,6 @@ class Engine:
             self._log.commit(appended)
         return errors
 
-    # ------------------------------------------------------------------- reads
-
-    def get(self, job_id: int) -> JobInfo | None:
-        with self._lock:
-            self._check_open()
-            e = self._index.jobs.get(job_id)
-            return None if e is None else self._info(e)
-
-    def select(self, state: str | None, name: str | None, limit: int | None) -> list[JobInfo]:
-        with self._lock:
-            self._check_open()
-            picked: list[JobInfo] = []
-            for e in self._index.select(state, name):
-                if limit is not None and len(picked) >= limit:
-                    break
-                picked.append(self._info(e))
-            return picked
-
-    def _enqueue_of(self, e: Entry) -> Enqueue:
-        """The job's ENQUEUE record, read back from the store (under the lock, so that a
-        compaction cannot move it between finding and reading it)."""
-        return decode_enqueue(self._log.read(e.segment, e.offset, e.size).payload)
-
-    def _info(self, e: Entry) -> JobInfo:
-        enq, extra = self._enqueue_of(e), e.extra
-        return JobInfo(e.id, enq.name, enq.payload, e.attempts, enq.priority, enq.enqueued_at, e.expires,
-                       enq.max_attempts, e.state, e.run_at,  # type: ignore[arg-type]
-                       extra.last_error if extra else None, self._result_of(extra), enq.key)
-
-    def _result_of(self, extra: Extra | None) -> bytes | None:
-        """A done job's result: held in the index, or read back from its ACK record (under
-        the lock, as `_enqueue_of`)."""
-        if extra is None or extra.result_at is None:
-            return None if extra is None else extra.result
-        segment, loc = extra.result_at
-        return decode_job_at(self._log.read(segment, loc >> 32, loc & 0xFFFFFFFF).payload).data
-
-    def stats(self) -> Stats:
-        with self._lock:
-            self._check_open()
-            now = self.clock.time()
-            self._timetable.promote(now)
-            oldest = self._index.oldest(PENDING)
-            age = None if oldest is None else now - self._enqueue_of(oldest).enqueued_at
-            counts, due, live = dict(self._index.counts), self._index.n_ready, self._index.live_bytes
-            due_by_name = {name: n for name, n in self._index.ready_by_name.items() if n}
-            segments = self._log.segments()
-        return Stats(counts, due, age, len(segments), sum(size for _, size, _ in segments), live,
-                     self._log.durable_seq, self._log.last_seq, due_by_name)
-
-    def wait(self, job_id: int, timeout: float | None) -> JobInfo:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            while True:
-                self._check_open()
-                e = self._index.check_exists(job_id)
-                if e.state in FINAL_STATES:
-                    return self._info(e)
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise WaitTimeout(f"job {job_id} is still {e.state} after {timeout}s")
-                self._watched[job_id] = self._watched.get(job_id, 0) + 1
-                try:
-                    poll = self._poll() or MAX_WAIT
-                    self._finished.wait(poll if remaining is None else min(remaining, poll))
-                finally:
-                    left = self._watched.pop(job_id) - 1
-                    if left:
-                        self._watched[job_id] = left
-
     # --------------------------------------------------------------- lifecycle
 
     def sync(self) -> None:
@@ -492,16 +425,22 @@ class Engine:
 
 
 MAX_CACHED_NAMES = 10_000  # task names kept encoded for enqueue
-MAX_WAIT = threading.TIMEOUT_MAX  # the longest one wait of a condition can be (the loops wait again)
+
+
+OWNER_CHECK = 0.2  # seconds between looks for openers whose process ended
 
 
 def _no_poll() -> float | None:
     return None
 
 
-def _leases(taken: list[Entry], now: float, expires: float) -> list[Change]:
+def _ignore(owners: list[int]) -> None:
+    pass
+
+
+def _leases(taken: list[Entry], now: float, expires: float, owner: int) -> list[Change]:
     """The LEASE changes of a `lease_many` batch."""
-    return [(e, LEASE, _new_tuple(Lease, (e.id, e.attempts + 1, now, expires))) for e in taken]
+    return [(e, LEASE, _new_tuple(Lease, (e.id, e.attempts + 1, now, expires, owner))) for e in taken]
 
 
 def _job(e: Entry, enqueue_payload: bytes, expires: float) -> Job:

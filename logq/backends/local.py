@@ -70,6 +70,8 @@ class LocalBackend(Engine):
         self._use_lock(self.log.turn, self.log.poll_interval)
         self.log.on_change(self._others_changed)
         self.log.on_compaction(self._others_compacted)
+        self._owner, self._owners_due_at = self.log.owner_id, 0.0  # leases name their owner
+        self._log_dead_owners, self._forget_owners = self.log.dead_owners, self.log.forget_owners
         self.path = self.log.path
         if salvaging is not None:  # (a queue that salvaged anything writes no checkpoint at close)
             self.log.report.unrecovered = salvaging.unrecovered
@@ -87,14 +89,15 @@ class LocalBackend(Engine):
         return self.log.report
 
     def _recover_leases(self) -> None:
+        """Open alone: every lease is of a process that ended; end them, and forget the owners."""
         lost = self._index.timetable.active_jobs()
-        if not lost:
-            return
         now = self.clock.time()
         with self._lock:
-            appended = self._change_all_locked([(e, EXPIRE, policy.expiry(e, now, "lease lost")) for e in lost],
-                                               "always")
-        self.log.commit(appended)
+            appended = None if not lost else self._change_all_locked(
+                [(e, EXPIRE, policy.expiry(e, now, "lease lost")) for e in lost], "always")
+            self.log.forget_owners(self.log.dead_owners())
+        if appended is not None:
+            self.log.commit(appended)
 
     def _others_compacted(self, base: int, moved: dict[int, tuple[int, int]], old: set[int]) -> None:
         """(Turn held.) Another process's compaction moved records into segment `base`."""

@@ -41,10 +41,10 @@ from ..core.records import (
     decode_job_at, decode_lease, decode_outcome, job_id_of,
 )
 from ..core.jobs import PENDING
-from ..log.directory import LOCK_NAME, META_NAME, REGISTRY_NAME
+from ..log.directory import DIRECTORY_VERSION, LOCK_NAME, META_NAME, REGISTRY_NAME
 from ..log.recovery import TORN_SUFFIX
 from ..log.codec import (
-    ALIGN, FLAG_CONTINUED, FLAG_ZSTD, FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
+    ALIGN, FLAG_CONTINUED, FLAG_ZSTD, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
     SEGMENT_MAGIC, TYPE_SEAL, Record, decode_segment_header, padded, read_record,
 )
 from ..log.segment import SCAN_WINDOW, Pread, ScanResult, parse_segment_name
@@ -99,9 +99,9 @@ def _meta_version(path: str, has_segments: bool) -> int | None:
         words = f.read(64).split()
     if len(words) != 2 or words[0] != b"logq" or not words[1].isdigit():
         raise NotALogqDirectory(f"{meta} is not a logq marker file: is this the right directory?")
-    if int(words[1]) > FORMAT_VERSION:
+    if int(words[1]) > DIRECTORY_VERSION:
         raise UnsupportedVersionError(f"{path} was written by format version {int(words[1])}; this logq "
-                                      f"reads up to {FORMAT_VERSION}: upgrade logq", path=meta)
+                                      f"reads up to {DIRECTORY_VERSION}: upgrade logq", path=meta)
     return int(words[1])
 
 

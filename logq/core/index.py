@@ -104,6 +104,7 @@ class Index:
         self._results: dict[int, int] = {}  # sequence number of an ACK holding a result -> its job
         self.counts: dict[str, int] = dict.fromkeys(STATES, 0)
         self.live_bytes = 0
+        self.owners: dict[int, int] = {}  # active job id -> the owner its lease names, when it names one
         self.timetable = Timetable(self.jobs)  # where pending and active jobs wait, in order
         self._names: dict[bytes, str] = {}  # task names by their UTF-8 bytes: decoded once, shared
 
@@ -245,6 +246,8 @@ class Index:
     def _lease(self, e: Entry, rec: Lease) -> None:
         self._move(e, ACTIVE)
         e.attempts, e.expires = rec.attempt, rec.expires_at
+        if rec.owner:
+            self.owners[e.id] = rec.owner
         self.timetable.push_lease(e, self.counts[ACTIVE])
 
     def _extend(self, e: Entry, rec: JobAt) -> None:
@@ -327,6 +330,8 @@ class Index:
     def _move(self, e: Entry, state: str) -> None:
         """Take job `e` out of the queue it sits in, if any, and into `state`, counted."""
         self.timetable.unslot(e)
+        if e.state == ACTIVE and self.owners:
+            self.owners.pop(e.id, None)
         counts = self.counts
         counts[e.state] -= 1
         counts[state] += 1
@@ -361,6 +366,11 @@ class Index:
             self.counts[e.state] -= 1
             if e.extra is not None and e.extra.result_at is not None:
                 del self._results[e.last]
+
+    def leases_of(self, owners: Iterable[int]) -> list[Entry]:
+        """The active jobs whose lease names one of `owners`."""
+        wanted, jobs = set(owners), self.jobs
+        return [jobs[job_id] for job_id, owner in self.owners.items() if owner in wanted]
 
     def drop_swept(self, segment: int, moved: dict[int, tuple[int, int]], old: set[int]) -> int:
         """After another process's compaction (`relocate` done): drop the jobs whose ENQUEUE

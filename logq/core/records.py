@@ -29,6 +29,7 @@ _OPT_KEY, _OPT_BACKOFF = 1, 2
 _OPTS_AT = 24  # offset of the opts byte in _ENQ
 _JOB_AT = struct.Struct("<Qd")  # job id, time (ack/cancel: when; extend: expires; release/retry: run_at)
 _LEASE = struct.Struct("<QIdd")  # job id, attempt, leased_at, expires_at
+_OWNER = struct.Struct("<Q")  # then, when the lease names its owner (directory version 2): the owner id
 _OUTCOME = struct.Struct("<QdBd")  # job id, at, dead?, run_at (fail, expire)
 
 
@@ -44,10 +45,14 @@ class Enqueue(NamedTuple):
 
 
 class Lease(NamedTuple):
+    """`owner`: the id of the opener that took the lease (its owner file, spec/format.md
+    §14.8); 0 when the record names none (written before owners, or by a backend without)."""
+
     job_id: int
     attempt: int
     leased_at: float
     expires_at: float
+    owner: int = 0
 
 
 class JobAt(NamedTuple):
@@ -140,11 +145,14 @@ def enqueue_backoff(buf: bytes | memoryview, payload_at: int | None = None) -> t
 
 
 def encode_lease(rec: Lease) -> bytes:
-    return _LEASE.pack(rec.job_id, rec.attempt, rec.leased_at, rec.expires_at)
+    body = _LEASE.pack(rec.job_id, rec.attempt, rec.leased_at, rec.expires_at)
+    return body + _OWNER.pack(rec.owner) if rec.owner else body
 
 
 def decode_lease(buf: bytes) -> Lease:
-    return _new_tuple(Lease, _unpack(_LEASE, buf))
+    if len(buf) == _LEASE.size + _OWNER.size:
+        return _new_tuple(Lease, _LEASE.unpack_from(buf, 0) + _OWNER.unpack_from(buf, _LEASE.size))
+    return _new_tuple(Lease, _unpack(_LEASE, buf) + (0,))
 
 
 def encode_job_at(rec: JobAt) -> bytes:

@@ -18,6 +18,12 @@ from typing import Iterable
 
 from ..errors import NotALogqDirectory, UnsupportedVersionError
 from .codec import FORMAT_VERSION
+
+# The directory's format version, in logq.meta (spec/format.md §9): the segment framing's
+# (FORMAT_VERSION, in every segment header) and the directory's files. Version 2: LEASE
+# records may name their owner (§14.8); an opener that is alone raises a version-1 marker.
+DIRECTORY_VERSION = 2
+assert DIRECTORY_VERSION >= FORMAT_VERSION
 from .fs import DEFAULT_MODE, FileSystem
 from .segment import parse_segment_name
 
@@ -26,13 +32,14 @@ META_NAME = "logq.meta"
 LOCK_NAME = "logq.lock"  # the writer lock (turns.py)
 REGISTRY_NAME = "logq.open"  # every opener's shared lock (turns.py)
 CONTROL_NAME = "logq.control"  # the published state (control.py)
+OWNERS_NAME = "logq.owners"  # a directory: one locked file per opener (owners.py)
 COMPACT_LOCK_NAME = "logq.compact.lock"  # held by the one process that compacts (backends/compactor.py)
 TMP_SUFFIX = ".tmp"  # `replace_file` writes `final` + this first
 
 
-def prepare(fs: FileSystem, path: str, mode: int = DEFAULT_MODE) -> bool:
-    """Check and create if needed the log directory `path`; return whether it already had
-    its marker. New files get `mode`; a directory others
+def prepare(fs: FileSystem, path: str, mode: int = DEFAULT_MODE) -> int:
+    """Check and create if needed the log directory `path`; return the version its marker
+    names (0: it has none, as a new directory). New files get `mode`; a directory others
     could plant files in is refused (`fs.makedirs`). The caller writes a missing marker
     (`write_meta`) once the first segment exists, so that a marker without segments
     means segments were lost (spec/format.md §7 rule 0)."""
@@ -40,31 +47,30 @@ def prepare(fs: FileSystem, path: str, mode: int = DEFAULT_MODE) -> bool:
         raise NotALogqDirectory(f"{path} is a file, not a logq directory: pass a directory path")
     fs.makedirs(path, mode)
     fresh = not [n for n in fs.listdir(path) if not _left_by_a_first_open(n)]
-    if not fresh:
-        check_meta(fs, path)
-    return not fresh and fs.exists(os.path.join(path, META_NAME))
+    return 0 if fresh else check_meta(fs, path)
 
 
 def write_meta(fs: FileSystem, path: str, mode: int = DEFAULT_MODE) -> None:
     """Write the marker `logq.meta` of the log directory `path`, durably."""
-    replace_file(fs, path, os.path.join(path, META_NAME), f"logq {FORMAT_VERSION}\n".encode(), mode)
+    replace_file(fs, path, os.path.join(path, META_NAME), f"logq {DIRECTORY_VERSION}\n".encode(), mode)
 
 
 def _left_by_a_first_open(name: str) -> bool:
     """What an open that crashed before its marker was written may leave: the lock, a
     marker's temporary file, and an unborn first segment kept aside (`<segment>.0.torn`)."""
-    return name in (LOCK_NAME, REGISTRY_NAME, CONTROL_NAME, COMPACT_LOCK_NAME, META_NAME + TMP_SUFFIX) \
+    return name in (LOCK_NAME, REGISTRY_NAME, CONTROL_NAME, COMPACT_LOCK_NAME, OWNERS_NAME, META_NAME + TMP_SUFFIX) \
         or _UNBORN_KEPT.match(name) is not None
 
 
-def check_meta(fs: FileSystem, path: str) -> None:
-    """Refuse a directory that is not a logq one, or one written by a newer format."""
+def check_meta(fs: FileSystem, path: str) -> int:
+    """Refuse a directory that is not a logq one, or one written by a newer format; return
+    the version its marker names (0: it has none)."""
     meta = os.path.join(path, META_NAME)
     if not fs.exists(meta):
         if not any(parse_segment_name(n) is not None for n in fs.listdir(path)):
             raise NotALogqDirectory(
                 f"{path} is not empty and holds no logq queue: pass an empty or new directory")
-        return
+        return 0
     f = fs.open(meta, readonly=True)
     try:
         text = f.pread(64, 0)
@@ -73,10 +79,11 @@ def check_meta(fs: FileSystem, path: str) -> None:
     parts = text.split()
     if len(parts) != 2 or parts[0] != b"logq" or not parts[1].isdigit():
         raise NotALogqDirectory(f"{meta} is not a logq marker file: is this the right directory?")
-    if int(parts[1]) > FORMAT_VERSION:
+    if int(parts[1]) > DIRECTORY_VERSION:
         raise UnsupportedVersionError(
             f"queue was written by format version {int(parts[1])}; this logq reads up to "
-            f"{FORMAT_VERSION}: upgrade logq", path=meta)
+            f"{DIRECTORY_VERSION}: upgrade logq", path=meta)
+    return int(parts[1])
 
 
 def replace_file(fs: FileSystem, directory: str, final: str, data: bytes | Iterable[bytes],

@@ -48,12 +48,13 @@ from ..errors import CorruptionError, InvalidArgument, LockedError, WriterFailed
 from . import checkpoint, compact
 from .codec import MAX_STORED, SEGMENT_HEADER_SIZE, Encoder, Record, check_limit
 from .control import State
-from .directory import COMPACT_LOCK_NAME, prepare, replace_file, write_meta
+from .directory import COMPACT_LOCK_NAME, DIRECTORY_VERSION, prepare, replace_file, write_meta
 from .follow import catch_up, follow_compaction, set_aside_unpublished
 from .durability import SYNC_MODES
 from .fs import DEFAULT_MODE, FileLock, FileSystem, OsFileSystem, access_error, check_mode
 from .group_commit import GroupCommit
 from .mark import MarkWriter
+from .owners import Owners
 from .reader import Reader
 from .recovery import Recovery, RecoveryReport, ReplayCallback, RestoreCallback, TornTail
 from .segment import KnownSegment
@@ -119,15 +120,18 @@ class Log(ClosesOnExit):
         self.on_caught_up: Callable[[int], None] | None = None  # called (turn held) after records of others
         # called (turn held) after another process's compaction: (base, new places by seq, old bases)
         self.on_compacted: Callable[[int, dict[int, tuple[int, int]], set[int]], None] | None = None
+        self._owners: Owners | None = None
         try:
-            had_meta = prepare(self.fs, self.path, mode)
+            prepare(self.fs, self.path, mode)
             self._turns = turns = Turns(self.fs, self.path, mode)
         except OSError as exc:  # a file that cannot be used: name it and say what to do
             raise access_error(exc, self.path) from exc
         self._marks: MarkWriter | None = None
         try:
             alone, published = turns.open()
-            had_meta = prepare(self.fs, self.path, mode)  # again, under the writer lock
+            version = prepare(self.fs, self.path, mode)  # again, under the writer lock
+            had_meta = version > 0
+            self._owners = Owners(self.fs, self.path, mode)
             if not alone:
                 if salvage:
                     raise LockedError(f"{self.path} is open in another process: salvage needs the queue to "
@@ -137,11 +141,14 @@ class Log(ClosesOnExit):
                                       path=self.path)
                 turns.release_at_open()  # others go on while this one reads up to `published`
         except BaseException as exc:
+            if self._owners is not None:
+                self._owners.close()
             turns.close()
             if isinstance(exc, OSError):
                 raise access_error(exc, self.path) from exc
             raise
         self.alone_at_open = alone
+        self.owner_id = self._owners.id
         recovery = Recovery(self.fs, self.path, salvage=salvage, mode=mode, limit=max_record)
         self._writer = writer = Writer(self.fs, self.path, sync_mode=sync, segment_size=segment_size,
                                        template=self._template, salt_of=lambda base: self._reader.salt(base),
@@ -151,8 +158,8 @@ class Log(ClosesOnExit):
             last_seq = recovery.run(replay, None if salvage else restore, had_meta=had_meta,
                                     published=None if alone else published)
             writer.start(recovery.segments, last_seq, shared=not alone)
-            if not had_meta and alone:  # after the first segment: a marker without segments is a loss
-                write_meta(self.fs, self.path, mode)
+            if alone and version < DIRECTORY_VERSION:  # new (after its first segment: a marker without
+                write_meta(self.fs, self.path, mode)  # segments is a loss), or older: raised
             self._marks = marks = MarkWriter(self.fs, self.path, recovery.mark, mode)
             self._commits = commits = GroupCommit(writer, sync_interval=sync_interval, marks=marks, turns=turns)
             writer.syncs = commits
@@ -216,6 +223,16 @@ class Log(ClosesOnExit):
             if bound is not None:
                 bound(first, moved, old)
         self.on_compacted = call
+
+    def dead_owners(self) -> list[int]:
+        """(In a turn.) The owner ids of openers whose process ended (owners.py)."""
+        assert self._owners is not None
+        return self._owners.dead()
+
+    def forget_owners(self, owners: list[int]) -> None:
+        """(In a turn.) Remove the owner files of dead openers whose holdings are ended."""
+        assert self._owners is not None
+        self._owners.forget(owners)
 
     def compaction_lock(self) -> FileLock | None:
         """The lock one compaction at a time holds among the processes sharing the log (taken
@@ -418,17 +435,26 @@ class Log(ClosesOnExit):
                 "could not write the checkpoint of %s (%s): the next open replays the whole log", self.path, exc)
 
     def _release_files(self) -> None:
-        self._reader.close()
-        self._writer.close_file()
-        if self._marks is not None:
-            self._marks.close()
-        self._turns.close()
+        """Let go of every file; each step runs even if one before it raised."""
+        try:
+            if self._owners is not None:  # before the writer lock goes with the turns (owners.py)
+                self._owners.close(remove=self._writer.failed is None)
+        finally:
+            try:
+                self._reader.close()
+                self._writer.close_file()
+                if self._marks is not None:
+                    self._marks.close()
+            finally:
+                self._turns.close()
 
     def _abandon(self) -> None:
         """For tests: stop as a crash would, with no flush, no fsync and no trim of the
         preallocated zeros; only the lock and the open files go, as with the process."""
         self._writer.closed = True
         self._commits.stopping.set()
+        if self._owners is not None:  # a dead process leaves its owner file behind
+            self._owners.close(remove=False)
         self._release_files()
 
 
