@@ -16,7 +16,9 @@ the lock: bytes after the published end that are not zeros were never
 published, so no caller was told they were written. They are zeroed before
 anything is appended over them (a copy is kept in `<segment>.<offset>.torn`
 as recovery keeps a cut tail), and so is any segment file named after the
-published one, which such a writer may have created while rolling over.
+published one, which such a writer may have created while rolling over
+(having cut the active one's preallocated zeros at its SEAL: the writer maps
+no further than the file goes from then on).
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def set_aside_unpublished(writer: Writer, mode: int) -> None:
             writer.fs.unlink(os.path.join(writer.path, name))
             log.warning("%s: removed segment %s, started by a process that died before publishing it",
                         writer.path, name)
+    writer.grown_locked()  # such a writer may have cut the active segment at its SEAL
 
 
 def follow_compaction(writer: Writer, state: State, replay: ReplayCallback | None, limit: int = MAX_STORED

@@ -320,9 +320,18 @@ class Writer:
         self._map_zeros()
 
     def grown_locked(self) -> None:
-        """Another process may have preallocated the active segment further: map that too."""
+        """Another process may have preallocated the active segment further: map that too.
+        Or cut it short (a writer that died after its SEAL cut the zeros, before publishing):
+        then let go of the map, whose stores past the end of the file would be lost (or a
+        SIGBUS), and write no further than the file goes without growing it first."""
         size = self.active.size()
-        if size > self.allocated:
+        if size < self.allocated:
+            self.map = None
+            self.active.close()  # (ends the file's map: `File.map_through`)
+            self.active = self.fs.open(self._seg_path(self.segments[-1].base))
+            self.allocated = size
+            self._map_zeros()
+        elif size > self.allocated:
             self.allocated = size
             self._map_zeros()
 
