@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-Parses the options, splits the budget over the modes (for `all`: model 45%,
-points 30%, soak 25%), runs each mode until its deadline, and prints every
+Parses the options, splits the budget over the modes (for `all`: model 40%,
+points 25%, soak 15%, multi 20%), runs each mode until its deadline, and prints every
 failure with the seed that replays it and its shortest reproduction. Exit
 status 1 if anything failed. `--case` replays one crash-point case verbosely.
 """
@@ -19,8 +19,8 @@ from typing import Callable
 
 from .model import Failure
 
-MODES = ("model", "points", "soak")
-SHARES = {"model": 0.45, "points": 0.30, "soak": 0.25}
+MODES = ("model", "points", "soak", "multi")
+SHARES = {"model": 0.40, "points": 0.25, "soak": 0.15, "multi": 0.20}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -40,6 +40,9 @@ def runner(mode: str) -> Callable[..., list[Failure]]:
     if mode == "points":
         from . import points
         return points.run
+    if mode == "multi":
+        from . import multi
+        return multi.run
     from . import soak
     return soak.run
 
@@ -47,6 +50,8 @@ def runner(mode: str) -> Callable[..., list[Failure]]:
 def report(failure: Failure) -> None:
     print(f"\nFAILURE in mode {failure.mode}, seed {failure.seed}:\n  {failure.error}")
     print(f"reproduce: python -m fuzz --mode {failure.mode} --seed {failure.seed}")
+    if failure.mode == "multi" and failure.seed % 2 == 1:
+        print(f"           python -m fuzz.handles {failure.seed}   (the simulated round alone, with its steps)")
     if failure.mode == "points":
         print(f"           python -m fuzz --case '{failure.reproduction.splitlines()[0]}' "
               f"--seed {failure.seed}")
