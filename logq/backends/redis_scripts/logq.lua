@@ -448,7 +448,6 @@ return refused
 -- Release, extend, cancel or retry one job. ARGV: now, op, id, attempt, seconds, retain_done
 -- Reply: {'ok', new lease expiry or ''}, or {error...}
 local now, op, id, attempt, seconds = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local rtype = ({release = RELEASE, extend = EXTEND, cancel = CANCEL, retry = RETRY})[op]
 local allowed = ({release = 'active', extend = 'active', cancel = 'pending', retry = 'dead'})[op]
 local f = redis.call('HMGET', jk(id), 's', 'a', 'n', 'p', 'k', 'r')
 local state, attempts = f[1], tonumber(f[2])
