@@ -28,10 +28,9 @@ from logq.testing import FakeClock
 
 CTX = multiprocessing.get_context("forkserver")
 DEADLINE = 30.0  # seconds any one wait for a child may take before the test fails
-# No background compaction: an open racing another process's compaction fails for now
-# (test_an_open_that_races_a_compaction_elsewhere_opens, xfail); set it back to the default then.
-OPTIONS: dict[str, Any] = dict(lease_time=600.0, segment_size=64 << 10, backoff=Backoff(base=1, jitter=0),
-                               compact_threshold=None)
+# Background compaction on (the default threshold): an opener that is not alone holds the
+# compaction lock shared while it reads (test_an_open_that_races_a_compaction_elsewhere_opens).
+OPTIONS: dict[str, Any] = dict(lease_time=600.0, segment_size=64 << 10, backoff=Backoff(base=1, jitter=0))
 
 
 # ------------------------------------------------------------------ the children
@@ -454,10 +453,6 @@ class _CompactsBeforeFirstSegmentRead(OsFileSystem):
         return super().open(path, **options)
 
 
-@pytest.mark.xfail(strict=True, reason="an opener that is not alone reads the segments without any lock, so a "
-                   "compaction by another opener meanwhile removes a file it listed (MissingFileError) or swaps "
-                   "one under it; found by test_sigkill_of_random_processes_loses_nothing_acknowledged with "
-                   "background compaction on")
 def test_an_open_that_races_a_compaction_elsewhere_opens(qdir):
     """An opener that is not alone reads up to the published state while another opener
     compacts (and removes the segments it compacted): the open still succeeds and sees the

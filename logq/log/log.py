@@ -121,6 +121,7 @@ class Log(ClosesOnExit):
         # called (turn held) after another process's compaction: (base, new places by seq, old bases)
         self.on_compacted: Callable[[int, dict[int, tuple[int, int]], set[int]], None] | None = None
         self._owners: Owners | None = None
+        no_compaction: FileLock | None = None
         try:
             prepare(self.fs, self.path, mode)
             self._turns = turns = Turns(self.fs, self.path, mode)
@@ -132,15 +133,26 @@ class Log(ClosesOnExit):
             version = prepare(self.fs, self.path, mode)  # again, under the writer lock
             had_meta = version > 0
             self._owners = Owners(self.fs, self.path, mode)
-            if not alone:
+            if alone:  # made here, so that openers beside this one find the lock file there
+                self.fs.open_lock(os.path.join(self.path, COMPACT_LOCK_NAME), mode).close()
+            else:
                 if salvage:
                     raise LockedError(f"{self.path} is open in another process: salvage needs the queue to "
                                       "itself; close the others first", path=self.path)
+                # No compaction may move records while this opener reads up to the published
+                # state without the writer lock: it holds the compaction lock shared meanwhile.
+                no_compaction = self.fs.open_lock(os.path.join(self.path, COMPACT_LOCK_NAME), mode)
+                if not no_compaction.acquire(shared=True, wait=False):  # one runs: wait for its end
+                    turns.release_at_open()
+                    no_compaction.acquire(shared=True)
+                    published = turns.retake()
                 if published is None:
                     raise LockedError(f"{self.path}: another process is opening the queue: try again",
                                       path=self.path)
                 turns.release_at_open()  # others go on while this one reads up to `published`
         except BaseException as exc:
+            if no_compaction is not None:
+                no_compaction.close()
             if self._owners is not None:
                 self._owners.close()
             turns.close()
@@ -176,6 +188,9 @@ class Log(ClosesOnExit):
             if isinstance(exc, OSError):  # as above
                 raise access_error(exc, self.path) from exc
             raise
+        finally:
+            if no_compaction is not None:  # caught up with the published state: compactions may run
+                no_compaction.close()
         self.turn = Turn(turns)
         self.report: RecoveryReport = recovery.report
         self.report.segments, self.report.last_seq = len(writer.segments), writer.next_seq - 1

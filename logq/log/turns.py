@@ -100,6 +100,28 @@ class Turns:
         """Take the writer lock (knocking while a keeper has it), register, and return whether
         this opener is alone and the published state. The writer lock stays held: the caller
         recovers (alone) or reads up to the state, then calls `keep` or `share`."""
+        self._take_writer_lock()
+        self.holding = True
+        self.control.initialize()
+        alone = self._registry.acquire(wait=False)
+        if not self._registry.acquire(shared=True, wait=False):  # only writer-lock holders take it exclusively
+            raise LockedError(f"{self.path}: could not register with the queue's other processes", path=self.path)
+        state = self.control.read()
+        self.epoch = state.epoch if state is not None else 0
+        return alone, state
+
+    def retake(self) -> State | None:
+        """At open, after letting go to wait for something else: take the writer lock again
+        and return the published state."""
+        self._take_writer_lock()
+        self.holding = True
+        state = self.control.read()
+        self.epoch = state.epoch if state is not None else 0
+        return state
+
+    def _take_writer_lock(self) -> None:
+        """Wait for the writer lock, knocking so that a keeper lets go (LockedError after
+        OPEN_PATIENCE seconds)."""
         deadline = time.monotonic() + OPEN_PATIENCE
         delay = 0.0005
         while not self._writer_lock.acquire(wait=False):
@@ -112,14 +134,6 @@ class Turns:
                                   path=self.path, pid=holder)
             time.sleep(delay)
             delay = min(delay * 2, 0.02)
-        self.holding = True
-        self.control.initialize()
-        alone = self._registry.acquire(wait=False)
-        if not self._registry.acquire(shared=True, wait=False):  # only writer-lock holders take it exclusively
-            raise LockedError(f"{self.path}: could not register with the queue's other processes", path=self.path)
-        state = self.control.read()
-        self.epoch = state.epoch if state is not None else 0
-        return alone, state
 
     def keep(self, follower: Follower, *, new_epoch: bool) -> None:
         """Alone: publish the recovered log and keep the writer lock between calls."""
