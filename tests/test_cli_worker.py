@@ -256,8 +256,8 @@ def test_names_limits_the_worker_to_those_tasks(tmp_path):
 
 
 def test_the_readme_tutorial_module_runs_under_the_worker_command(tmp_path):
-    """The tutorial's app.py, imported by `python -m logq worker app:q`: its `__main__` part does
-    not run (nothing is enqueued at import), and it runs a job enqueued before it started."""
+    """The tutorial's app.py, imported by `python -m logq worker app:q` (nothing is enqueued at
+    import), runs a job enqueued before it started."""
     with open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8") as f:
         readme = f.read()
     tutorial = re.findall(r"```python\n(.*?)```", readme, re.S)[0]
@@ -273,6 +273,37 @@ def test_the_readme_tutorial_module_runs_under_the_worker_command(tmp_path):
     with Queue(path) as q:
         assert q.get(jid).result == b'"c.png@300"'
         assert {j.name for j in q.jobs(state="pending")} == {"app.cleanup"}  # the schedule's next run
+
+
+def readme_quick_start_terminals() -> tuple[list[str], list[str]]:
+    """The quick start's two-terminal commands (the block that runs `logq worker app:q`), as
+    argument lists with this interpreter for `.venv/bin/python`."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", quick, re.S) if "logq worker app:q" in b)
+    worker, producer = [line.split("  #")[0].strip() for line in block.strip().splitlines()]
+    assert worker.startswith(".venv/bin/python ") and producer.startswith(".venv/bin/python -c '")
+    return worker.split()[1:], ["-c", producer.split("-c ", 1)[1].strip("'")]
+
+
+def test_the_readme_quick_start_runs_a_worker_and_a_producer_in_two_processes(tmp_path):
+    """Terminal 1 runs the worker command, terminal 2 enqueues and prints the result, as the
+    README's quick start shows them, with the tutorial's app.py in the current directory."""
+    worker_args, producer_args = readme_quick_start_terminals()
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8") as f:
+        app = re.findall(r"```python\n(.*?)```", f.read(), re.S)[0]
+    cwd, _ = project(tmp_path, app.replace("{", "{{").replace("}", "}}"))
+    assert worker_args[:3] == ["-m", "logq", "worker"]
+    w = Worker(cwd, *worker_args[3:])
+    w.wait_for(r"worker \d+ started")
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    producer = [sys.executable, *producer_args]
+    producer[-1] = producer[-1].replace("timeout=10", f"timeout={DEADLINE}")  # a loaded machine
+    r = subprocess.run(producer, cwd=cwd, env=env, capture_output=True, text=True, timeout=DEADLINE * 2)
+    assert r.returncode == 0 and r.stdout == "a.png@200\n", r.stderr
+    assert w.stop() == 0
 
 
 # -------------------------------------------------------------- cannot start

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import textwrap
 import threading
 
@@ -19,23 +20,26 @@ def blocks() -> list[str]:
 
 
 def test_tutorial_runs(tmp_path, monkeypatch):
+    """app.py (the first block) imported, a worker on its queue, and the producer block (the
+    second) run as it stands; here in one process (tests/test_cli_worker.py runs it in two)."""
     monkeypatch.chdir(tmp_path)
-    tutorial, status = blocks()[0], blocks()[1]
-    results = []
-
-    def run_worker(self, concurrency=4, **kw):  # run until the first task is done, then stop
-        worker = self.worker(concurrency=concurrency, **kw)
-        t = threading.Thread(target=worker.run)
-        t.start()
-        results.append(eval(status.splitlines()[1].split("#")[0], namespace))
+    app, producer = blocks()[0], blocks()[1]
+    (tmp_path / "app.py").write_text(app)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "app", raising=False)
+    import app as module  # type: ignore[import-not-found]
+    worker = module.q.worker(concurrency=2)
+    t = threading.Thread(target=worker.run)
+    t.start()
+    namespace: dict[str, object] = {}
+    try:
+        exec(compile(producer.replace("timeout=10", "timeout=60"), "README", "exec"), namespace)
+        assert namespace["h"].result(timeout=60) == "a.png@200"  # type: ignore[attr-defined]
+    finally:
         worker.stop()
         t.join()
-
-    monkeypatch.setattr(logq.Queue, "run_worker", run_worker)
-    namespace: dict[str, object] = {"__name__": "__main__"}  # run as `python app.py`
-    exec(compile(tutorial.replace("...\n    return", "return"), "README", "exec"), namespace)
-    assert results == ["a.png@200"]
-    namespace["q"].close()
+        module.q.close()
+        sys.modules.pop("app", None)
 
 
 def test_direct_queue_example_runs(tmp_path, monkeypatch):
