@@ -149,12 +149,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     compact.add_argument("--retain-dead", type=float, default=7 * 86400.0, metavar="SECONDS",
                          help="keep dead jobs this long (default 604800, a week)")
     compact.add_argument("--json", action="store_true", help="print the report as JSON")
-    stats = _add(sub, "stats", "open the queue (takes the lock) and print its statistics",
+    stats = _add(sub, "stats", "open the queue (beside any other process) and print its statistics",
                  _STATS_EXAMPLES, _stats)
     stats.add_argument("dir", metavar="DIR", help="queue directory, or a Redis URL")
     stats.add_argument("--name", dest="queue", metavar="QUEUE", help="with a Redis URL: the queue's name")
     stats.add_argument("--json", action="store_true", help="print one JSON document")
-    requeue = _add(sub, "requeue-dead", "make dead jobs pending again (takes the lock)",
+    requeue = _add(sub, "requeue-dead", "make dead jobs pending again (opens the queue, beside any other process)",
                    _REQUEUE_EXAMPLES, _requeue_dead)
     requeue.add_argument("dir", metavar="DIR", help="queue directory, or a Redis URL")
     requeue.add_argument("--queue", help="with a Redis URL: the queue's name")
