@@ -270,3 +270,24 @@ def test_the_control_file_is_laid_out_as_the_spec_says(qdir):
             last_path, result = verify(qdir).segments[-1]
             assert result is not None and shared["base"] == result.header.base_seq
             assert shared["end"] == result.end and shared["last_seq"] == result.last_seq  # the valid end
+
+
+def test_the_control_slot_example_in_the_spec_is_what_the_code_writes():
+    import re
+
+    from logq.log.control import FIRST_SLOT, SLOT_SIZE, State, decode, encode_slot
+    with open(os.path.join(os.path.dirname(__file__), "..", "spec", "format.md"), encoding="utf-8") as f:
+        text = f.read()
+    block = re.search(r"<!-- control-example:begin -->\n```\n(.*?)```\n<!-- control-example:end -->", text, re.S)
+    assert block, "format.md lost its control file example markers"
+    dump, at = bytearray(), None
+    for line in block.group(1).splitlines():
+        offset, hexes = line.split("|")[0].split(None, 1)
+        at = int(offset, 16) if at is None else at
+        assert int(offset, 16) == at + len(dump)
+        dump += bytes.fromhex(hexes)
+    state = State(counter=3, epoch=1, base=1, end=104, last_seq=1, durable_seq=1, holder=0)
+    assert at == FIRST_SLOT + (state.counter % 2) * SLOT_SIZE and bytes(dump) == encode_slot(state)
+    whole = bytearray(b"LOGQCTL1" + bytes(192 - 8))
+    whole[at:at + SLOT_SIZE] = dump
+    assert decode(bytes(whole)) == state
