@@ -142,7 +142,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=_positive, default=4, help="worker threads (default: 4)")
     demo.add_argument("--jobs", type=_count, default=200, help="jobs to enqueue (default: 200)")
     demo.add_argument("--enqueue", action="store_true", help="enqueue the jobs even if the queue has some")
-    compact = _add(sub, "compact", "remove finished jobs from the log, offline", _COMPACT_EXAMPLES, _compact)
+    compact = _add(sub, "compact", "remove finished jobs from the log (beside any other process)", _COMPACT_EXAMPLES, _compact)
     compact.add_argument("dir", metavar="DIR", help="queue directory")
     compact.add_argument("--retain-done", type=float, default=3600.0, metavar="SECONDS",
                          help="keep done and cancelled jobs this long after they finished (default 3600)")
