@@ -62,13 +62,17 @@ def leased_by_a_killed_process(path: str, lease_time: float = 30.0) -> int:
     return int(line)
 
 
-def test_leases_of_a_killed_process_stay_while_others_have_the_queue_open(qdir):
+def test_an_open_beside_others_leaves_a_killed_process_lease_to_the_owner_check(qdir):
     with Queue(qdir) as q:
         jid = q.enqueue("t", b"x")
         assert leased_by_a_killed_process(qdir) == jid
-        with Queue(qdir) as late:  # opens while q is open: not alone
+        with Queue(qdir) as late:  # opens while q is open: not alone, so it expires nothing
             assert late.get(jid).state == "active"
-        assert q.get(jid).state == "active"  # until the lease expires (owners: in progress)
+        assert q.get(jid).state == "active"
+        assert q.expire_leases() == 1  # the owner check: the holder's owner file is unlocked
+        info = q.get(jid)
+        assert info.state == "pending" and info.attempts == 1
+        assert info.last_error == "lease lost: its process ended"
 
 
 def test_an_open_that_is_alone_expires_the_leases_of_a_killed_process(qdir):
