@@ -12,8 +12,8 @@ import logging as _logging
 from .clock import Clock, SystemClock
 from .errors import (
     ChecksumError, ClosedError, CorruptionError, FileAccessError, InvalidArgument, InvalidTransition, JobNotFound,
-    LeaseLostError, LockedError, LogqError, MissingFileError, NotALogqDirectory, NotARegularFile,
-    RecordTooLargeError, ResultTooLargeError, UnavailableError, UnsafeDirectoryError, UnsupportedVersionError,
+    LayoutVersionError, LeaseLostError, LockedError, LogqError, MissingFileError, NotALogqDirectory, NotARegularFile,
+    NotReplicatedError, RecordTooLargeError, ResultTooLargeError, UnavailableError, UnsafeDirectoryError, UnsupportedVersionError,
     WaitTimeout,
     WriterFailedError,
 )
@@ -34,8 +34,8 @@ _logging.getLogger("logq").addHandler(_logging.NullHandler())  # the application
 __all__ = [
     "Appended", "Backoff", "ChecksumError", "CompactionReport", "Clock", "ClosedError", "CorruptionError",
     "FileAccessError", "Handle", "InvalidArgument", "InvalidTransition", "JSONSerializer", "Job", "JobInfo", "JobNotFound",
-    "LeaseLostError", "LockedError", "Log", "LogqError", "LostRange", "Metrics", "MissingFileError",
-    "NotALogqDirectory", "NotARegularFile",
+    "LayoutVersionError", "LeaseLostError", "LockedError", "Log", "LogqError", "LostRange", "Metrics", "MissingFileError",
+    "NotALogqDirectory", "NotARegularFile", "NotReplicatedError",
     "OsFileSystem", "Queue", "Record", "RecordTooLargeError", "RecoveryReport", "ResultTooLargeError", "Serializer",
     "Stats", "SystemClock", "Task", "TaskCancelled",
     "TaskFailed", "TaskMetrics", "TaskTimeout", "TornTail", "UnavailableError", "UnrecoveredJob", "UnsafeDirectoryError", "UnsupportedVersionError",

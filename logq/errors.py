@@ -121,3 +121,16 @@ class UnavailableError(LogqError):
     """The server that keeps the queue (Redis) cannot be reached or refused the command;
     nothing is known to have changed. Check that the server runs and the URL is right; a
     worker logs this, backs off and resumes when the server is back."""
+
+
+class NotReplicatedError(UnavailableError):
+    """A `sync="always"` change was made and fsynced on the Redis server, but fewer of its
+    replicas than were connected when the queue was opened confirmed it in time: the change
+    is not undone, and it may or may not be on the others. Bring the replicas back (or reopen
+    the queue to wait only for those connected now); a worker logs this and backs off."""
+
+
+class LayoutVersionError(LogqError):
+    """The queue's keys on the Redis server were written in another layout than this logq
+    reads; nothing was changed. Drain the queue with the logq that wrote it, or delete its
+    keys (`{logq:NAME}:*`), then open it again."""

@@ -34,11 +34,18 @@ lease's jobs come back as one string of packed records), and the calls are
 packed and sent by `rediswire.Scripts`, not through redis-py's per-call
 machinery.
 
-Durability is the server's: `sync="always"` needs an append-only file fsynced
-on every write (appendfsync always; checked at open, refused otherwise);
-`batch` and `none` take what the server does (a warning at open when the
-server keeps no append-only file under `batch`). A server that cannot be
-reached raises `UnavailableError`.
+Durability is the server's (redisdurable.py): `sync="always"` needs an
+append-only file fsynced on every write (appendfsync always; checked at open,
+refused otherwise), and where the server has replicas an `always` call also
+waits until every replica connected at open has the change (WAITAOF, or WAIT
+before Redis 7.2), or raises `NotReplicatedError`; `batch` and `none` take what
+the server does and never wait for replicas. A server that cannot be reached
+raises `UnavailableError`.
+
+The queue's layout version is the key LAYOUT_KEY, written by the queue's first
+enqueue (redis_scripts/logq.lua); a queue with another version, or with jobs
+and no version (written before there was one), is refused at open with
+`LayoutVersionError`.
 """
 
 from __future__ import annotations
@@ -59,13 +66,14 @@ from ..core.index import Entry, Extra
 from ..core.jobs import ACTIVE, FINAL_STATES, STATES, Backoff, CompactionReport, Job, JobInfo, Stats, new_job
 from ..core.records import encode_enqueue, enqueue_backoff, enqueue_head, enqueue_meta, enqueue_time_and_payload
 from ..errors import (
-    ClosedError, InvalidArgument, InvalidTransition, JobNotFound, LeaseLostError, LogqError, UnavailableError,
-    WaitTimeout,
+    ClosedError, InvalidArgument, InvalidTransition, JobNotFound, LayoutVersionError, LeaseLostError, LogqError,
+    UnavailableError, WaitTimeout,
 )
 from ..log.log import DEFAULT_SEGMENT_SIZE, RecoveryReport, check_options
 from ..core.jobs import Completion
 from .base import Capabilities, NextRun
 from .redisurl import is_redis_url  # noqa: F401  (re-exported)
+from .redisdurable import Durability, probe, take_timeout
 from .rediswire import Scripts, split_scripts
 
 log = logging.getLogger("logq.redis")
@@ -77,6 +85,8 @@ MAX_BLOCK = 1.0  # the longest one blocking wait on the server (a stop or close 
 SWEEP_ALL = 1_000_000
 DEFAULT_NAME = "default"
 INSTALL = "pip install 'logq[redis]'"
+LAYOUT = 1  # the layout of a queue's keys (redis_scripts/logq.lua writes the same number)
+LAYOUT_KEY = "layout"
 
 
 def _client_module() -> Any:
@@ -126,7 +136,8 @@ class RedisBackend:
         self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
         self._redis_error = redis.exceptions.RedisError
         server, self.name = split_url(url, name)
-        self.path = url if "name=" in url else server + ("&" if "?" in server else "?") + \
+        server, replica_timeout = take_timeout(server)
+        self.path = url if "name=" in url else url + ("&" if "?" in url else "?") + \
             urllib.parse.urlencode({"name": self.name})
         self.server = server
         self.clock, self.backoff = clock, backoff
@@ -142,7 +153,10 @@ class RedisBackend:
         self._scripts = Scripts(self._r, _load_scripts(), self._seq_key, redis.exceptions)
         self._closed = False
         self.recovery = RecoveryReport()
-        self.fsync_always = self._call(self._check_durability)
+        self.durability: Durability = self._call(probe, self._r, sync, server, replica_timeout,
+                                                 redis.exceptions.ResponseError)
+        self.fsync_always = self.durability.fsync_always
+        self._call(self._check_layout)
 
     # ------------------------------------------------------------- plumbing
 
@@ -173,28 +187,30 @@ class RedisBackend:
     def _run(self, op: str, args: Sequence[Any]) -> Any:
         return self._call(self._scripts.call, op, args)
 
-    def _check_durability(self) -> bool:
-        """Whether the server fsyncs its append-only file on every write; refuse `always` if not."""
-        try:
-            config = {_text(k): _text(v) for k, v in self._r.config_get("append*").items()}
-        except self._errors:
-            raise
-        except self._redis_error:  # CONFIG is disabled (a managed server): nothing to check
-            log.warning("cannot read the Redis server's persistence settings (CONFIG GET refused): "
-                        "logq cannot check that sync=%r is honoured", self.sync_mode)
-            return False
-        aof = config.get("appendonly", "no") == "yes"
-        always = aof and config.get("appendfsync", "") == "always"
-        if self.sync_mode == "always" and not always:
-            raise InvalidArgument(
-                f"sync='always' needs a Redis server that fsyncs its append-only file on every write, but "
-                f"{self.server} has appendonly={config.get('appendonly', '?')} "
-                f"appendfsync={config.get('appendfsync', '?')}: set 'appendonly yes' and "
-                "'appendfsync always' on the server, or use sync='batch'")
-        if self.sync_mode == "batch" and not aof:
-            log.warning("the Redis server at %s keeps no append-only file: a crash of the server loses "
-                        "jobs since its last snapshot (set 'appendonly yes')", self.server)
-        return always
+    def _write(self, op: str, args: Sequence[Any], sync: str | None) -> Any:
+        """`_run`, and under `sync="always"` (the queue's or the call's) the wait for the
+        server's replicas on the same round trip (redisdurable.py)."""
+        then = self.durability.command() if "always" in (sync, self.sync_mode) else None
+        if then is None:
+            return self._run(op, args)
+        reply, acked = self._call(self._scripts.call_then, op, args, then)
+        self.durability.check(acked)
+        return reply
+
+    def _check_layout(self) -> None:
+        """Refuse a queue whose keys are in another layout (see the module docstring)."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.get(self.prefix + LAYOUT_KEY)
+        pipe.exists(self._seq_key)
+        stamp, used = pipe.execute()
+        if (stamp is None and not used) or (stamp is not None and _text(stamp) == str(LAYOUT)):
+            return
+        found = f"layout {_text(stamp)!r:.20}" if stamp is not None else \
+            f"an older layout (it has jobs but no {self.prefix}{LAYOUT_KEY} key)"
+        raise LayoutVersionError(
+            f"the queue {self.name!r} on {self.server} was written in {found}, and this logq reads layout "
+            f"{LAYOUT} only: drain it with the logq that wrote it, or delete its keys (those matching "
+            f"'{self.prefix}*'), then open it again")
 
     def _check_sync(self, sync: str | None) -> None:
         if sync == "always" and not self.fsync_always:
@@ -208,7 +224,7 @@ class RedisBackend:
         now = self.clock.time()
         record = enqueue_head(now, now + delay, priority, max_attempts, name.encode(),
                               None if key is None else key.encode(), backoff.as_tuple() if backoff else None)
-        reply: int = self._run("enqueue", (record + payload,))
+        reply: int = self._write("enqueue", (record + payload,), sync)
         return reply if reply > 0 else -reply  # minus: the live job that holds the key
 
     def enqueue_many(self, items: Sequence[tuple[str, bytes]], delay: float, priority: int,
@@ -222,7 +238,7 @@ class RedisBackend:
             if head is None:
                 head = heads[name] = enqueue_head(now, now + delay, priority, max_attempts, name.encode())
             args.append(head + payload)
-        first = int(self._run("enqueue", args))
+        first = int(self._write("enqueue", args, sync))
         return list(range(first, first + len(items)))
 
     # ------------------------------------------------------------------- lease
@@ -239,7 +255,7 @@ class RedisBackend:
                 return []
             now = self.clock.time()
             args[0] = repr(now)
-            reply = self._run("lease", args)
+            reply = self._write("lease", args, sync)
             if reply[0] == 1:
                 return _jobs(float(reply[1]), reply[2])
             if deadline is None:
@@ -253,35 +269,36 @@ class RedisBackend:
             self._call(self._r.blpop, [self.prefix + "wake"], max(block, 0.001))
 
     def expire_leases(self) -> int:
-        return int(self._run("expire", [repr(self.clock.time()), repr(self.retain_dead)]))
+        return int(self._write("expire", [repr(self.clock.time()), repr(self.retain_dead)], None))
 
     # -------------------------------------------------------- finishing a lease
 
     def complete(self, outcomes: Sequence[Completion], next_run: NextRun | None) -> list[LogqError | None]:
         if not outcomes:
             return []
-        return self._complete([(job, result, error, True) for job, result, error in outcomes], next_run, False)
+        return self._complete([(job, result, error, True) for job, result, error in outcomes], next_run, False, None)
 
     def ack(self, job: Job | int, result: bytes, sync: str | None) -> None:
         self._check_sync(sync)
-        self._strict([(job, result, None, True)])
+        self._strict([(job, result, None, True)], sync)
 
     def ack_many(self, jobs: Sequence[Job | int], sync: str | None) -> None:
         self._check_sync(sync)
         if jobs:
-            self._strict([(job, b"", None, True) for job in jobs])
+            self._strict([(job, b"", None, True) for job in jobs], sync)
 
     def fail(self, job: Job | int, error: str, retry: bool, sync: str | None) -> None:
         self._check_sync(sync)
-        self._strict([(job, b"", error, retry)])
+        self._strict([(job, b"", error, retry)], sync)
 
-    def _strict(self, outcomes: list[tuple[Job | int, bytes, str | BaseException | None, bool]]) -> None:
-        for err in self._complete(outcomes, None, True):
+    def _strict(self, outcomes: list[tuple[Job | int, bytes, str | BaseException | None, bool]],
+                sync: str | None) -> None:
+        for err in self._complete(outcomes, None, True, sync):
             if err is not None:
                 raise err
 
     def _complete(self, outcomes: Sequence[tuple[Job | int, bytes, str | BaseException | None, bool]],
-                  next_run: NextRun | None, strict: bool) -> list[LogqError | None]:
+                  next_run: NextRun | None, strict: bool, sync: str | None) -> list[LogqError | None]:
         """Each outcome's refusal, or None where it was applied (`strict`: all or none)."""
         now = self.clock.time()
         failing = [job for job, _, error, _ in outcomes if error is not None]
@@ -308,7 +325,7 @@ class RedisBackend:
         args = (repr(now), "1" if strict else "0", repr(self.retain_done), repr(self.retain_dead), b"".join(parts))
         replies: list[LogqError | None] = [None] * len(outcomes)
         op = "complete" if not strict else "ack_many" if len(outcomes) > 1 else "ack"
-        for refusal in self._run("complete", args):
+        for refusal in self._write("complete", args, sync):
             replies[int(refusal[0]) - 1] = _error(refusal[1:], op)
         return replies
 
@@ -348,8 +365,8 @@ class RedisBackend:
     def _change(self, op: str, job: Job | int, seconds: float, sync: str | None) -> Any:
         self._check_sync(sync)
         job_id, attempt = (job.id, job.attempts) if isinstance(job, Job) else (job, -1)
-        reply = self._run("change", [repr(self.clock.time()), op, job_id, attempt, repr(seconds),
-                                     repr(self.retain_done)])
+        reply = self._write("change", [repr(self.clock.time()), op, job_id, attempt, repr(seconds),
+                                       repr(self.retain_done)], sync)
         err = _error(reply, op)
         if err is not None:
             raise err

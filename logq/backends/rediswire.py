@@ -93,15 +93,9 @@ class Scripts:
     def call(self, op: str, args: Sequence[bytes | str | int]) -> Any:
         """The reply of script `op` run with `args` (see the module docstring)."""
         data = pack(self._heads[op], 4, args)
-        if self._pid != os.getpid():
-            self._free, self._pid = [], os.getpid()
-        try:
-            conn = self._free.pop()
-        except IndexError:
-            try:
-                conn = self._pool.get_connection()
-            except self._retried:
-                return self.slow(op, args)
+        conn = self._take()
+        if conn is None:
+            return self.slow(op, args)
         try:
             conn.send_packed_command((data,))
             reply = conn.read_response()
@@ -118,6 +112,51 @@ class Scripts:
             raise
         self._free.append(conn)
         return reply
+
+    def call_then(self, op: str, args: Sequence[bytes | str | int], then: Sequence[str]) -> tuple[Any, Any]:
+        """The replies of script `op` run with `args` and of command `then` sent after it on the
+        same connection, in one round trip (WAIT and WAITAOF wait for their own connection's
+        writes). Anything unusual goes through a redis-py pipeline, which also uses one connection."""
+        data = pack(self._heads[op], 4, args) + pack(b"", 0, then)
+        conn = self._take()
+        if conn is None:
+            return self._slow_then(op, args, then)
+        try:
+            conn.send_packed_command((data,))
+            reply = conn.read_response()
+            after = conn.read_response()
+        except self._response_error as exc:  # the second reply may be unread: drop the connection
+            self._drop(conn)
+            if isinstance(exc, self._noscript):
+                return self._slow_then(op, args, then)
+            raise
+        except self._retried:
+            self._drop(conn)
+            return self._slow_then(op, args, then)
+        except BaseException:
+            self._drop(conn)
+            raise
+        self._free.append(conn)
+        return reply, after
+
+    def _slow_then(self, op: str, args: Sequence[bytes | str | int], then: Sequence[str]) -> tuple[Any, Any]:
+        pipe = self._client.pipeline(transaction=False)
+        self._slow[op](keys=[self._key], args=list(args), client=pipe)
+        pipe.execute_command(*then)
+        reply, after = pipe.execute()
+        return reply, after
+
+    def _take(self) -> Any:
+        """A connection of this process's free list, or a new one; None if none can be made."""
+        if self._pid != os.getpid():
+            self._free, self._pid = [], os.getpid()
+        try:
+            return self._free.pop()
+        except IndexError:
+            try:
+                return self._pool.get_connection()
+            except self._retried:
+                return None
 
     def slow(self, op: str, args: Sequence[bytes | str | int]) -> Any:
         """Script `op` through redis-py's own call (loads the script if the server lacks it)."""

@@ -7,6 +7,7 @@
 -- Keys. KEYS[1] is the queue's counter, "{logq:NAME}:seq"; every other key is the same prefix
 -- (so one hash slot: the queue runs on Redis Cluster) followed by:
 --   seq        record sequence numbers; a job's id is the number of its ENQUEUE record
+--   layout     the version of this layout, written by the queue's first enqueue (checked at open)
 --   j:ID       the job (hash): e ENQUEUE record, n name, p priority, m max_attempts, a attempts,
 --              s state, r run_at, x lease expiry, f when it is swept (final jobs), k key (if
 --              any), err, res; and its history: field "#SEQ" for each later record (type byte,
@@ -273,7 +274,10 @@ end
 -- @op enqueue
 -- ARGV: the jobs' ENQUEUE records (each has the job's every field; a batch's share their time,
 -- run_at, priority and max_attempts, and have no key), in order.
--- Reply: the first job's id, or minus the id of the live job that holds the (one) job's key
+-- Reply: the first job's id, or minus the id of the live job that holds the (one) job's key.
+-- The queue's first enqueue writes its layout version (redis.py LAYOUT; bump both together when
+-- the keys below change in a way an older logq cannot read, or a newer one).
+local LAYOUT = '1'
 local count = #ARGV
 local now, run_at, prio, max, name, key = enqueue_fields(ARGV[1])
 if count == 1 then
@@ -282,11 +286,13 @@ if count == 1 then
     if #holders > 0 then return -holders[1] end
   end
   local id = redis.call('INCR', P .. 'seq')
+  if id == 1 then redis.call('SET', P .. 'layout', LAYOUT) end
   add_job(id, ARGV[1], now)
   wake()
   return id
 end
 local first = redis.call('INCRBY', P .. 'seq', count) - count + 1
+if first == 1 then redis.call('SET', P .. 'layout', LAYOUT) end
 local ready = run_at <= now
 local pend, delayed, by_name = {}, {}, {}
 for i = 0, count - 1 do
