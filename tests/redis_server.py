@@ -2,7 +2,8 @@
 
 `RedisServer.start()` runs `redis-server` with an append-only file fsynced on every
 write (appendfsync always), so `sync="always"` is honoured; `kill()` sends SIGKILL
-and `start()` again restarts it on the same data. `find()` locates the binary:
+and `start()` again restarts it on the same data; `RedisServer(..., replica_of=other)` is a
+replica of `other` (`replication_ready` waits until it has everything). `find()` locates the binary:
 under CI=true a missing server fails the run, elsewhere the Redis tests skip.
 """
 
@@ -26,10 +27,15 @@ def find() -> str:
     found = shutil.which("redis-server") or next(
         (p for p in ("/usr/bin/redis-server", "/usr/local/bin/redis-server") if os.access(p, os.X_OK)), None)
     if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(MISSING + " (CI=true: a missing server fails the run)", pytrace=False)
-        pytest.skip(MISSING)
+        give_up(MISSING)
     return found
+
+
+def give_up(reason: str) -> None:
+    """Skip the test with `reason`, or fail it under CI=true (where the server must be there)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason + " (CI=true: this fails the run)", pytrace=False)
+    pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -41,8 +47,8 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process on 127.0.0.1:`port`, keeping its data in `directory`."""
 
-    def __init__(self, binary: str, directory: str) -> None:
-        self.binary, self.directory = binary, directory
+    def __init__(self, binary: str, directory: str, replica_of: "RedisServer | None" = None) -> None:
+        self.binary, self.directory, self.replica_of = binary, directory, replica_of
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -55,7 +61,9 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.directory,
              "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
-             "--protected-mode", "no", "--logfile", os.path.join(self.directory, "redis.log")],
+             "--protected-mode", "no", "--logfile", os.path.join(self.directory, "redis.log"),
+             "--repl-diskless-sync-delay", "0"]
+            + ([] if self.replica_of is None else ["--replicaof", "127.0.0.1", str(self.replica_of.port)]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # ready once it answers PING (and has loaded its data)
@@ -85,3 +93,31 @@ class RedisServer:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def pause(self) -> None:
+        """SIGSTOP: the process stays, its connections open, and it answers nothing."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def log_tail(self, lines: int = 8) -> str:
+        try:
+            with open(os.path.join(self.directory, "redis.log"), errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError as exc:
+            return str(exc)
+
+
+def replication_ready(primary_url: str, replicas: int, timeout: float = 20.0) -> bool:
+    """Whether `replicas` replicas of the server at `primary_url` confirm a fresh write within
+    `timeout` seconds (the server's own WAIT: no polling)."""
+    import redis
+    r = redis.Redis.from_url(primary_url, socket_timeout=timeout + 5)
+    try:
+        r.set("replication-check", os.urandom(8))
+        return int(r.execute_command("WAIT", replicas, int(timeout * 1000))) >= replicas
+    finally:
+        r.close()

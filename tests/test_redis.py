@@ -358,6 +358,8 @@ def test_a_missing_redis_server_fails_under_ci_and_skips_elsewhere_with_the_reas
     monkeypatch.setattr(_redis.os, "access", lambda path, mode: False)  # ... nor in the usual places
     with pytest.raises(outcome, match="redis-server is not installed"):
         _redis.find()
+    with pytest.raises(outcome, match="could not be made to follow"):  # so does a replica that will not sync
+        _redis.give_up("a replica redis-server could not be made to follow the primary")
 
 
 def test_each_script_carries_only_the_helpers_it_uses():
@@ -422,3 +424,42 @@ def test_a_dead_job_retried_and_done_is_swept_once_on_its_done_retention(url):
         clock.advance(100)
         assert q.compact().jobs_swept == 1 and q.get(job_id) is None
         assert q.stats().counts == {"pending": 0, "active": 0, "done": 0, "dead": 0, "cancelled": 0}
+
+
+def test_a_queue_is_stamped_with_its_layout_by_its_first_enqueue_and_another_layout_is_refused(url):
+    import redis
+    from logq import LayoutVersionError
+    from logq.backends.redis import LAYOUT
+    r = redis.Redis.from_url(url)
+    name = fresh_name()
+    stamp = "{logq:%s}:layout" % name
+    with Queue(url, name=name) as q:
+        assert r.exists(stamp) == 0  # opening writes nothing
+        job_id = q.enqueue("t", b"x")
+        assert r.get(stamp) == str(LAYOUT).encode()
+    with Queue(url, name=name) as q:  # its own layout opens
+        assert q.get(job_id).payload == b"x"
+    r.set(stamp, str(LAYOUT + 1))
+    with pytest.raises(LayoutVersionError, match=f"written in layout '{LAYOUT + 1}'.*drain it with the logq "
+                                                 "that wrote it, or delete its keys"):
+        Queue(url, name=name)
+    r.delete(stamp)  # jobs but no stamp: written before the layout had a version
+    with pytest.raises(LayoutVersionError, match="an older layout"):
+        Queue(url, name=name, sync="always")
+    assert r.hget("{logq:%s}:j:%d" % (name, job_id), "s") == b"pending"  # nothing was changed
+    r.delete(*r.scan_iter(match="{logq:%s}:*" % name))  # its keys deleted: it opens as new
+    with Queue(url, name=name) as q:
+        assert q.stats().pending == 0 and q.enqueue_many([("t", b"")] * 3) == [1, 2, 3]
+        assert r.get(stamp) == str(LAYOUT).encode()
+    r.close()
+
+
+def test_replica_timeout_in_the_url_is_checked_and_kept_in_the_path(url):
+    with Queue(f"{url}?replica_timeout=2.5", name=fresh_name(), sync="always") as q:
+        assert q.backend.durability.timeout == 2.5 and "replica_timeout=2.5" in q.path
+        assert q.backend.durability.replicas == 0 and q.backend.durability.command() is None
+        with Queue(q.path) as again:
+            assert again.backend.durability.timeout == 2.5
+    for bad in ("0", "x", "-1"):
+        with pytest.raises(InvalidArgument, match="replica_timeout must be"):
+            Queue(f"{url}?replica_timeout={bad}", name=fresh_name())
