@@ -37,6 +37,9 @@ class LocalBackend(Protocol):
 
     _lock: "threading.Lock | Turn"
     _index: Index
+    _indexed: bool
+
+    def _check_indexed(self) -> None: ...
 
     @property
     def log(self) -> Log: ...
@@ -85,6 +88,8 @@ class Compactor:
         (`include_active` seals the active segment first, so that its records count too)."""
         started = time.monotonic()
         b = self.backend
+        with b._lock:
+            b._check_indexed()  # (before the compaction lock: building reads under it, shared)
         with self.running:
             lock = b.log.compaction_lock()  # one compaction at a time among the processes
             if lock is None:
@@ -97,7 +102,7 @@ class Compactor:
     def _compact_locked(self, include_active: bool, started: float) -> CompactionReport:
         b = self.backend
         with b._lock:  # a turn: with other processes, the roll and the prefix are up to date
-            b._check_open()
+            b._check_indexed()
             if include_active:
                 b.log.roll()
             prefix = b.log.sealed_prefix()
@@ -150,6 +155,8 @@ class Compactor:
         disk within live data plus a few segments when the backlog is large."""
         b = self.backend
         with b._lock:
+            if not b._indexed:  # a producer that keeps no index leaves compaction to the others
+                return False
             segments = b.log.segments()[:-1]
             sealed = sum(size for _, size, _ in segments)
             garbage = max(0, sealed - b._index.live_bytes)

@@ -71,6 +71,7 @@ class Engine(Queries):
         self._watched: dict[int, int] = {}  # job id -> threads in `wait` for it
         self._names: dict[str, bytes] = {}  # task names seen, with their UTF-8 bytes
         self._closed = False
+        self._indexed = True  # False: no index built yet (`_check_indexed` builds it)
         # lease owners (a store shared by processes sets these): this opener's id, named in its
         # LEASE records, and how to find and forget the openers whose process ended
         self._owner = 0
@@ -106,13 +107,16 @@ class Engine(Queries):
                               None if key is None else key.encode(), delays) + payload
         with self._lock:
             self._check_open()
-            if key is not None and key in self._index.keys:
-                return self._index.keys[key]
+            if key is not None:  # (a unique key is checked against every live job: the index)
+                self._check_indexed()
+                if key is not None and key in self._index.keys:
+                    return self._index.keys[key]
             appended = self._log.write_one(ENQUEUE, record, sync=sync)
             job_id = appended.first_seq
-            self._index.add(job_id, appended.segment, appended.offsets[0] << 32 | appended.sizes[0],
-                            now, run_at, priority, max_attempts, name, key, delays)
-            self._notify_locked(False)
+            if self._indexed:  # (a producer that has not built its index keeps no job)
+                self._index.add(job_id, appended.segment, appended.offsets[0] << 32 | appended.sizes[0],
+                                now, run_at, priority, max_attempts, name, key, delays)
+                self._notify_locked(False)
         self._log.commit(appended)
         return job_id
 
@@ -148,7 +152,7 @@ class Engine(Queries):
         try:
             with self._lock:
                 while True:
-                    self._check_open()
+                    self._check_indexed()
                     if stop is not None and stop.is_set():
                         return []
                     now = self.clock.time()
@@ -206,7 +210,7 @@ class Engine(Queries):
 
     def expire_leases(self) -> int:
         with self._lock:
-            self._check_open()
+            self._check_indexed()
             if self._owners_due_at != float("inf"):  # asked for: look for ended processes now too
                 self._owners_due_at = 0.0
             appended = self._expire_locked(self.clock.time())
@@ -241,7 +245,7 @@ class Engine(Queries):
 
     def ack(self, job: Job | int, result: bytes, sync: str | None) -> None:
         with self._lock:
-            self._check_open()
+            self._check_indexed()
             e = self._leased_entry(job, ACK)
             appended = self._change_locked(e, ACK, _job_at_now(e, self.clock.time(), result), sync)
             if len(result) > INLINE_RESULT and self.results_in_store:
@@ -267,7 +271,7 @@ class Engine(Queries):
                   sync: str | None) -> JobRecord:
         """Change one job with the `rtype` record that `build(entry, now, arg)` makes; return it."""
         with self._lock:
-            self._check_open()
+            self._check_indexed()
             e = self._leased_entry(job, rtype)
             rec = build(e, self.clock.time(), arg)
             appended = self._change_locked(e, rtype, rec, sync)
@@ -292,7 +296,7 @@ class Engine(Queries):
 
     def ack_many(self, jobs: Sequence[Job | int], sync: str | None) -> None:
         with self._lock:
-            self._check_open()
+            self._check_indexed()
             now = self.clock.time()
             changes: list[Change] = []
             seen: set[int] = set()
@@ -309,7 +313,7 @@ class Engine(Queries):
 
     def complete(self, outcomes: Sequence[Completion], next_run: NextRun | None) -> list[LogqError | None]:
         with self._lock:
-            self._check_open()
+            self._check_indexed()
             now = self.clock.time()
             items: list[tuple[int, bytes]] = []
             changes: list[tuple[Entry, JobRecord] | None] = []
@@ -367,6 +371,17 @@ class Engine(Queries):
             self._finished.notify_all()
         return True
 
+    def _check_indexed(self) -> None:
+        """`_check_open`, and build the index first if this opener has none yet (a producer
+        that opened beside other processes keeps none until a call needs it)."""
+        self._check_open()
+        if not self._indexed:
+            self._build_index_locked()
+
+    def _build_index_locked(self) -> None:
+        """(Lock held.) Build the index; the local backend overrides this."""
+        self._indexed = True
+
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError(f"the queue at {self.path} is closed: open a new logq.Queue")
@@ -392,8 +407,10 @@ class Engine(Queries):
         """Write records (type, payload bytes) as one batch and apply each to the index.
         A record with a `changes` entry (job, decoded record: checked by the caller for
         its type, as for `_change_locked`) goes to `Index.transition`, undecoded; the
-        others (ENQUEUEs) to `Index.apply`."""
+        others (ENQUEUEs) to `Index.apply` (unless no index is built: a producer's)."""
         appended = self._log.write(items, sync=sync)
+        if not self._indexed:
+            return appended
         index, watched, finished = self._index, self._watched, False
         seq, segment, offsets, sizes = appended.first_seq, appended.segment, appended.offsets, appended.sizes
         for i, (rtype, payload) in enumerate(items):

@@ -58,7 +58,8 @@ class LocalBackend(Engine):
                 segment_size=segment_size, compression=compression, compress_threshold=compress_threshold,
                 salvage=salvage, fs=fs, on_rollover=self.compactor.wanted if compact_threshold is not None else None,
                 restore=functools.partial(_snapshot.restore, self._index), mode=mode,
-                max_record=max_record)  # what replay may inflate or copy, at most
+                max_record=max_record,  # what replay may inflate or copy, at most
+                defer_replay=not salvage)  # beside others: no index until a call needs it (a producer)
             self._froze = max(self.log.report.records, len(self._index.jobs)) >= LARGE_REPLAY
             if self._froze:  # before the collector runs again: it would walk the whole index
                 _freeze_live_objects()
@@ -67,6 +68,7 @@ class LocalBackend(Engine):
                 gc.enable()
         if self._froze:
             _return_free_memory()
+        self._indexed = self.log.replayed
         self._use_lock(self.log.turn, self.log.poll_interval)
         self.log.on_change(self._others_changed)
         self.log.on_compaction(self._others_compacted)
@@ -99,6 +101,13 @@ class LocalBackend(Engine):
         if appended is not None:
             self.log.commit(appended)
 
+    def _build_index_locked(self) -> None:
+        """(Turn held.) Read the whole log into the index: the first call that needs it in an
+        opener that opened beside others and has not built it (see `Log.replay_all`)."""
+        self.log.replay_all(self._index.replay)
+        self._indexed = True
+        self._others_changed()
+
     def _others_compacted(self, base: int, moved: dict[int, tuple[int, int]], old: set[int]) -> None:
         """(Turn held.) Another process's compaction moved records into segment `base`."""
         self._index.relocate(base, moved)
@@ -116,7 +125,7 @@ class LocalBackend(Engine):
         self.compactor.stop()
         with self.compactor.running:  # let a compaction started by another thread finish first
             with self._lock:  # a turn: caught up, and no other process changes the log meanwhile
-                self.log.close(checkpoint=self._final_snapshot)
+                self.log.close(checkpoint=self._final_snapshot if self._indexed else None)
         if self._froze:  # give the index (and whatever else open froze) back to the collector
             gc.unfreeze()
 

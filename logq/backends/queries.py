@@ -37,18 +37,18 @@ class Queries:
     _watched: dict[int, int]
     _poll: Callable[[], float | None]
 
-    def _check_open(self) -> None:
+    def _check_indexed(self) -> None:
         raise NotImplementedError
 
     def get(self, job_id: int) -> JobInfo | None:
         with self._lock:
-            self._check_open()
+            self._check_indexed()
             e = self._index.jobs.get(job_id)
             return None if e is None else self._info(e)
 
     def select(self, state: str | None, name: str | None, limit: int | None) -> list[JobInfo]:
         with self._lock:
-            self._check_open()
+            self._check_indexed()
             picked: list[JobInfo] = []
             for e in self._index.select(state, name):
                 if limit is not None and len(picked) >= limit:
@@ -77,7 +77,7 @@ class Queries:
 
     def stats(self) -> Stats:
         with self._lock:
-            self._check_open()
+            self._check_indexed()
             now = self.clock.time()
             self._timetable.promote(now)
             oldest = self._index.oldest(PENDING)
@@ -92,7 +92,7 @@ class Queries:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while True:
-                self._check_open()
+                self._check_indexed()
                 e = self._index.check_exists(job_id)
                 if e.state in FINAL_STATES:
                     return self._info(e)

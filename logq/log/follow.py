@@ -45,6 +45,9 @@ log = logging.getLogger("logq")
 def catch_up(writer: Writer, state: State, replay: ReplayCallback | None, limit: int = MAX_STORED) -> int:
     """Under the log's lock, with the writer lock held: read from the writer's end to `state`,
     handing each record to `replay`; return how many records were read."""
+    if replay is None:  # nothing to hand over (a producer's log): only where the log ends now
+        _skip_to(writer, state)
+        return 0
     records = 0
     while writer.segments[-1].base < state.base:
         active = writer.segments[-1]
@@ -56,8 +59,7 @@ def catch_up(writer: Writer, state: State, replay: ReplayCallback | None, limit:
         records += result.records - 1
         active.sealed, active.size = True, result.end
         active.last_seq = result.last_seq if result.last_seq is not None else writer.next_seq - 1
-        writer.next_seq = writer.written_seq = active.last_seq + 1
-        writer.written_seq = active.last_seq
+        writer.next_seq, writer.written_seq = active.last_seq + 1, active.last_seq
         writer.switch_active_locked(active.last_seq + 1)
     if state.end > writer.end:
         result = _scan(writer, state.base, writer.end, state.end, replay, limit)
@@ -70,6 +72,22 @@ def catch_up(writer: Writer, state: State, replay: ReplayCallback | None, limit:
     writer.segments[-1].last_seq = state.last_seq
     writer.grown_locked()
     return records
+
+
+def _skip_to(writer: Writer, state: State) -> None:
+    """`catch_up` without reading records: each segment another process sealed ends at its
+    SEAL (read from the file's end), and the active one at the published end."""
+    while writer.segments[-1].base < state.base:
+        active = writer.segments[-1]
+        seal = _seal_seq(writer.active, _path(writer, active.base))
+        if seal is None:
+            raise CorruptionError(f"segment {active.base} was followed by another, but it does not end with a "
+                                  "SEAL record", path=_path(writer, active.base), offset=writer.active.size())
+        active.sealed, active.size, active.last_seq = True, writer.active.size(), seal
+        writer.switch_active_locked(seal + 1)
+    writer.end, writer.next_seq, writer.written_seq = state.end, state.last_seq + 1, state.last_seq
+    writer.segments[-1].last_seq = state.last_seq
+    writer.grown_locked()
 
 
 def _scan(writer: Writer, base: int, start: int, size: int, replay: ReplayCallback | None, limit: int):  # type: ignore[no-untyped-def]

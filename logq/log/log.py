@@ -2,8 +2,11 @@
 
 Theory of operation
 -------------------
-A log is a directory holding `logq.meta` (format marker), `logq.lock` (the
-writer's pid under an exclusive flock) and segment files (`directory.py`).
+A log is a directory holding `logq.meta` (format marker) and segment files
+(`directory.py`), and the files that let several processes share it: the
+writer lock `logq.lock`, the registry `logq.open`, `logq.control`,
+`logq.owners/` and `logq.compact.lock` (turns.py, control.py, owners.py,
+sharing.py; spec/format.md §14).
 `Log` is a facade that composes the parts that do the work, each in its
 module with its protocol written at its top:
 
@@ -40,16 +43,13 @@ from __future__ import annotations
 
 import logging
 import os
-import weakref
 from typing import Callable, Protocol, Sequence
 
 from ..closing import ClosesOnExit
 from ..errors import CorruptionError, InvalidArgument, LockedError, WriterFailedError
 from . import checkpoint, compact
 from .codec import MAX_STORED, SEGMENT_HEADER_SIZE, Encoder, Record, check_limit
-from .control import State
 from .directory import COMPACT_LOCK_NAME, DIRECTORY_VERSION, prepare, replace_file, write_meta
-from .follow import catch_up, follow_compaction, set_aside_unpublished
 from .durability import SYNC_MODES
 from .fs import DEFAULT_MODE, FileLock, FileSystem, OsFileSystem, access_error, check_mode
 from .group_commit import GroupCommit
@@ -58,7 +58,8 @@ from .owners import Owners
 from .reader import Reader
 from .recovery import Recovery, RecoveryReport, ReplayCallback, RestoreCallback, TornTail
 from .segment import KnownSegment
-from .turns import POLL, Turn, Turns
+from .sharing import Sharing
+from .turns import Turn, Turns
 from .writer import Appended, Writer
 
 __all__ = ["Appended", "DEFAULT_SEGMENT_SIZE", "Log", "RecoveryReport", "TornTail", "check_options"]
@@ -78,7 +79,7 @@ class _Read(Protocol):
     def __call__(self, segment: int, offset: int, size: int | None = None) -> Record: ...
 
 
-class Log(ClosesOnExit):
+class Log(Sharing, ClosesOnExit):
     """An open, locked log directory. Thread-safe.
 
     Records are appended in batches; a batch is atomic (after a crash either
@@ -106,7 +107,7 @@ class Log(ClosesOnExit):
                  compress_threshold: int = 512, salvage: bool = False,
                  fs: FileSystem | None = None, on_rollover: Callable[[], None] | None = None,
                  restore: RestoreCallback | None = None, mode: int = DEFAULT_MODE,
-                 max_record: int = MAX_STORED) -> None:
+                 max_record: int = MAX_STORED, defer_replay: bool = False) -> None:
         check_options(sync, sync_interval, segment_size, compression, compress_threshold)
         self.max_record = check_limit(max_record)  # the largest record payload written or replayed
         self.mode = check_mode(mode)  # of new files; the directory's is `fs.dir_mode(mode)`
@@ -117,6 +118,7 @@ class Log(ClosesOnExit):
         self.fs: FileSystem = fs or OsFileSystem()
         self._template = Encoder(0, compression=compression, threshold=compress_threshold, limit=max_record)
         self._replay = replay
+        self._restore = restore
         self.on_caught_up: Callable[[int], None] | None = None  # called (turn held) after records of others
         # called (turn held) after another process's compaction: (base, new places by seq, old bases)
         self.on_compacted: Callable[[int, dict[int, tuple[int, int]], set[int]], None] | None = None
@@ -166,10 +168,17 @@ class Log(ClosesOnExit):
                                        template=self._template, salt_of=lambda base: self._reader.salt(base),
                                        on_rollover=on_rollover, mode=mode)
         self._reader = reader = Reader(self.fs, self.path, writer)
+        self.replayed = alone or not defer_replay
         try:
-            last_seq = recovery.run(replay, None if salvage else restore, had_meta=had_meta,
-                                    published=None if alone else published)
-            writer.start(recovery.segments, last_seq, shared=not alone)
+            if self.replayed:
+                last_seq = recovery.run(replay, None if salvage else restore, had_meta=had_meta,
+                                        published=None if alone else published)
+                segments = recovery.segments
+            else:  # `defer_replay` beside others: only where the log ends (`replay_all` reads it later)
+                assert published is not None
+                segments, last_seq = self._published_segments(published), published.last_seq
+                self._replay = None
+            writer.start(segments, last_seq, shared=not alone)
             if alone and version < DIRECTORY_VERSION:  # new (after its first segment: a marker without
                 write_meta(self.fs, self.path, mode)  # segments is a loss), or older: raised
             self._marks = marks = MarkWriter(self.fs, self.path, recovery.mark, mode)
@@ -206,98 +215,6 @@ class Log(ClosesOnExit):
         appended = self.write(items, sync=sync)
         self.commit(appended)
         return appended
-
-    # ------------------------------------------------ several processes (turns.py)
-
-    @property
-    def shared(self) -> bool:
-        """Whether other processes (or other `Log` objects) have the log open, as far as this
-        one knows: it then takes the writer lock for each change (`turn`)."""
-        return self._turns.shared
-
-    def on_change(self, callback: Callable[[], None]) -> None:
-        """Have `callback` (a bound method, held weakly: the log's threads must not keep its
-        owner alive) called, turn held, when records of other processes were read and when
-        this log starts sharing: the caller's waiters should look again."""
-        method = weakref.WeakMethod(callback)
-
-        def call() -> None:
-            bound = method()
-            if bound is not None:
-                bound()
-        self.on_caught_up = lambda records: call()
-        self._turns.on_shared = call
-
-    def on_compaction(self, callback: Callable[[int, dict[int, tuple[int, int]], set[int]], None]) -> None:
-        """Have `callback` (a bound method, held weakly) called, turn held, with (base, new
-        places by sequence number, old bases) when another process's compaction moved records."""
-        method = weakref.WeakMethod(callback)
-
-        def call(first: int, moved: dict[int, tuple[int, int]], old: set[int]) -> None:
-            bound = method()
-            if bound is not None:
-                bound(first, moved, old)
-        self.on_compacted = call
-
-    def dead_owners(self) -> list[int]:
-        """(In a turn.) The owner ids of openers whose process ended (owners.py)."""
-        assert self._owners is not None
-        return self._owners.dead()
-
-    def forget_owners(self, owners: list[int]) -> None:
-        """(In a turn.) Remove the owner files of dead openers whose holdings are ended."""
-        assert self._owners is not None
-        self._owners.forget(owners)
-
-    def compaction_lock(self) -> FileLock | None:
-        """The lock one compaction at a time holds among the processes sharing the log (taken
-        without waiting; None if another process compacts now). Release it with `close`."""
-        lock = self.fs.open_lock(os.path.join(self.path, COMPACT_LOCK_NAME), self.mode)
-        if lock.acquire(wait=False):
-            return lock
-        lock.close()
-        return None
-
-    def poll_interval(self) -> float | None:
-        """How often a caller waiting for a change should look again (None: it is told)."""
-        return POLL if self._turns.shared else None
-
-    def follow(self, state: State) -> None:
-        """`Follower.follow`: catch up with what other processes appended (writer lock held)."""
-        writer = self._writer
-        with writer.lock:
-            writer.check_usable()
-            if state.epoch != self._turns.epoch:  # another process compacted: records moved
-                first, moved, old = follow_compaction(writer, state, self._replay, self.max_record)
-                self._reader.forget(sorted(old | {first}))
-                for base in old:
-                    self._digests.pop(base, None)
-                if old and self.on_compacted is not None:
-                    self.on_compacted(first, moved, old)
-                self._turns.epoch = state.epoch
-            if (state.base, state.end) != (writer.segments[-1].base, writer.end):
-                records = catch_up(writer, state, self._replay, self.max_record)
-                if records and self.on_caught_up is not None:
-                    self.on_caught_up(records)
-            set_aside_unpublished(writer, self.mode)
-
-    def position(self) -> tuple[int, int, int, int]:
-        """`Follower.position`: active base, end, last sequence number, durable sequence number."""
-        writer = self._writer
-        with writer.lock:
-            return writer.segments[-1].base, writer.end, writer.written_seq, self._commits.synced_seq
-
-    def flush(self) -> None:
-        """`Follower.flush`: write every pending record (mode `always`) before letting go."""
-        with self._writer.lock:
-            if self._writer.failed is None and not self._writer.closed:
-                self._writer.flush_locked()
-
-    def fail(self, exc: BaseException) -> None:
-        """`Follower.fail`: a catch-up or publish failed; the log is poisoned."""
-        logging.getLogger("logq").error("%s: taking turns with other processes failed: %s", self.path, exc)
-        with self._writer.lock:
-            self._writer.poison(exc)
 
     # ---------------------------------------------------------------- state
 

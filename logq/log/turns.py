@@ -205,6 +205,19 @@ class Turns:
         self.epoch += 1
         self._publish(holder=os.getpid() if not self.shared else 0)
 
+    def away(self, work: Callable[[], None]) -> None:
+        """Mutex held (a turn): do `work` without the writer lock, so that other processes go
+        on meanwhile (this opener's threads wait on the mutex), then take it and catch up."""
+        if not self.shared or not self.holding:
+            work()
+            return
+        self.end()  # publishes nothing new; may keep the lock (alone again): then it works holding it
+        try:
+            work()
+        finally:
+            if self.shared:
+                self.begin()
+
     def publish_final(self) -> None:
         """Closing while holding the writer lock: publish where the log ends now."""
         self._publish()
