@@ -113,6 +113,18 @@ def keep_lock(path: str, conn: Any) -> None:
     conn.recv()  # killed while waiting here
 
 
+def die_mid_append(path: str, conn: Any) -> None:
+    """Enqueue (reported), then take a turn, write a batch past the published end (of a record
+    type no replay accepts) and die by SIGKILL holding the writer lock, before publishing."""
+    q = Queue(path, **OPTIONS)
+    conn.send(("enq", q.enqueue_many([("t", b"kept %d" % i) for i in range(5)])))
+    log = q.backend.log  # type: ignore[attr-defined]
+    log.turn.acquire()
+    with log._writer.lock:
+        log._writer._write_batch_locked([(250, b"never published " * 20)] * 3, "batch")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 # ------------------------------------------------------------------- the parent
 
 
@@ -468,3 +480,23 @@ def test_an_open_that_races_a_compaction_elsewhere_opens(qdir):
         with Queue(qdir, fs=_CompactsBeforeFirstSegmentRead(lambda: a.compact()), **options) as b:
             assert {j.id: j.state for j in b.jobs(limit=None)} == {j.id: j.state for j in a.jobs(limit=None)}
             assert set(ids[40:]) <= {j.id for j in b.jobs(limit=None)}
+
+
+def test_a_process_killed_holding_the_writer_lock_mid_append_loses_nothing_published(qdir):
+    """A child sharing the queue dies by SIGKILL inside its turn, a batch written past the
+    published end: the next writer here gets the lock, sets the batch aside (in a .torn
+    file), and nothing the child was told is lost; the directory verifies and a reopen
+    alone agrees."""
+    with Queue(qdir, **OPTIONS) as q:
+        child = start("dies", die_mid_append, qdir)
+        child.proc.join(DEADLINE)
+        child.take()
+        assert child.proc.exitcode == -signal.SIGKILL and len(child.enqueued) == 1
+        after = q.enqueue("t", b"after")
+        seen = {j.id: j.payload for j in q.jobs(limit=None)}
+    assert seen == {**{i: b"kept %d" % k for k, i in enumerate(child.enqueued[0])}, after: b"after"}
+    assert [n for n in os.listdir(qdir) if n.endswith(".torn")]
+    found = verify(qdir)
+    assert found.ok, found.problems
+    with Queue(qdir, **OPTIONS) as again:
+        assert {j.id: j.payload for j in again.jobs(limit=None)} == seen
