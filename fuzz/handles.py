@@ -17,7 +17,10 @@ would) and runs random steps from one seeded generator:
     records no replay could accept) or starts a rollover, and is abandoned
     as a crash would leave it; a new handle opens beside the survivor, and
     the next writer sets the batch aside: both must still show the model's
-    jobs, and nothing published is lost;
+    jobs, and nothing published is lost; then `expire_leases` on a live
+    handle ends the dead one's leases at once (its owner file is unlocked:
+    'lease lost: its process ended'), after those past their time (a handle
+    closed cleanly keeps its leases until their time);
   * a clean close of one handle, and a new one opened;
   * the end of every process (kill -9) and a reopen alone, checked as soak
     mode checks one: the jobs after some entry no earlier than the last call
@@ -57,6 +60,7 @@ class Round:
         self.config = Config(sync=self.rng.choice(["always", "batch"]), seed=seed,
                              segment_size=self.rng.choice([4096, 8192]), path=PATH)
         self.handles: list[Queue] = []
+        self.holder: dict[int, Queue] = {}  # job id -> the handle that leased it (lease owners)
         self.trace: list[str] = []
 
     def open(self) -> Queue:
@@ -85,6 +89,10 @@ class Round:
         self.mirror._before(call)
         result = None if call["op"] == "advance" else _perform(q, _Unused(), call)
         self.mirror._after({"result": result, "last_seq": q.stats().last_seq})
+        if call["op"] == "lease" and result is not None:
+            self.holder[result[0]] = q
+        elif "id" in call:
+            self.holder.pop(call["id"], None)
         self.check_all(call["op"])
 
     def compact(self, q: Queue) -> None:
@@ -137,10 +145,31 @@ class Round:
         if self.rng.random() < 0.5:
             self.open()
         self.check_all(f"a holder's death ({how})")
+        self.expire_orphans(q)
         if how == "whole":  # before every process ends: a reopen alone would take a whole batch for real
             self.rng.choice(self.handles).stats()  # a turn: the batch is set aside
         elif self.rng.random() < 0.5:
             self.call()
+
+    def expire_orphans(self, dead: Queue) -> None:
+        """expire_leases on a live handle finds the dead one's owner file unlocked and ends
+        its leases at once ('lease lost: its process ended'), after those past their time."""
+        q = self.rng.choice(self.handles)
+        orphans = [jid for jid, h in self.holder.items() if h is dead]
+        self.trace.append(f"handle {self.handles.index(q)}: expire_leases (orphans {orphans})")
+        now, s = self.mirror.clock.time(), self.mirror.ledger.state
+        after = m.expire(s, now, "lease expired")
+        for jid in orphans:
+            if after[jid].state == "active":
+                after = m.expire({jid: after[jid]}, now, "lease lost: its process ended", everything=True) | \
+                    {k: v for k, v in after.items() if k != jid}
+            del self.holder[jid]
+        count = q.expire_leases()
+        changed = sum(after[k] != s[k] for k in after)
+        if count != changed:
+            raise Violation(f"expire_leases after a death ended {count} leases; the model {changed}")
+        self.mirror.ledger.push("expire_leases after a death", [after], q.stats().last_seq)
+        self.check_all("expire_leases after a death")
 
     def close_one(self) -> None:
         q = self.rng.choice(self.handles)
@@ -157,9 +186,11 @@ class Round:
         for q in self.handles:
             q._backend.log._abandon()  # type: ignore[attr-defined]
         self.handles.clear()
+        self.holder.clear()
         self.reopen_alone("kill -9")
 
     def reopen_alone(self, why: str) -> None:
+        self.holder.clear()  # an open that is alone ends every lease
         q = self.open()
         observed = {j.id: m.from_info(j) for j in q.jobs(limit=None)}
         ledger = self.mirror.ledger

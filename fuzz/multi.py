@@ -9,8 +9,9 @@ consumers (lease or lease_many, then ack, fail or release what they hold)
 and an admin (cancel a pending job, retry a dead one, expire_leases, sync,
 stats, compact). Each prints `B {call}` before a call and `A {result}` after
 it (`E {error}` if it raised), flushed at once over its pipe. Leases last
-ten minutes, so no lease expires while the round runs: a job changes hands
-only through its holder's ack, fail or release, or a reopen that is alone.
+ten minutes, so no lease expires by time while the round runs: a job changes
+hands only through its holder's ack, fail or release, the death of its
+holder (lease owners), or a reopen that is alone.
 
 While the round runs the parent SIGKILLs children at random moments and
 starts new ones; some children end by themselves after a number of calls
@@ -21,8 +22,8 @@ writer lock, when killed). Then every child is killed, and the `Ledger`
 checks what the children were told against the directory:
 
   * no two live children held one job's lease at once; a lease never hands
-    out a job acked, cancelled, or held by a killed child (whose last call on
-    it was not cut short) before a reopen alone freed it;
+    out a job acked or cancelled (a killed child's leases end at once: the
+    others find its owner file unlocked, and expire_leases may count them);
   * no job was acked twice; each child's enqueue ids increase, and an
     enqueue without a key never returns an id handed out before;
   * `logq.log.verify.verify` finds no damage; what the parent's queue saw
@@ -86,13 +87,14 @@ def child(role: str, path: str, seed: int, sync: str) -> None:
     held: list[int] = []
     for _ in range(rng.choice([30, 200, 10**9])):
         call = _draw(role, rng, q, held)
+        call["t"] = time.monotonic()  # (one clock for every process: calls of children are ordered by it)
         _say(out, "B", call)
         try:
             result = _perform(q, call, held)
         except InvalidTransition as exc:  # (a pending job another process took meanwhile)
             _say(out, "E", {"error": type(exc).__name__, "message": str(exc)[:200]})
             continue
-        _say(out, "A", {"result": result})
+        _say(out, "A", {"result": result, "t": time.monotonic()})
     q.close()
     _say(out, "X", {})
 
@@ -159,42 +161,52 @@ def _perform(q: Queue, call: dict[str, Any], held: list[int]) -> Any:
 
 
 @dataclass
+class Hold:
+    """A lease a child was told it got: from the moment its call returned (`since`) until its
+    ack, fail or release began, or the child was killed (`until`; None: to the round's end)."""
+
+    who: str
+    began: float  # when the lease call began (the lease took effect after this)
+    since: float
+    until: float | None = None
+
+
+@dataclass
 class Ledger:
-    """What the children were told, across rounds, and the checks on each report."""
+    """What the children were told, across rounds. The parent reads the children's reports
+    in no particular order between children, so checks that compare calls of different
+    children wait for the end of the round and order them by their times (CLOCK_MONOTONIC,
+    one clock for every process of the machine)."""
 
     enqueued: dict[int, tuple[str, bytes] | None] = field(default_factory=dict)  # id -> (name, payload); keyed: None
-    acked: dict[int, str] = field(default_factory=dict)  # id -> the child that acked it
-    cancelled: set[int] = field(default_factory=set)
-    holder: dict[int, str] = field(default_factory=dict)  # id -> child holding its lease (this round)
-    attempts: dict[int, int] = field(default_factory=dict)  # id -> attempts its last reported lease gave
-    dead_children: set[str] = field(default_factory=set)
-    loose: set[int] = field(default_factory=set)  # jobs a cut-short call may have freed or changed
+    acked: dict[int, tuple[str, float]] = field(default_factory=dict)  # id -> (child, when its ack returned)
+    cancelled: dict[int, float] = field(default_factory=dict)  # id -> when the cancel returned
+    holds: dict[int, list[Hold]] = field(default_factory=dict)  # id -> leases of this round
+    killed: dict[str, float] = field(default_factory=dict)  # child -> when it was killed (this round)
+    ended: set[str] = field(default_factory=set)  # children that closed the queue and exited by themselves
     last_id: dict[str, int] = field(default_factory=dict)  # child -> the last id its enqueues returned
     swept: set[int] = field(default_factory=set)  # jobs a compaction removed
     compact_cut: bool = False  # a compaction was cut short: final jobs may be gone
     retried: set[int] = field(default_factory=set)  # a retried job takes its key again beside another
     calls: int = 0
 
-    def report(self, who: str, call: dict[str, Any], result: Any) -> None:
-        """Child `who` was told `result` for `call`."""
+    def report(self, who: str, call: dict[str, Any], result: Any, t: float) -> None:
+        """Child `who` was told `result` for `call` (begun at call["t"], returned at `t`)."""
         self.calls += 1
         op = call["op"]
         if op in ("enqueue", "enqueue_many"):
             self._enqueued(who, call, [result] if op == "enqueue" else result)
         elif op in ("lease", "lease_many"):
-            for jid, attempts in result:
-                self._leased(who, jid, attempts)
+            for jid, _attempts in result:
+                self.holds.setdefault(jid, []).append(Hold(who, call["t"], t))
         elif op in ("ack", "fail", "release"):
-            self._finished(who, op, call["id"])
+            self._finished(who, op, call["id"], call["t"], t)
         elif op == "cancel":
-            self.cancelled.add(call["id"])
+            self.cancelled[call["id"]] = t
         elif op == "retry":
-            self.attempts.pop(call["id"], None)  # a fresh count
             self.retried.add(call["id"])
         elif op == "compact":
-            self._swept(who, result["swept"])
-        elif op == "expire" and result != 0:
-            raise Violation(f"{who}: expire_leases expired {result} leases, though none is past its time")
+            self.swept |= set(result["swept"])
 
     def _enqueued(self, who: str, call: dict[str, Any], ids: list[int]) -> None:
         if ids != sorted(ids) or ids[0] <= self.last_id.get(who, 0) and call.get("key") is None:
@@ -209,50 +221,47 @@ class Ledger:
                 raise Violation(f"{who}: enqueue returned id {jid}, handed out before")
             self.enqueued[jid] = (name, bytes.fromhex(payload))
 
-    def _swept(self, who: str, ids: list[int]) -> None:
-        held = [jid for jid in ids if jid in self.holder]
-        if held:
-            raise Violation(f"{who}'s compaction removed jobs {held} whose leases are held")
-        self.swept |= set(ids)
-
-    def _leased(self, who: str, jid: int, attempts: int) -> None:
-        if jid in self.acked:
-            raise Violation(f"{who} leased job {jid}, which {self.acked[jid]} had acked: an acked job came back")
-        if jid in self.cancelled:
-            raise Violation(f"{who} leased job {jid}, which was cancelled")
-        other = self.holder.get(jid)
-        if other is not None and jid not in self.loose:
-            state = "killed" if other in self.dead_children else "live"
-            raise Violation(f"{who} leased job {jid}, whose lease the {state} {other} still held")
-        self.holder[jid], self.attempts[jid] = who, attempts
-
-    def _finished(self, who: str, op: str, jid: int) -> None:
-        if self.holder.get(jid) != who:
-            raise Violation(f"{who}'s {op} of job {jid} returned, but {self.holder.get(jid)} held its lease")
-        del self.holder[jid]
-        if op == "release":  # (the attempt does not count)
-            self.attempts.pop(jid, None)
+    def _finished(self, who: str, op: str, jid: int, began: float, t: float) -> None:
+        mine = [h for h in self.holds.get(jid, []) if h.who == who and h.until is None]
+        if not mine:
+            raise Violation(f"{who}'s {op} of job {jid} returned, but it was never told it leased it")
+        mine[-1].until = began
         if op == "ack":
             if jid in self.acked:
-                raise Violation(f"job {jid} acked by {self.acked[jid]} and again by {who}")
-            self.acked[jid] = who
+                raise Violation(f"job {jid} acked by {self.acked[jid][0]} and again by {who}")
+            self.acked[jid] = (who, t)
 
     def error(self, who: str, call: dict[str, Any], error: str) -> None:
         """A call raised (the child goes on)."""
         if call["op"] not in ("cancel", "retry") or error != "InvalidTransition":
             raise Violation(f"{who}: {json.dumps(call)[:100]} raised {error}")
 
-    def cut_short(self, who: str, call: dict[str, Any] | None) -> None:
-        """`who` was killed; `call` (if any) was under way and may or may not have happened."""
-        self.dead_children.add(who)
+    def cut_short(self, who: str, call: dict[str, Any] | None, at: float) -> None:
+        """`who` was killed at `at`; `call` (if any) was under way and may or may not have happened."""
+        self.killed[who] = at
         if call is None:
             return
-        if "id" in call:
-            self.loose.add(call["id"])
-            if call["op"] == "retry":
-                self.retried.add(call["id"])
+        if call["op"] == "retry":
+            self.retried.add(call["id"])
         if call["op"] == "compact":
             self.compact_cut = True
+
+    def check_round(self, end: float) -> None:
+        """Order the leases of the round: no job was leased while a live child held it (a
+        killed child's leases end with it: lease owners), or after it was acked or cancelled."""
+        for jid, holds in self.holds.items():
+            finals = [("acked", self.acked[jid][1])] if jid in self.acked else []
+            finals += [("cancelled", self.cancelled[jid])] if jid in self.cancelled else []
+            for h in holds:
+                for what, when in finals:
+                    if h.began > when:
+                        raise Violation(f"{h.who} leased job {jid} after it was {what}: a final job came back")
+                for other in holds:
+                    until = min(x for x in (other.until, self.killed.get(other.who), end) if x is not None)
+                    if other.who != h.who and other.since < h.began and h.since < until:
+                        raise Violation(f"{h.who} leased job {jid} while {other.who} held its lease (leases, "
+                                        f"monotonic: {holds}; killed at {self.killed.get(other.who)}, "
+                                        f"ended by itself: {other.who in self.ended})")
 
     def check(self, jobs: dict[int, Any], live_view: dict[int, tuple[str, int]] | None) -> None:
         """After a round, on the jobs a reopen alone gives (and what the parent saw before)."""
@@ -271,15 +280,12 @@ class Ledger:
             if item is not None and (jobs[jid].name, jobs[jid].payload) != item:
                 raise Violation(f"job {jid} is {jobs[jid].name}/{jobs[jid].payload[:16]!r}, enqueued as {item[0]}/"
                                 f"{item[1][:16]!r}")
-        for jid, who in self.acked.items():
+        for jid, (who, _) in self.acked.items():
             if jid in jobs and jobs[jid].state != "done":
                 raise Violation(f"job {jid}, acked by {who}, is {jobs[jid].state}")
         for jid in self.cancelled:
             if jid in jobs and jobs[jid].state != "cancelled":
                 raise Violation(f"job {jid}, cancelled, is {jobs[jid].state}")
-        for jid, attempts in self.attempts.items():
-            if jid in jobs and jobs[jid].attempts < attempts and jid not in self.loose:
-                raise Violation(f"job {jid} has {jobs[jid].attempts} attempts; a lease had counted {attempts}")
         if any(j.state == "active" for j in jobs.values()):
             raise Violation("a job is still active after a reopen alone")
         held = [j.key for j in jobs.values() if j.key is not None and j.state == "pending" and j.id not in self.retried]
@@ -292,10 +298,8 @@ class Ledger:
             del self.enqueued[gone]
         self.swept.clear()
         self.compact_cut = False
-        self.holder.clear()
-        self.loose.clear()
-        self.attempts.clear()
-        self.dead_children.clear()
+        self.holds.clear()
+        self.killed.clear()
 
 
 def _lease_lost(state: str, attempts: int) -> tuple[str, int]:
@@ -353,7 +357,7 @@ def _take(c: Running, ledger: Ledger) -> None:
         elif tag == "A":
             assert c.pending is not None, "A without B"
             try:
-                ledger.report(c.name, c.pending, said["result"])
+                ledger.report(c.name, c.pending, said["result"], said["t"])
             except (TypeError, ValueError, KeyError) as exc:  # (a report that makes no sense)
                 raise Violation(f"{c.name}: {json.dumps(c.pending)[:150]} -> {said!r:.150}: {exc!r}") from exc
             c.pending = None
@@ -363,6 +367,7 @@ def _take(c: Running, ledger: Ledger) -> None:
             c.pending = None
         elif tag == "X":
             c.ended = True
+            ledger.ended.add(c.name)
 
 
 def _pump(children: list[Running], ledger: Ledger, seconds: float) -> None:
@@ -377,6 +382,7 @@ def _pump(children: list[Running], ledger: Ledger, seconds: float) -> None:
 
 def _kill(c: Running, ledger: Ledger) -> None:
     """SIGKILL child `c` (unless it ended), read what it said, and check how it ended."""
+    killed_at = time.monotonic()  # (it holds nothing after this)
     if c.proc.poll() is None:
         os.kill(c.proc.pid, signal.SIGKILL)
     c.proc.wait()
@@ -388,7 +394,7 @@ def _kill(c: Running, ledger: Ledger) -> None:
     c.err.close()
     if c.proc.returncode not in (0, -signal.SIGKILL) or (c.proc.returncode == 0 and not c.ended):
         raise Violation(f"{c.name} exited with {c.proc.returncode}:\n{err[-3000:]}")
-    ledger.cut_short(c.name, c.pending if c.proc.returncode != 0 else None)
+    ledger.cut_short(c.name, c.pending if c.proc.returncode != 0 else None, killed_at)
 
 
 def run_round(path: str, ledger: Ledger, seed: int) -> int:
@@ -424,6 +430,7 @@ def run_round(path: str, ledger: Ledger, seed: int) -> int:
         if watcher is not None:
             live_view = {j.id: (j.state, j.attempts) for j in watcher.jobs(limit=None)}
             watcher.close()
+    ledger.check_round(time.monotonic())
     check_directory(path, ledger, live_view if watcher is not None else None)
     return kills
 
