@@ -67,7 +67,6 @@ SEGMENT_SIZE = 16384
 LEASE_TIME = 600.0  # no lease expires by time within a round
 MAX_ATTEMPTS = 3
 KEYS = ["k1", "k2", "k3"]
-ROLES = ("producer", "consumer", "admin")
 
 
 def queue_options(sync: str) -> dict[str, Any]:
