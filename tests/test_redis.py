@@ -429,7 +429,7 @@ def test_a_dead_job_retried_and_done_is_swept_once_on_its_done_retention(url):
 def test_a_queue_is_stamped_with_its_layout_by_its_first_enqueue_and_another_layout_is_refused(url):
     import redis
     from logq import LayoutVersionError
-    from logq.backends.redis import LAYOUT
+    from logq.backends.redislayout import LAYOUT
     r = redis.Redis.from_url(url)
     name = fresh_name()
     stamp = "{logq:%s}:layout" % name

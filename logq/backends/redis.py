@@ -42,10 +42,8 @@ before Redis 7.2), or raises `NotReplicatedError`; `batch` and `none` take what
 the server does and never wait for replicas. A server that cannot be reached
 raises `UnavailableError`.
 
-The queue's layout version is the key LAYOUT_KEY, written by the queue's first
-enqueue (redis_scripts/logq.lua); a queue with another version, or with jobs
-and no version (written before there was one), is refused at open with
-`LayoutVersionError`.
+A queue with another layout version than this logq's is refused at open
+(redislayout.py).
 """
 
 from __future__ import annotations
@@ -66,13 +64,14 @@ from ..core.index import Entry, Extra
 from ..core.jobs import ACTIVE, FINAL_STATES, STATES, Backoff, CompactionReport, Job, JobInfo, Stats, new_job
 from ..core.records import encode_enqueue, enqueue_backoff, enqueue_head, enqueue_meta, enqueue_time_and_payload
 from ..errors import (
-    ClosedError, InvalidArgument, InvalidTransition, JobNotFound, LayoutVersionError, LeaseLostError, LogqError,
-    UnavailableError, WaitTimeout,
+    ClosedError, InvalidArgument, InvalidTransition, JobNotFound, LeaseLostError, LogqError, UnavailableError,
+    WaitTimeout,
 )
 from ..log.log import DEFAULT_SEGMENT_SIZE, RecoveryReport, check_options
 from ..core.jobs import Completion
 from .base import Capabilities, NextRun
 from .redisurl import is_redis_url  # noqa: F401  (re-exported)
+from . import redislayout
 from .redisdurable import Durability, probe, take_timeout
 from .rediswire import Scripts, split_scripts
 
@@ -85,8 +84,6 @@ MAX_BLOCK = 1.0  # the longest one blocking wait on the server (a stop or close 
 SWEEP_ALL = 1_000_000
 DEFAULT_NAME = "default"
 INSTALL = "pip install 'logq[redis]'"
-LAYOUT = 1  # the layout of a queue's keys (redis_scripts/logq.lua writes the same number)
-LAYOUT_KEY = "layout"
 
 
 def _client_module() -> Any:
@@ -156,7 +153,7 @@ class RedisBackend:
         self.durability: Durability = self._call(probe, self._r, sync, server, replica_timeout,
                                                  redis.exceptions.ResponseError)
         self.fsync_always = self.durability.fsync_always
-        self._call(self._check_layout)
+        self._call(redislayout.check, self._r, self.prefix, self.name, server)
 
     # ------------------------------------------------------------- plumbing
 
@@ -196,21 +193,6 @@ class RedisBackend:
         reply, acked = self._call(self._scripts.call_then, op, args, then)
         self.durability.check(acked)
         return reply
-
-    def _check_layout(self) -> None:
-        """Refuse a queue whose keys are in another layout (see the module docstring)."""
-        pipe = self._r.pipeline(transaction=False)
-        pipe.get(self.prefix + LAYOUT_KEY)
-        pipe.exists(self._seq_key)
-        stamp, used = pipe.execute()
-        if (stamp is None and not used) or (stamp is not None and _text(stamp) == str(LAYOUT)):
-            return
-        found = f"layout {_text(stamp)!r:.20}" if stamp is not None else \
-            f"an older layout (it has jobs but no {self.prefix}{LAYOUT_KEY} key)"
-        raise LayoutVersionError(
-            f"the queue {self.name!r} on {self.server} was written in {found}, and this logq reads layout "
-            f"{LAYOUT} only: drain it with the logq that wrote it, or delete its keys (those matching "
-            f"'{self.prefix}*'), then open it again")
 
     def _check_sync(self, sync: str | None) -> None:
         if sync == "always" and not self.fsync_always:
@@ -450,10 +432,6 @@ class RedisBackend:
             self._closed = True
             self._r.close()
             self._r.connection_pool.disconnect()
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 _INFO_FIELDS = ("n", "e", "a", "p", "x", "m", "s", "r", "err", "res", "k")

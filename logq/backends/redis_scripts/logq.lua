@@ -275,7 +275,7 @@ end
 -- ARGV: the jobs' ENQUEUE records (each has the job's every field; a batch's share their time,
 -- run_at, priority and max_attempts, and have no key), in order.
 -- Reply: the first job's id, or minus the id of the live job that holds the (one) job's key.
--- The queue's first enqueue writes its layout version (redis.py LAYOUT; bump both together when
+-- The queue's first enqueue writes its layout version (redislayout.py LAYOUT; bump both together when
 -- the keys below change in a way an older logq cannot read, or a newer one).
 local LAYOUT = '1'
 local count = #ARGV
