@@ -7,13 +7,14 @@ If replication cannot be started here the tests skip with the reason (fail under
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 
 import pytest
 import redis
 
-from logq import NotReplicatedError, Queue, UnavailableError
+from logq import JSONSerializer, NotReplicatedError, Queue, UnavailableError
 
 from . import redis_server as _redis
 
@@ -143,3 +144,50 @@ def test_waitaof_is_used_where_the_server_has_it(pair):
         durability = q.backend.durability
         assert durability.waitaof == has_waitaof
         assert durability.command()[0] == ("WAITAOF" if has_waitaof else "WAIT")
+
+
+class _Seen(logging.Handler):
+    """Sets `event` when a record whose message contains `text` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text, self.event = text, threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+def test_a_worker_backs_off_while_a_replica_is_away_and_finishes_its_jobs_once_it_is_back(pair):
+    primary, replica = pair
+    name = fresh_name()
+    q = Queue(f"{primary.url}?replica_timeout=0.2", name=name, sync="always", lease_time=1.0)
+    ran = threading.Event()
+
+    @q.task(name="job")
+    def job():
+        ran.set()
+
+    seen = _Seen("replicas received it")
+    logging.getLogger("logq").addHandler(seen)
+    worker = q.worker(concurrency=1, poll=0.1)
+    thread = threading.Thread(target=worker.run)
+    replica.stop()
+    try:
+        with Queue(primary.url, name=name, sync="batch") as producer:  # batch calls go on meanwhile
+            job_id = producer.enqueue("job", JSONSerializer().dumps([[], {}]), max_attempts=20)
+        thread.start()
+        assert seen.event.wait(30), "the worker did not report the missing replica"
+        assert thread.is_alive()  # it backs off; it does not crash
+    finally:
+        replica.start()
+        assert _redis.replication_ready(primary.url, 1), replica.log_tail()
+        logging.getLogger("logq").removeHandler(seen)
+    assert ran.wait(60)
+    worker.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    info = q.wait(job_id, timeout=30)
+    # its first lease (taken while the replica was away, whose wait failed) expired and counted
+    assert info.state == "done" and info.attempts >= 2
+    q.close()
