@@ -295,3 +295,34 @@ def test_the_control_slot_example_in_the_spec_is_what_the_code_writes():
     whole = bytearray(b"LOGQCTL1" + bytes(192 - 8))
     whole[at:at + SLOT_SIZE] = dump
     assert decode(bytes(whole)) == state
+
+
+# ------------------------------------------------------------ fsyncs shared (§14.5)
+
+def test_a_caller_whose_record_another_openers_fsync_covered_does_not_fsync_again(tmp_path):
+    """sync="always" beside another opener: the other's fsync covered what was published in
+    the file before it began and says so in the durable word, so this caller returns at once."""
+    from logq import Log
+
+    from tests.helpers import CrashingFS
+
+    path = str(tmp_path / "q")
+    fs = CrashingFS()
+    a = Log(path, sync="batch")
+    b = Log(path, sync="always", fs=fs)
+    try:
+        with b.turn:  # a turn: written, published
+            appended = b.write([(16, b"mine")])
+        with a.turn:
+            pass  # a catches up with b's record
+        a.sync()  # a's fsync covers it and writes the durable word
+        before = fs.log.count(f"fsync {os.path.basename(segment_of(path))}")
+        b.commit(appended)  # durable already: no fsync of b's own
+        assert fs.log.count(f"fsync {os.path.basename(segment_of(path))}") == before
+    finally:
+        b.close()
+        a.close()
+
+
+def segment_of(path: str) -> str:
+    return sorted(n for n in os.listdir(path) if n.endswith(".seg"))[-1]

@@ -15,8 +15,10 @@ counter and a checksum: a reader that takes no lock (a waiting process
 polling for news) may meet a slot being written, sees its checksum fail
 and takes the other, older one. Under the lock the newest slot is always
 whole. The knock counter (first 8 bytes after the magic) is written by a
-process that wants the writer lock from one that keeps it; it is the only
-field written without the lock, and only ever grows.
+process that wants the writer lock from one that keeps it, without the lock,
+and only ever grows. The durable word after it (a sequence number and its
+checksum) is written, also without the lock, by a process after an fsync
+that covered every record up to that number (turns.py `fsync_shared`).
 
 Nothing here is fsynced: the control file describes processes that are
 running. A process that opens the log alone rebuilds it from recovery.
@@ -35,6 +37,7 @@ from .fs import DEFAULT_MODE, File, FileSystem
 NAME = "logq.control"  # (directory.CONTROL_NAME)
 MAGIC = b"LOGQCTL1"
 KNOCK = struct.Struct("<Q")  # at offset 8
+DURABLE = struct.Struct("<QQ")  # at offset 16: a durable seq and the xxh64 of its 8 bytes
 SLOT = struct.Struct("<QQQQQQQ")  # counter, epoch, base, end, last seq, durable seq, holder pid
 SLOT_SIZE = SLOT.size + 8  # then the xxh64 of the slot's other bytes
 FIRST_SLOT = 64
@@ -105,6 +108,10 @@ class Control:
         state = decode(self._file.pread(SIZE, 0))
         return 0 if state is None else state.counter
 
+    def peek_bytes(self) -> bytes:
+        """The whole file, read without the writer lock (`decode` takes the newest whole slot)."""
+        return self._file.pread(SIZE, 0)
+
     def peek_durable(self) -> int:
         """The durable sequence number published (0: none), read without the writer lock."""
         state = decode(self._file.pread(SIZE, 0))
@@ -121,6 +128,19 @@ class Control:
     def knocks(self) -> int:
         data = self._file.pread(KNOCK.size, len(MAGIC))
         return int(KNOCK.unpack(data)[0]) if len(data) == KNOCK.size else 0
+
+    def durable_word(self) -> int:
+        """The durable seq the fsyncing processes share (0 if none, or read torn)."""
+        data = self._file.pread(DURABLE.size, 16)
+        if len(data) < DURABLE.size:
+            return 0
+        seq, check = DURABLE.unpack(data)
+        return int(seq) if xxhash.xxh64_intdigest(data[:8]) == check else 0
+
+    def set_durable_word(self, seq: int) -> None:
+        """After an fsync: every record up to `seq` is durable (turns.py `fsync_shared`)."""
+        body = seq.to_bytes(8, "little")
+        self._file.pwrite(body + xxhash.xxh64_intdigest(body).to_bytes(8, "little"), 16)
 
     def knock(self) -> None:
         """Ask the process that keeps the writer lock to let go of it (`turns.py`)."""

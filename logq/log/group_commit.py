@@ -129,9 +129,15 @@ class GroupCommit:
             raise
         target, f, base, end = writer.written_seq, writer.active, writer.segments[-1].base, writer.end
         lock.release()
+        turns = self._turns
         try:
-            f.fdatasync()
-            if self._marks is not None and self._marks.due(base, end):
+            fsynced = True
+            if turns is not None and turns.shared:  # another process's fsync may have covered it
+                covered, fsynced = turns.fsync_shared(f, target, base)
+                target = max(target, covered)
+            else:
+                f.fdatasync()
+            if fsynced and self._marks is not None and self._marks.due(base, end):
                 self._marks.write(base, end, target)
         except OSError as exc:
             with lock:

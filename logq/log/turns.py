@@ -43,9 +43,9 @@ import weakref
 from typing import Callable, Protocol
 
 from ..errors import LockedError
-from .control import Control, State
+from .control import Control, State, decode
 from .directory import LOCK_NAME, REGISTRY_NAME
-from .fs import DEFAULT_MODE, FileSystem
+from .fs import DEFAULT_MODE, File, FileSystem
 
 KNOCK_POLL = 0.005  # seconds between a keeper's looks at the knock counter
 RESTICK_AFTER = 0.5  # seconds between a sharing process's checks whether it is alone again
@@ -247,9 +247,29 @@ class Turns:
         if not self.shared:
             return 0
         try:
-            return self.control.peek_durable()
+            return max(self.control.peek_durable(), self.control.durable_word())
         except OSError:
             return 0
+
+    def fsync_shared(self, f: File, target: int, base: int) -> tuple[int, bool]:
+        """Shared mode: make every record up to `target` (written to `f`, the file of segment
+        `base`) durable, unless another process's fsync already did. An fsync covers what
+        every process had published in that file before it began; that is written to the
+        durable word, so that the others' callers skip theirs. Fsyncs are not serialized (the
+        kernel merges concurrent ones); the word is written without a lock, so a slower
+        process may write a smaller value over a larger one, which only costs someone an
+        fsync: every value written is true. Returns the sequence number known durable, and
+        whether this call fsynced (the caller may then move its durable mark)."""
+        durable = self.control.durable_word()
+        if durable >= target:
+            return durable, False
+        state = decode(self.control.peek_bytes())
+        covered = state.last_seq if state is not None and state.base == base and state.last_seq > target \
+            else target
+        f.fdatasync()
+        if covered > self.control.durable_word():
+            self.control.set_durable_word(covered)
+        return covered, True
 
     # ------------------------------------------------------------- being alone
 
