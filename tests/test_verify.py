@@ -78,3 +78,24 @@ def test_a_committed_swap_stands_for_the_segments_it_replaces(tmp_path):
     with Queue(mid, compact_threshold=None) as reopened:  # opening rolls the swap forward
         assert reopened.stats().counts["pending"] == 0
     assert not [n for n in os.listdir(mid) if n.endswith(".swap")] and verify(mid).ok
+
+
+def test_zeros_after_the_last_segments_seal_are_a_crash_in_a_rollover_not_damage(tmp_path):
+    """A rollover that wrote its SEAL but died before cutting the preallocated zeros after it
+    (found by the soak): verify reports no damage, and the next open cuts the zeros."""
+    from logq.log.codec import FLAG_FIRST, SEGMENT_HEADER_SIZE, TYPE_SEAL, Encoder, decode_segment_header
+
+    path = str(tmp_path / "q")
+    with Log(path) as log:
+        log.append([(16, b"one")])
+        last = log.last_seq
+    seg = segment_paths(path)[-1]
+    with open(seg, "r+b") as f:
+        salt = decode_segment_header(f.read(SEGMENT_HEADER_SIZE), seg).salt
+        end = f.seek(0, os.SEEK_END)
+        seal = Encoder(0).with_salt(salt).encode(last + 1, TYPE_SEAL, b"", FLAG_FIRST)
+        f.write(seal + bytes(4096))
+    assert verify(path).ok, verify(path).problems
+    with Log(path) as log:
+        assert log.last_seq == last + 1  # the SEAL stands: the next records go to a new segment
+    assert os.path.getsize(seg) == end + len(seal) and verify(path).ok

@@ -129,7 +129,8 @@ def _verify_once(path: str, records: list[Record] | None) -> Verification:
             what = f"valid only up to byte {result.end}" if result.damage is None else result.damage.reason
             out.problems.append(Problem(seg, result.end, f"{what}, though bytes up to {ev.end_of(base)} were "
                                         f"durable ({ev.describe()}): damage, not a torn write; opening refuses"))
-        elif result.damage is not None and not isinstance(result.damage, ChecksumError):
+        elif result.damage is not None and not isinstance(result.damage, ChecksumError) \
+                and not (result.sealed and written <= result.end):  # zeros after a SEAL: §7 cuts them
             out.problems.append(Problem(seg, result.damage.offset or 0, str(result.damage)))
         elif written > result.end:
             out.tail = (seg, result.end, size)
