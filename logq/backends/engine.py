@@ -374,7 +374,9 @@ class Engine(Queries):
     def _check_indexed(self) -> None:
         """`_check_open`, and build the index first if this opener has none yet (a producer
         that opened beside other processes keeps none until a call needs it)."""
-        self._check_open()
+        if self._closed:
+            raise ClosedError(f"the queue at {self.path} is closed: open a new logq.Queue")
+        self._log.check_usable()
         if not self._indexed:
             self._build_index_locked()
 

@@ -29,7 +29,7 @@ _OPT_KEY, _OPT_BACKOFF = 1, 2
 _OPTS_AT = 24  # offset of the opts byte in _ENQ
 _JOB_AT = struct.Struct("<Qd")  # job id, time (ack/cancel: when; extend: expires; release/retry: run_at)
 _LEASE = struct.Struct("<QIdd")  # job id, attempt, leased_at, expires_at
-_OWNER = struct.Struct("<Q")  # then, when the lease names its owner (directory version 2): the owner id
+_LEASE_OWNED = struct.Struct("<QIddQ")  # ... then the owner id, when the lease names one (directory version 2)
 _OUTCOME = struct.Struct("<QdBd")  # job id, at, dead?, run_at (fail, expire)
 
 
@@ -145,13 +145,14 @@ def enqueue_backoff(buf: bytes | memoryview, payload_at: int | None = None) -> t
 
 
 def encode_lease(rec: Lease) -> bytes:
-    body = _LEASE.pack(rec.job_id, rec.attempt, rec.leased_at, rec.expires_at)
-    return body + _OWNER.pack(rec.owner) if rec.owner else body
+    if rec.owner:
+        return _LEASE_OWNED.pack(*rec)
+    return _LEASE.pack(rec.job_id, rec.attempt, rec.leased_at, rec.expires_at)
 
 
 def decode_lease(buf: bytes) -> Lease:
-    if len(buf) == _LEASE.size + _OWNER.size:
-        return _new_tuple(Lease, _LEASE.unpack_from(buf, 0) + _OWNER.unpack_from(buf, _LEASE.size))
+    if len(buf) == _LEASE_OWNED.size:
+        return _new_tuple(Lease, _LEASE_OWNED.unpack(buf))
     return _new_tuple(Lease, _unpack(_LEASE, buf) + (0,))
 
 

@@ -391,11 +391,12 @@ class Turn:
             self._turns.end()
         self._mutex.release()
 
-    def __enter__(self) -> bool:
-        return self.acquire()
+    __enter__ = acquire  # (one call per `with`, not two: this lock is taken on every operation)
 
     def __exit__(self, *exc: object) -> None:
-        self.release()
+        if self._turns.shared:
+            self._turns.end()
+        self._mutex.release()
 
     def locked(self) -> bool:
         return self._mutex.locked()
