@@ -191,3 +191,20 @@ def test_a_worker_backs_off_while_a_replica_is_away_and_finishes_its_jobs_once_i
     # its first lease (taken while the replica was away, whose wait failed) expired and counted
     assert info.state == "done" and info.attempts >= 2
     q.close()
+
+
+def test_the_wait_command_and_its_reply_on_servers_with_and_without_waitaof():
+    """Without a server: this machine's may be older than 7.2 (the tests above use what it has)."""
+    from logq.backends.redisdurable import Durability
+    new = Durability("redis://h", True, 2, True, 1.5)
+    assert new.command() == ("WAITAOF", "1", "2", "1500")
+    new.check([1, 2])
+    with pytest.raises(NotReplicatedError, match="only 1 of its 2 replicas fsynced it"):
+        new.check([1, 1])
+    old = Durability("redis://h", True, 2, False, 0.25)
+    assert old.command() == ("WAIT", "2", "250")
+    old.check(3)
+    with pytest.raises(NotReplicatedError, match="only 0 of its 2 replicas received it within 0.25s"):
+        old.check(0)
+    assert Durability("redis://h", True, 0, True, 5).command() is None  # no replicas: nothing to wait for
+    assert Durability("redis://h", False, 1, True, 5).command()[1] == "0"  # the server's own AOF unknown

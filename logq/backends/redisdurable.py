@@ -75,7 +75,10 @@ class Durability:
         if not self.replicas:
             return None
         ms = str(max(1, round(self.timeout * 1000)))
-        return ("WAITAOF", "1", str(self.replicas), ms) if self.waitaof else ("WAIT", str(self.replicas), ms)
+        if not self.waitaof:
+            return ("WAIT", str(self.replicas), ms)
+        local = "1" if self.fsync_always else "0"  # (WAITAOF 1 is refused by a server without an AOF)
+        return ("WAITAOF", local, str(self.replicas), ms)
 
     def check(self, reply: Any) -> None:
         """Raise `NotReplicatedError` unless `reply` (of `command()`) says every replica confirmed."""
