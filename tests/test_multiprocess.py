@@ -39,11 +39,11 @@ OPTIONS: dict[str, Any] = dict(lease_time=600.0, segment_size=64 << 10, backoff=
 
 def producer(path: str, tag: str, count: int, batch: int, size: int, priority: int, stop: Any, conn: Any) -> None:
     """Enqueue `count` batches (of `batch` jobs, `size`-byte payloads), reporting each
-    batch's ids once it returned; stop early when `stop` is set."""
+    batch's ids once it returned; stop early once `stop` (a `Flag`) is set."""
     with Queue(path, **OPTIONS) as q:
         conn.send(("open", os.getpid()))
         for i in range(count):
-            if stop.is_set():
+            if stop.value:
                 break
             items = [("t", f"{tag}:{i}:{k}:".encode().ljust(size, b"x")) for k in range(batch)]
             if batch == 1:
@@ -55,13 +55,13 @@ def producer(path: str, tag: str, count: int, batch: int, size: int, priority: i
 
 
 def consumer(path: str, stop: Any, conn: Any) -> None:
-    """Lease and ack until `stop` is set and nothing is due, reporting each acked id."""
+    """Lease and ack until `stop` (a `Flag`) is set and nothing is due, reporting each acked id."""
     with Queue(path, **OPTIONS) as q:
         conn.send(("open", os.getpid()))
         while True:
             job = q.lease(wait=0.02)
             if job is None:
-                if stop.is_set():
+                if stop.value:
                     break
                 continue
             q.ack(job, str(os.getpid()).encode())
@@ -179,6 +179,13 @@ class Child:
         self.killed = self.done = True
 
 
+def flag() -> Any:
+    """A flag the parent sets (`.value = 1`) and children read, in shared memory without a lock:
+    a child SIGKILLed while it reads leaves nothing locked (an Event's lock it would, for good).
+    The parent keeps it until the children have ended."""
+    return CTX.RawValue("b", 0)
+
+
 def start(role: str, target: Any, *args: Any) -> Child:
     parent, child = CTX.Pipe(duplex=True)
     proc = CTX.Process(target=target, args=args + (child,), daemon=True)
@@ -255,12 +262,12 @@ def drain(q: Queue) -> None:
 def test_producers_and_consumers_in_several_processes_finish_every_job(qdir):
     """Three producers (one enqueuing batches) and two consumers, all in processes of their own:
     every enqueue that returned ends done, each by one consumer, and ids increase per producer."""
-    stop, never = CTX.Event(), CTX.Event()  # (the parent keeps every Event a child gets)
+    stop, never = flag(), flag()
     producers = [start(f"producer{i}", producer, qdir, f"p{i}", 60, batch, 100, 0, never)
                  for i, batch in enumerate((1, 1, 10))]
     consumers = [start(f"consumer{i}", consumer, qdir, stop) for i in range(2)]
     finish(producers)
-    stop.set()
+    stop.value = 1
     finish(consumers)
     enqueued = check_ids(producers)
     assert len(enqueued) == 60 + 60 + 600
@@ -292,13 +299,13 @@ def test_a_unique_key_is_held_once_across_processes(qdir):
 def test_priority_and_order_hold_across_processes(qdir):
     """Jobs two processes enqueued (one at priority 5, one at 0) are leased by a third in
     order: priority, then run_at, then id."""
-    stop = CTX.Event()
+    stop = flag()
     low = start("low", producer, qdir, "low", 20, 1, 10, 0, stop)
     high = start("high", producer, qdir, "high", 20, 1, 10, 5, stop)
     finish([low, high])
     with Queue(qdir, **OPTIONS) as q:
         expected = [j.id for j in sorted(q.jobs(limit=None), key=lambda j: (-j.priority, j.run_at, j.id))]
-    stop.set()
+    stop.value = 1
     reader = start("consumer", consumer, qdir, stop)
     finish([reader])
     assert reader.acked == expected
@@ -387,7 +394,7 @@ def test_sigkill_of_random_processes_loses_nothing_acknowledged(qdir, seed):
     twice, every reported ack is done, the jobs left active are at most the killed consumers'
     leases; the directory verifies; reopening alone gives the same states (leases lost), and
     draining it finishes every job."""
-    rng, stop = random.Random(seed), CTX.Event()
+    rng, stop = random.Random(seed), flag()
     roles = {"small": (producer, qdir, "small", 10**6, 1, 200, 0, stop),
              "batch": (producer, qdir, "batch", 10**6, 40, 1500, 0, stop),
              "consumer0": (consumer, qdir, stop), "consumer1": (consumer, qdir, stop)}
@@ -402,7 +409,7 @@ def test_sigkill_of_random_processes_loses_nothing_acknowledged(qdir, seed):
             live[name] = start(f"{name}#{kill + 1}", *roles[name])
             everyone.append(live[name])
         pump(everyone, 0.2)
-        stop.set()
+        stop.value = 1
         finish(everyone)
         seen = states(watcher)
     info = f"(seed {seed})"
