@@ -23,7 +23,8 @@ checks what the children were told against the directory:
 
   * no two live children held one job's lease at once; a lease never hands
     out a job acked or cancelled (a killed child's leases end at once: the
-    others find its owner file unlocked, and expire_leases may count them);
+    others find its owner file unlocked; so may those of a child that closes
+    the queue, whose owner file another may find unlocked before it is gone);
   * no job was acked twice; each child's enqueue ids increase, and an
     enqueue without a key never returns an id handed out before;
   * `logq.log.verify.verify` finds no damage; what the parent's queue saw
@@ -94,6 +95,7 @@ def child(role: str, path: str, seed: int, sync: str) -> None:
             _say(out, "E", {"error": type(exc).__name__, "message": str(exc)[:200]})
             continue
         _say(out, "A", {"result": result, "t": time.monotonic()})
+    _say(out, "Q", {"t": time.monotonic()})  # closing: its leases may end from now on
     q.close()
     _say(out, "X", {})
 
@@ -183,6 +185,7 @@ class Ledger:
     holds: dict[int, list[Hold]] = field(default_factory=dict)  # id -> leases of this round
     killed: dict[str, float] = field(default_factory=dict)  # child -> when it was killed (this round)
     ended: set[str] = field(default_factory=set)  # children that closed the queue and exited by themselves
+    closing: dict[str, float] = field(default_factory=dict)  # child -> when it began to close the queue
     last_id: dict[str, int] = field(default_factory=dict)  # child -> the last id its enqueues returned
     swept: set[int] = field(default_factory=set)  # jobs a compaction removed
     compact_cut: bool = False  # a compaction was cut short: final jobs may be gone
@@ -256,7 +259,8 @@ class Ledger:
                     if h.began > when:
                         raise Violation(f"{h.who} leased job {jid} after it was {what}: a final job came back")
                 for other in holds:
-                    until = min(x for x in (other.until, self.killed.get(other.who), end) if x is not None)
+                    until = min(x for x in (other.until, self.killed.get(other.who), self.closing.get(other.who), end)
+                                if x is not None)
                     if other.who != h.who and other.since < h.began and h.since < until:
                         raise Violation(f"{h.who} leased job {jid} while {other.who} held its lease (leases, "
                                         f"monotonic: {holds}; killed at {self.killed.get(other.who)}, "
@@ -299,6 +303,7 @@ class Ledger:
         self.compact_cut = False
         self.holds.clear()
         self.killed.clear()
+        self.closing.clear()
 
 
 def _lease_lost(state: str, attempts: int) -> tuple[str, int]:
@@ -364,6 +369,8 @@ def _take(c: Running, ledger: Ledger) -> None:
             assert c.pending is not None, "E without B"
             ledger.error(c.name, c.pending, said["error"])
             c.pending = None
+        elif tag == "Q":
+            ledger.closing[c.name] = said["t"]
         elif tag == "X":
             c.ended = True
             ledger.ended.add(c.name)
