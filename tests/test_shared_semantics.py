@@ -326,3 +326,27 @@ def test_a_caller_whose_record_another_openers_fsync_covered_does_not_fsync_agai
 
 def segment_of(path: str) -> str:
     return sorted(n for n in os.listdir(path) if n.endswith(".seg"))[-1]
+
+
+def test_a_rollover_cuts_the_zeros_a_dead_writer_grew_the_segment_by(tmp_path):
+    """Found by the multi fuzz: a process that died after preallocating more of the active
+    segment, before publishing anything, left zeros that the writer which then had the lock
+    alone did not know of; its rollover must still end the sealed segment at its SEAL, or no
+    later open could read the log ('bytes after the SEAL record' in a middle segment)."""
+    from logq import Log
+    from logq.log.verify import verify
+
+    path = str(tmp_path / "q")
+    with Log(path, segment_size=1 << 20) as log:
+        log.append([(16, b"x" * 100)])
+        seg = os.path.join(path, segment_of(path))
+        w = log._writer
+        with w.lock:  # a writer that knows the file only up to its end...
+            w.cut_zeros_locked(w.end)
+            with open(seg, "r+b") as f:  # ...and zeros another grew it by before dying
+                f.truncate(os.path.getsize(seg) + (256 << 10))
+            w.rollover_locked()
+        log.append([(16, b"y")])
+    assert verify(path).ok, verify(path).problems
+    with Log(path) as again:  # every segment reads cleanly
+        assert again.last_seq == 3

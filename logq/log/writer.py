@@ -240,8 +240,10 @@ class Writer:
 
     def cut_zeros_locked(self, end: int) -> None:
         """Truncate the active segment's preallocated zeros after `end` (a SEAL, a close).
-        (A SEAL's cut is safe with others sharing the log: none reads or writes past it.)"""
-        if self.allocated > end:
+        (A SEAL's cut is safe with others sharing the log: none reads or writes past it.)
+        The file's own size is asked too: another process that died after growing
+        it, before publishing anything, leaves zeros this writer's `allocated` does not know."""
+        if self.allocated > end or self.active.size() > end:
             self.map = None
             self.active.truncate(end)
             self.allocated = end
