@@ -109,14 +109,14 @@ def set_aside_unpublished(writer: Writer, mode: int) -> None:
         writer.active.pwrite(bytes(written - end), end)
         log.warning("%s: a process died while appending; its unpublished batch (%d bytes at %d) was set aside "
                     "in %s", path, written - end, end, side)
-    active = writer.segments[-1].base
-    for name in writer.fs.listdir(writer.path):
-        base = parse_segment_name(name)
-        if base is not None and base > active:
-            writer.fs.unlink(os.path.join(writer.path, name))
-            log.warning("%s: removed segment %s, started by a process that died before publishing it",
-                        writer.path, name)
-    writer.grown_locked()  # such a writer may have cut the active segment at its SEAL
+        active = writer.segments[-1].base
+        for name in writer.fs.listdir(writer.path):
+            base = parse_segment_name(name)
+            if base is not None and base > active:
+                writer.fs.unlink(os.path.join(writer.path, name))
+                log.warning("%s: removed segment %s, started by a process that died before publishing it",
+                            writer.path, name)
+        writer.resync_locked()  # such a writer may have cut the active segment at its SEAL
 
 
 def follow_compaction(writer: Writer, state: State, replay: ReplayCallback | None, limit: int = MAX_STORED

@@ -321,6 +321,16 @@ class Writer:
         self.end, self.allocated = SEGMENT_HEADER_SIZE, self.active.size()
         self._map_zeros()
 
+    def resync_locked(self) -> None:
+        """Take the active file's size as it is now, grown or cut by another process (one that
+        died mid-rollover may have cut it at a SEAL since set aside): no map reaches past it."""
+        size = self.active.size()
+        if size != self.allocated:
+            self.map = None
+            self.active.truncate(size)  # (the same size: only drops a map of the old one)
+            self.allocated = size
+            self._map_zeros()
+
     def grown_locked(self) -> None:
         """Another process may have preallocated the active segment further: map that too.
         Or cut it short (a writer that died after its SEAL cut the zeros, before publishing):
